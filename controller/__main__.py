@@ -1,0 +1,7 @@
+"""`python -m controller` is the same as the `trm-sre` console script."""
+
+import sys
+
+from controller.cli import main
+
+sys.exit(main())

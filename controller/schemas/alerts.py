@@ -1,0 +1,133 @@
+"""Alerts as they arrive: the Alertmanager webhook (payload version 4) and one alert event per alert.
+
+Alertmanager sends a whole group per notification and re-sends it every
+group_interval / repeat_interval; we split it into one `AlertEvent` per alert,
+each with **its own** status (the system we replace used the group's status),
+and identify an incident by `(fingerprint, startsAt)`.
+Unknown fields are ignored: Alertmanager added `notification_reason` and
+`routeLabels` in 2026 releases and will add more.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Alertmanager zeroes endsAt on alerts that have not resolved yet.
+ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+ALERT_FIRED = "io.homelab.prometheus.alert.fired"
+ALERT_RESOLVED = "io.homelab.prometheus.alert.resolved"
+
+
+def _fnv1a_64(data: bytes) -> int:
+    value = 0xCBF29CE484222325
+    for byte in data:
+        value ^= byte
+        value = (value * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def label_fingerprint(labels: dict[str, str]) -> str:
+    """Prometheus' `Labels.Fingerprint()`: FNV-1a 64 over sorted names and values, 0xFF separated.
+
+    Used when a producer (a CloudEvent from elsewhere) sends no fingerprint, so the
+    same label set still maps to the same incident as Alertmanager's would.
+    """
+    parts = bytearray()
+    for name in sorted(labels):
+        parts += name.encode() + b"\xff" + labels[name].encode() + b"\xff"
+    return f"{_fnv1a_64(bytes(parts)):016x}"
+
+
+class Alert(BaseModel):
+    """One alert object of the Alertmanager webhook payload."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime
+    endsAt: datetime = ZERO_TIME
+    generatorURL: str = ""
+    fingerprint: str = ""
+
+    @field_validator("startsAt", "endsAt")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        # Naive timestamps are taken as UTC so incident keys never depend on the host's zone.
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    @property
+    def alertname(self) -> str:
+        return self.labels.get("alertname", "")
+
+    def effective_fingerprint(self) -> str:
+        return self.fingerprint or label_fingerprint(self.labels)
+
+
+class AlertmanagerPayload(BaseModel):
+    """The webhook body (`webhook.Message`), version "4"."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: str = "4"
+    groupKey: str = ""
+    truncatedAlerts: int = 0
+    status: Literal["firing", "resolved"] = "firing"
+    receiver: str = ""
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[Alert]
+
+
+class AlertEvent(BaseModel):
+    """One alert with the context the decision needs; what `io.homelab.prometheus.alert.*` carries."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    alert: Alert
+    receiver: str = ""
+    group_key: str = ""
+    common_annotations: dict[str, str] = Field(default_factory=dict)
+    source: Literal["alertmanager", "cloudevents", "reason", "cli"] = "alertmanager"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.alert.effective_fingerprint()
+
+    @property
+    def incident_key(self) -> str:
+        """`(fingerprint, startsAt)`: stable across Alertmanager's re-sends and across firing → resolved."""
+        return f"{self.fingerprint}@{self.alert.startsAt.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+    @property
+    def cloudevent_type(self) -> str:
+        return ALERT_RESOLVED if self.alert.status == "resolved" else ALERT_FIRED
+
+    def merged_annotations(self) -> dict[str, str]:
+        """The group's common annotations with the alert's own on top (the alert's own win)."""
+        return {**self.common_annotations, **self.alert.annotations}
+
+    def as_alert_dict(self) -> dict[str, Any]:
+        """The plain Alertmanager alert object, as selectors and the model take it."""
+        return self.alert.model_dump(mode="json")
+
+
+def split_payload(payload: AlertmanagerPayload) -> list[AlertEvent]:
+    """One event per alert, each by its own status."""
+    return [
+        AlertEvent(
+            alert=alert,
+            receiver=payload.receiver,
+            group_key=payload.groupKey,
+            common_annotations=payload.commonAnnotations,
+            source="alertmanager",
+        )
+        for alert in payload.alerts
+    ]
