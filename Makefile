@@ -1,0 +1,88 @@
+# trm-sre developer entry points. `make help` lists the targets.
+#
+# Override any variable on the command line, e.g.
+#   make test PYTEST_ARGS='tests/test_controlplane.py -x'
+#   make run RUN_ARGS='--verbose'
+#   VENV=/tmp/venv make test
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+# The interpreter the venv is made from: 3.11 is what requirements.lock targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+
+CACHE := $(HOME)/.cache/trm-sre
+export UV_CACHE_DIR ?= $(CACHE)/uv
+export PIP_CACHE_DIR ?= $(CACHE)/pip
+# uv must use the interpreter we name, never fetch one of its own.
+export UV_PYTHON_DOWNLOADS := never
+
+# The stamp is keyed on the lock file's content (not its mtime), so a fresh
+# clone reuses a cached venv and any lock change reinstalls; and on this
+# checkout's path, so the editable install never points at an old clone.
+LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-12)
+TREE_HASH := $(shell echo '$(CURDIR)' | sha256sum | cut -c1-8)
+STAMP := $(VENV)/.installed-$(LOCK_HASH)-$(TREE_HASH)
+
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+TRAIN_ARGS ?=
+EVAL_ARGS ?=
+
+.PHONY: help venv run envtest test train eval bench lock clean distclean
+
+help: ## list the targets
+	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create or update the venv (VENV=.venv) from requirements.lock
+
+$(STAMP): requirements.lock pyproject.toml
+	@uv=""; \
+	if command -v uv >/dev/null; then uv=uv; \
+	elif python3 -m uv --version >/dev/null 2>&1; then uv="python3 -m uv"; \
+	elif python3 -m pip install --user --quiet uv; then uv="python3 -m uv"; fi; \
+	if [ -n "$$uv" ]; then \
+	  [ -x $(PY) ] || $$uv venv --python $(PYTHON) $(VENV); \
+	  $$uv pip sync --python $(PY) requirements.lock; \
+	  $$uv pip install --python $(PY) --no-deps -e .; \
+	else \
+	  echo "uv unavailable; falling back to venv + pip"; \
+	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install --quiet -r requirements.lock; \
+	  $(PY) -m pip install --quiet --no-deps -e .; \
+	fi
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+run: venv ## run the controller locally against the cluster in KUBECONFIG (RUN_ARGS=...)
+	$(PY) -m controller run --standalone $(RUN_ARGS)
+
+envtest: ## build kube-apiserver, kubectl, etcd, alertmanager, amtool into ~/.cache/trm-sre/bin
+	tests/envtest/build.sh all
+
+# pytest exits 5 when it collects nothing; make treats that as a failure too.
+test: venv envtest ## run the test suite (PYTEST_ARGS='-m "not envtest"' for a quick subset)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+train: venv ## train the Tiny Recursive Model (TRAIN_ARGS=...)
+	$(PY) -m controller train $(TRAIN_ARGS)
+
+eval: venv ## evaluate a trained model (EVAL_ARGS=...)
+	$(PY) -m controller eval $(EVAL_ARGS)
+
+bench: venv ## run the benchmarks
+	$(PY) -m controller bench
+
+lock: ## regenerate requirements.lock from pyproject.toml
+	uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 -o requirements.lock
+
+clean: ## remove build leftovers and Python caches (keeps the venv and built binaries)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## also remove the venv; built binaries stay in ~/.cache/trm-sre/bin
+	rm -rf $(VENV)

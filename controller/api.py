@@ -1,0 +1,578 @@
+"""The HTTP API: where alerts, CloudEvents, reasoning requests and approvals come in.
+
+Routes only check and translate: authenticate, bound the body, parse into the
+typed models, call the pipeline, map its answer (or its refusal) onto HTTP.
+The status codes follow what the senders do with them:
+
+* Alertmanager retries only 5xx, never 429 (prometheus/alertmanager#2121), so
+  "try again later" is always 503 + Retry-After, and 2xx is only sent after
+  the pipeline has durably recorded the alerts.
+* Malformed input is 400 with a message that says what is wrong (and which
+  limit was exceeded), so a sender can fix it; a retry would not help.
+* Knative treats a 200 with a CloudEvent as a reply and re-ingests it; we reply
+  that way only to `io.homelab.reasoning.requested`, and answer everything
+  else with 202 (never a reply).
+
+`build_api(deps)` returns a FastAPI app; there is no module-level app object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from cloudevents.core.bindings.http import to_binary_event
+from cloudevents.core.v1.event import CloudEvent
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, ValidationError
+
+from controller.client import FREE_FORM_REFUSAL, REMEDIATION_TASK, ReasonRequest, ReasonResult
+from controller.cloudevents_in import (
+    ACCEPTED_TYPES,
+    CloudEventRejected,
+    InboundAlert,
+    InboundLambdaResponse,
+    InboundReasoning,
+    parse_inbound,
+    summarize_validation,
+)
+from controller.logging import correlation
+from controller.pipeline import Overloaded, StoreUnavailable
+from controller.schemas.alerts import Alert, AlertEvent, AlertmanagerPayload, split_payload
+from controller.schemas.decision import REASONING_COMPLETED, REASONING_FAILED, Decision
+from controller.settings import BearerToken, Limits
+
+if TYPE_CHECKING:
+    from controller.metrics import Metrics
+    from controller.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------
+# Wire models (bodies the routes read by hand are documented through these)
+# --------------------------------------------------------------------------
+
+
+class IngestResponse(BaseModel):
+    accepted: int = Field(description="alerts durably recorded by this request")
+    new_incidents: int = Field(description="alerts that opened an incident not seen before")
+    duplicates: int = Field(description="alerts already recorded (Alertmanager re-sends whole groups)")
+    resolved: int = Field(description="resolved alerts recorded against their incident")
+
+
+class EventAccepted(BaseModel):
+    type: str
+    id: str
+    result: dict[str, Any]
+
+
+class ApprovalRequest(BaseModel):
+    decision: Literal["approve", "reject"]
+    actor: str = Field(min_length=1, max_length=256, description="who decided (user name, bot id)")
+
+
+class ApprovalResponse(BaseModel):
+    approval_id: str
+    state: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    reasons: list[str]
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+# --------------------------------------------------------------------------
+# Dependencies the app is built from
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class ApiDeps:
+    pipeline: Pipeline
+    metrics: Metrics
+    token: BearerToken
+    limits: Limits
+    # Reasons the process is not ready beyond the pipeline's own (policies not listed, model not loaded).
+    readiness_checks: Callable[[], list[str]] = lambda: []
+    ce_source: str = "/trm-sre"
+
+
+class LimitExceeded(ValueError):
+    """A request is over one of the `Limits`; the message names the limit."""
+
+
+class _Slots:
+    """Bounded concurrency: at most `size` requests in the handlers; the rest wait briefly, then 503."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._semaphore = asyncio.Semaphore(limits.max_in_flight)
+        self._wait = limits.queue_wait_s
+        self._retry_after = limits.retry_after_s
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), timeout=self._wait)
+        except TimeoutError:
+            raise _unavailable("too many requests in flight", self._retry_after) from None
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+def _unavailable(reason: str, retry_after: int) -> HTTPException:
+    return HTTPException(status_code=503, detail=f"{reason}; retry later", headers={"Retry-After": str(retry_after)})
+
+
+def _unavailable_response(reason: str, retry_after: int) -> JSONResponse:
+    # 503, never 429: Alertmanager retries only 5xx (prometheus/alertmanager#2121).
+    return JSONResponse({"detail": f"{reason}; retry later"}, status_code=503, headers={"Retry-After": str(retry_after)})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) once it passes `limit` bytes, whatever Content-Length claims."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status_code=413, detail=f"body of {declared} bytes is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(status_code=413, detail=f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HTTPException(status_code=400, detail=f"{what}: body is not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise HTTPException(status_code=400, detail=f"{what}: body must be a JSON object")
+    return doc
+
+
+# --------------------------------------------------------------------------
+# Limits
+# --------------------------------------------------------------------------
+
+
+def _check_map(kind: str, where: str, values: dict[str, str], max_count: int, max_value: int, limits: Limits) -> None:
+    if len(values) > max_count:
+        raise LimitExceeded(f"{where}: {len(values)} {kind}; the limit is {max_count} {kind} per alert (max_labels)")
+    for name, value in values.items():
+        if len(name) > limits.max_name_length:
+            raise LimitExceeded(
+                f"{where}: a {kind[:-1]} name is {len(name)} characters; the limit is {limits.max_name_length} (max_name_length)"
+            )
+        if len(value) > max_value:
+            setting = "max_label_value_length" if kind == "labels" else "max_annotation_value_length"
+            raise LimitExceeded(
+                f"{where}: {kind[:-1]} {name[:64]!r} is {len(value)} characters; the limit is {max_value} ({setting})"
+            )
+
+
+def check_alert_limits(events: Iterable[AlertEvent], limits: Limits) -> None:
+    for i, event in enumerate(events):
+        where = f"alerts[{i}]"
+        _check_map("labels", where, event.alert.labels, limits.max_labels, limits.max_label_value_length, limits)
+        annotations = event.merged_annotations()
+        _check_map("annotations", where, annotations, limits.max_labels, limits.max_annotation_value_length, limits)
+
+
+def check_payload_size(doc: dict[str, Any], limits: Limits) -> None:
+    """Count alerts before validating them all: a cheap guard against oversized groups."""
+    alerts = doc.get("alerts")
+    if isinstance(alerts, list) and len(alerts) > limits.max_alerts:
+        raise LimitExceeded(
+            f"payload has {len(alerts)} alerts; the limit is {limits.max_alerts} alerts per payload (max_alerts); "
+            "set max_alerts in Alertmanager's webhook_config"
+        )
+
+
+# --------------------------------------------------------------------------
+# /reason
+# --------------------------------------------------------------------------
+
+
+def alert_event_from_context(context: dict[str, Any]) -> AlertEvent:
+    """`context.alert` (an Alertmanager alert object) or `context.labels` / `context.annotations`."""
+    raw = context.get("alert")
+    if raw is None and "labels" in context:
+        raw = {"labels": context.get("labels"), "annotations": context.get("annotations") or {}}
+    if not isinstance(raw, dict):
+        raise HTTPException(
+            status_code=422,
+            detail="remediation needs an alert: context.alert (an Alertmanager alert object) or context.labels",
+        )
+    fields = {"status": "firing", "startsAt": datetime.now(UTC).isoformat(), **raw}
+    try:
+        alert = Alert.model_validate(fields)
+    except ValidationError as exc:
+        raise HTTPException(status_code=422, detail=f"invalid alert in context: {summarize_validation(exc)}") from exc
+    common = context.get("commonAnnotations") or {}
+    return AlertEvent(alert=alert, common_annotations=common if isinstance(common, dict) else {}, source="reason")
+
+
+def decision_answer(decision: Decision | None) -> dict[str, Any]:
+    """The decision as the answer other agents read: the names the trigger's data uses."""
+    if decision is None:
+        return {"lambda_function": None, "parameters": {}, "outcome": "no_policy", "policy": None,
+                "decision_id": None, "stage": None, "reasoning": "no RemediationPolicy matches this alert"}
+    return {
+        "lambda_function": decision.function if decision.outcome == "trigger" else None,
+        "parameters": decision.parameters if decision.outcome == "trigger" else {},
+        "outcome": decision.outcome,
+        "policy": decision.policy,
+        "decision_id": decision.id,
+        "stage": decision.stage,
+        "reasoning": decision.reasoning,
+    }
+
+
+async def answer_reasoning(pipeline: Pipeline, request: ReasonRequest) -> ReasonResult:
+    """Run the policy's chain for the alert in `request.context`, without side effects."""
+    if request.task_type != REMEDIATION_TASK:
+        raise HTTPException(status_code=422, detail=f"{FREE_FORM_REFUSAL} (task_type must be {REMEDIATION_TASK!r})")
+    event = alert_event_from_context(request.context)
+    started = time.perf_counter()
+    decision = await pipeline.decide_only(event)
+    duration_ms = (time.perf_counter() - started) * 1000
+    trace = [t.model_dump(mode="json") for t in decision.trace] if decision else []
+    return ReasonResult(
+        answer=json.dumps(decision_answer(decision), sort_keys=True),
+        steps=len(trace),
+        confidence=(decision.confidence or 0.0) if decision and decision.outcome == "trigger" else 0.0,
+        reasoning_trace=trace,
+        duration_ms=round(duration_ms, 3),
+        decision_id=decision.id if decision else None,
+        conversation_id=request.conversation_id,
+    )
+
+
+# --------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------
+
+
+def _body_doc(model: type[BaseModel], content_types: Iterable[str] = ("application/json",)) -> dict[str, Any]:
+    """openapi_extra for a body read by hand (bounded), so the schema still documents it."""
+    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {ct: {"schema": ref} for ct in content_types}}}
+
+
+_ERRORS = {
+    400: {"model": ErrorBody, "description": "malformed, or over a limit (the message names it)"},
+    401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
+    413: {"model": ErrorBody, "description": "body over the size limit"},
+    503: {"model": ErrorBody, "description": "overloaded or the store is unavailable; retry after Retry-After"},
+}
+
+
+def build_api(deps: ApiDeps) -> FastAPI:
+    """The FastAPI app for one controller process."""
+    app = FastAPI(
+        title="trm-sre",
+        summary="Turns Prometheus alerts into safe, automatic remediations.",
+        version=_version(),
+        docs_url=None,
+        redoc_url=None,
+    )
+    slots = _Slots(deps.limits)
+    bearer = HTTPBearer(auto_error=False, description="TRM_SRE_WEBHOOK_TOKEN (or --token-file)")
+    pipeline, limits, metrics = deps.pipeline, deps.limits, deps.metrics
+
+    async def authenticated(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if not deps.token.configured:
+            return  # loopback-only mode: the CLI refuses any other bind without a token
+        presented = credentials.credentials if credentials is not None else None
+        if not deps.token.check(presented):
+            raise HTTPException(status_code=401, detail="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        log.warning("overloaded, answering 503: %s", exc)
+        return _unavailable_response(f"overloaded ({exc})", exc.retry_after)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("store unavailable, answering 503: %s", exc)
+        return _unavailable_response("store unavailable", limits.retry_after_s)
+
+    async def ingest(events: list[AlertEvent]) -> IngestResponse:
+        result = await pipeline.ingest(events)  # Overloaded / StoreUnavailable -> 503 (handlers above)
+        return IngestResponse(
+            accepted=result.accepted,
+            new_incidents=result.new_incidents,
+            duplicates=result.duplicates,
+            resolved=result.resolved,
+        )
+
+    @app.post(
+        "/alertmanager",
+        response_model=IngestResponse,
+        dependencies=[Depends(authenticated)],
+        responses=_ERRORS,
+        openapi_extra=_body_doc(AlertmanagerPayload),
+        summary="Alertmanager webhook (payload version 4)",
+    )
+    async def alertmanager(request: Request) -> IngestResponse:
+        """Record every alert of the group durably, then answer 200; decisions follow asynchronously."""
+        async with slots.slot():
+            doc = _json_object(await read_body(request, limits.max_body_bytes), "Alertmanager payload")
+            try:
+                check_payload_size(doc, limits)
+                if str(doc.get("version", "4")) != "4":
+                    raise HTTPException(status_code=400, detail=f"unsupported payload version {doc.get('version')!r}; expected \"4\"")
+                payload = AlertmanagerPayload.model_validate(doc)
+                events = split_payload(payload)
+                check_alert_limits(events, limits)
+            except ValidationError as exc:
+                raise HTTPException(status_code=400, detail=f"invalid Alertmanager payload: {summarize_validation(exc)}") from exc
+            except LimitExceeded as exc:
+                raise HTTPException(status_code=400, detail=str(exc)) from exc
+            result = await ingest(events)
+            log.info("alertmanager payload recorded", extra={"group_key": payload.groupKey[:200], **result.model_dump()})
+            return result
+
+    @app.post(
+        "/events",
+        dependencies=[Depends(authenticated)],
+        responses={
+            200: {"description": f"{REASONING_COMPLETED} / {REASONING_FAILED} reply (binary mode)"},
+            202: {"model": EventAccepted, "description": "alert recorded, or lambda response recorded"},
+            **_ERRORS,
+        },
+        status_code=202,
+        summary="CloudEvents (binary or structured mode)",
+        description="Accepted types: " + ", ".join(ACCEPTED_TYPES),
+    )
+    async def events(request: Request) -> Response:
+        async with slots.slot():
+            body = await read_body(request, limits.max_body_bytes)
+            try:
+                inbound = parse_inbound(request.headers, body)
+            except CloudEventRejected as exc:
+                raise HTTPException(status_code=400, detail=str(exc)) from exc
+            with correlation(inbound.envelope.correlation_id or inbound.envelope.id):
+                if isinstance(inbound, InboundAlert):
+                    try:
+                        check_alert_limits([inbound.event], limits)
+                    except LimitExceeded as exc:
+                        raise HTTPException(status_code=400, detail=str(exc)) from exc
+                    result = await ingest([inbound.event])
+                    return _accepted(inbound.envelope.type, inbound.envelope.id, result.model_dump())
+                if isinstance(inbound, InboundReasoning):
+                    return await _reasoning_reply(inbound)
+                return await _lambda_response(inbound)
+
+    async def _lambda_response(inbound: InboundLambdaResponse) -> Response:
+        recorded = await pipeline.record_lambda_response(inbound.correlation_id, inbound.success, inbound.data)
+        if not recorded:
+            # 2xx anyway: a retry would not make the id known, and Knative would retry a 4xx/5xx.
+            log.warning("lambda response for an unknown correlation id", extra={"function": inbound.function_name})
+        return _accepted(inbound.envelope.type, inbound.envelope.id, {"recorded": recorded})
+
+    async def _reasoning_reply(inbound: InboundReasoning) -> Response:
+        started = time.perf_counter()
+        status = "completed"
+        try:
+            result = await answer_reasoning(pipeline, inbound.request)
+            ce_type, data = REASONING_COMPLETED, result.model_dump(mode="json")
+        except HTTPException as exc:
+            status = "failed"
+            ce_type = REASONING_FAILED
+            data = {"error": exc.detail, "conversation_id": inbound.request.conversation_id}
+        _observe_reasoning(inbound.request.task_type, status, started)
+        attributes = {
+            "type": ce_type,
+            "source": deps.ce_source,
+            # Deterministic: a redelivered request gets the same reply id, so the broker can de-duplicate.
+            "id": f"{inbound.envelope.id}-{status}"[:256],
+            "datacontenttype": "application/json",
+            "correlationid": inbound.envelope.correlation_id or inbound.envelope.id,
+        }
+        message = to_binary_event(CloudEvent(attributes=attributes, data=data))
+        return Response(content=message.body, status_code=200, headers=message.headers, media_type=None)
+
+    def _observe_reasoning(task_type: str, status: str, started: float) -> None:
+        task = task_type if task_type == REMEDIATION_TASK else "other"  # bounded label values
+        metrics.reasoning_requests.labels(task_type=task, status=status).inc()
+        metrics.reasoning_duration.observe(time.perf_counter() - started)
+
+    @app.post(
+        "/reason",
+        response_model=ReasonResult,
+        dependencies=[Depends(authenticated)],
+        responses={422: {"model": ErrorBody, "description": "not a remediation request, or no alert in context"},
+                   **_ERRORS},
+        openapi_extra=_body_doc(ReasonRequest),
+        summary="Which remediation fits this alert? (no side effects)",
+    )
+    async def reason(request: Request) -> ReasonResult:
+        async with slots.slot():
+            doc = _json_object(await read_body(request, limits.max_body_bytes), "reason request")
+            started = time.perf_counter()
+            try:
+                reason_request = ReasonRequest.model_validate(doc)
+            except ValidationError as exc:
+                raise HTTPException(status_code=422, detail=f"invalid reason request: {summarize_validation(exc)}") from exc
+            try:
+                result = await answer_reasoning(pipeline, reason_request)
+            except HTTPException:
+                _observe_reasoning(reason_request.task_type, "rejected", started)
+                raise
+            _observe_reasoning(reason_request.task_type, "completed", started)
+            return result
+
+    @app.post(
+        "/approvals/{approval_id}",
+        response_model=ApprovalResponse,
+        dependencies=[Depends(authenticated)],
+        responses={404: {"model": ErrorBody, "description": "no such approval"},
+                   409: {"model": ApprovalResponse, "description": "already resolved otherwise, expired or cancelled"},
+                   **_ERRORS},
+        openapi_extra=_body_doc(ApprovalRequest),
+        summary="Approve or reject a pending remediation",
+    )
+    async def approve(approval_id: str, request: Request) -> Response:
+        async with slots.slot():
+            doc = _json_object(await read_body(request, limits.max_body_bytes), "approval")
+            try:
+                body = ApprovalRequest.model_validate(doc)
+            except ValidationError as exc:
+                raise HTTPException(status_code=400, detail=f"invalid approval: {summarize_validation(exc)}") from exc
+            approve_it = body.decision == "approve"
+            with correlation(approval_id):
+                state = await pipeline.resolve_approval(approval_id, approve_it, body.actor)
+                log.info("approval resolved", extra={"actor": body.actor, "decision": body.decision, "state": state})
+            if state == "unknown":
+                raise HTTPException(status_code=404, detail=f"no approval {approval_id[:100]!r}")
+            answer = ApprovalResponse(approval_id=approval_id, state=state)
+            wanted = "approved" if approve_it else "rejected"
+            return JSONResponse(answer.model_dump(), status_code=200 if state == wanted else 409)
+
+    @app.get(
+        "/decisions/{decision_id}",
+        dependencies=[Depends(authenticated)],
+        responses={404: {"model": ErrorBody, "description": "no such decision"}, 401: _ERRORS[401]},
+        summary="A decision with its stage-by-stage trace and its delivery, approval and outcome history",
+    )
+    async def get_decision(decision_id: str) -> dict[str, Any]:
+        found = await asyncio.to_thread(pipeline.get_decision, decision_id)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no decision {decision_id[:100]!r}")
+        return found
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready; reasons say why"}},
+        summary="Readiness: store open, policies loaded, model loaded (or disabled)",
+    )
+    async def readyz() -> JSONResponse:
+        ok, reasons = pipeline.readiness()
+        reasons = [*reasons, *deps.readiness_checks()]
+        ready = ok and not reasons
+        return JSONResponse(Readiness(ready=ready, reasons=reasons).model_dump(), status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    _document_hand_read_bodies(app, [AlertmanagerPayload, ReasonRequest, ApprovalRequest])
+    app.add_middleware(_RequestMetrics, count=_request_counter(metrics))
+    return app
+
+
+def _accepted(ce_type: str, ce_id: str, result: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(EventAccepted(type=ce_type, id=ce_id, result=result).model_dump(), status_code=202)
+
+
+def _document_hand_read_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """Add the schemas of bodies we read ourselves (bounded) to the OpenAPI components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
+
+
+def _request_counter(metrics: Metrics) -> Callable[[str, int], None]:
+    def count(route: str, code: int) -> None:
+        metrics.http_requests.labels(route=route, code=str(code)).inc()
+
+    return count
+
+
+class _RequestMetrics:
+    """Pure ASGI middleware: count requests by route template and status; bind a request correlation id."""
+
+    def __init__(self, app: Any, count: Callable[[str, int], None]) -> None:
+        self.app = app
+        self.count = count
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        headers = dict(scope.get("headers") or [])
+        request_id = (headers.get(b"x-correlation-id") or headers.get(b"ce-id") or b"").decode("latin-1")[:128]
+
+        async def send_and_record(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with correlation(request_id or uuid.uuid4().hex[:16]):
+            try:
+                await self.app(scope, receive, send_and_record)
+            finally:
+                route = scope.get("route")
+                self.count(getattr(route, "path", "unmatched"), status)
+                if status >= 500:
+                    log.warning("request failed", extra={"method": scope.get("method"), "path": scope.get("path"), "status": status})
+                else:
+                    log.debug("request", extra={"method": scope.get("method"), "path": scope.get("path"), "status": status})
+
+
+def _version() -> str:
+    from controller import __version__
+
+    return __version__

@@ -1,0 +1,436 @@
+"""Wiring: the one place that builds the controller's objects and runs its loops.
+
+One process, one asyncio loop: the HTTP API (uvicorn), the pipeline's workers
+and outbox loop, and — in cluster mode — the kopf operator that keeps the
+policy index current and writes policy status. Everything is built here from
+`RunSettings` and passed explicitly; nothing is a module-level singleton.
+
+Shutdown order (SIGTERM, SIGINT, or a component failing): stop accepting HTTP
+requests (in-flight ones finish), drain the pipeline (decide what was
+accepted, give the outbox one more delivery pass), then stop the operator so
+its last status flush sees the final counts. The whole sequence is bounded
+by `RunSettings.shutdown_timeout_s` (25 s: inside Kubernetes' 30 s grace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+import uvicorn
+import yaml
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from controller.api import ApiDeps, build_api
+from controller.cloudevents_in import summarize_validation
+from controller.decision.stages import StageClients
+from controller.defaults import load_default_policy, policy_from_manifest
+from controller.metrics import Metrics
+from controller.pipeline import Pipeline, PipelineSettings
+from controller.policy_index import PolicyIndex
+from controller.schemas.policy import Policy, SecretKeyRef
+from controller.settings import RunSettings, SettingsError
+from controller.status import PolicyStatusRecorder
+from controller.store import Store
+from runbooks import Catalog, default_catalog
+
+if TYPE_CHECKING:
+    from models.selector import TRMSelector
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------
+# Policies from files (standalone mode)
+# --------------------------------------------------------------------------
+
+
+class PolicyFileError(SettingsError):
+    """A policy file is unreadable or holds an invalid RemediationPolicy; the message names the file."""
+
+
+def policy_from_file_document(doc: Any, origin: str) -> Policy:
+    """One RemediationPolicy manifest from a file → Policy; the namespace defaults to `default`, as with kubectl."""
+    if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) and not doc["metadata"].get("namespace"):
+        doc = {**doc, "metadata": {**doc["metadata"], "namespace": "default"}}
+    try:
+        return policy_from_manifest(doc)
+    except ValidationError as exc:
+        raise PolicyFileError(f"{origin}: invalid spec: {summarize_validation(exc, limit=10)}") from exc
+    except (ValueError, TypeError) as exc:
+        raise PolicyFileError(f"{origin}: {exc}") from exc
+
+
+def load_policy_files(paths: tuple[Path, ...] | list[Path]) -> list[Policy]:
+    """Every RemediationPolicy in the files (multi-document YAML); duplicates are an error."""
+    policies: dict[str, Policy] = {}
+    for path in paths:
+        try:
+            docs = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, yaml.YAMLError) as exc:
+            raise PolicyFileError(f"{path}: cannot read policies: {exc}") from exc
+        for number, doc in enumerate(docs, start=1):
+            if doc is None:
+                continue  # an empty document (a trailing `---`)
+            policy = policy_from_file_document(doc, f"{path} document {number}")
+            if policy.key in policies:
+                raise PolicyFileError(f"{path}: policy {policy.key} is defined twice")
+            policies[policy.key] = policy
+    return list(policies.values())
+
+
+def standalone_policies(paths: tuple[Path, ...]) -> list[Policy]:
+    """The policies of `--policies`, or the embedded default policy when none are given."""
+    if paths:
+        policies = load_policy_files(paths)
+        if not policies:
+            raise PolicyFileError(f"no RemediationPolicy in {', '.join(map(str, paths))}")
+        return policies
+    return [load_default_policy()]
+
+
+# --------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """The TRM selector, or why there is none; "unavailable" keeps the process not-ready."""
+
+    selector: TRMSelector | None
+    status: Literal["loaded", "disabled", "unavailable"]
+    detail: str
+
+    def readiness_problem(self) -> str | None:
+        if self.status == "unavailable":
+            return f"TRM model not loaded ({self.detail}); fix the checkpoint or run with --no-model"
+        return None
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch  # only when asked to choose
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(enabled: bool, checkpoint_dir: Path | None, device: str, catalog: Catalog) -> ModelState:
+    """Load the TRM checkpoint; a missing or incompatible one leaves the TRM stage handing over."""
+    if not enabled:
+        return ModelState(None, "disabled", "disabled with --no-model")
+    try:
+        from models.selector import CheckpointError, TRMSelector
+    except ImportError as exc:
+        return ModelState(None, "unavailable", f"the models package cannot be imported: {exc}")
+    started = time.perf_counter()
+    try:
+        selector = TRMSelector.load(checkpoint_dir=checkpoint_dir, device=resolve_device(device), catalog=catalog)
+    except (CheckpointError, OSError) as exc:
+        log.error("TRM model not loaded: %s", exc)
+        return ModelState(None, "unavailable", str(exc))
+    log.info("TRM model loaded", extra={"seconds": round(time.perf_counter() - started, 2)})
+    return ModelState(selector, "loaded", "loaded")
+
+
+# --------------------------------------------------------------------------
+# Secrets for functionCalling stages (cluster mode)
+# --------------------------------------------------------------------------
+
+
+class KubernetesSecrets:
+    """Resolves a stage's `secretRef` from a Secret in the policy's namespace, cached briefly.
+
+    Called from a worker thread by the functionCalling stage. The cache keeps
+    an LLM call from costing an API round trip, and its TTL lets a rotated
+    token take effect within a minute.
+    """
+
+    def __init__(self, ttl_s: float = 60.0) -> None:
+        self._ttl = ttl_s
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str, str], tuple[float, str | None]] = {}
+        self._api: Any = None
+
+    def _core_api(self) -> Any:  # the kubernetes package is untyped
+        if self._api is None:
+            from kubernetes import client, config
+
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            self._api = client.CoreV1Api()
+        return self._api
+
+    def __call__(self, namespace: str, ref: SecretKeyRef) -> str | None:
+        key = (namespace, ref.name, ref.key)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        from kubernetes.client.exceptions import ApiException
+        from kubernetes.config import ConfigException
+
+        try:
+            secret = self._core_api().read_namespaced_secret(ref.name, namespace)
+            raw = (secret.data or {}).get(ref.key)
+            value = base64.b64decode(raw).decode().strip() if raw else None
+        except (ApiException, ConfigException, ValueError) as exc:
+            log.warning("cannot read secret %s/%s key %s: %s", namespace, ref.name, ref.key, exc)
+            value = None
+        with self._lock:
+            self._cache[key] = (now + self._ttl, value)
+        return value
+
+
+# --------------------------------------------------------------------------
+# The process
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Readiness:
+    """What must hold, beyond the pipeline's own checks, before the process takes traffic."""
+
+    standalone: bool
+    index: PolicyIndex
+    model: ModelState
+    # Cluster mode: set once the operator has listed the RemediationPolicies.
+    policies_listed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __call__(self) -> list[str]:
+        problems = []
+        if self.standalone:
+            if len(self.index) == 0:
+                problems.append("no RemediationPolicy loaded")
+        elif not self.policies_listed.is_set():
+            problems.append("the operator has not listed RemediationPolicies yet")
+        model = self.model.readiness_problem()
+        if model:
+            problems.append(model)
+        return problems
+
+
+@dataclass
+class Components:
+    """Everything one controller process is made of (also what tests build in-process)."""
+
+    settings: RunSettings
+    catalog: Catalog
+    metrics: Metrics
+    index: PolicyIndex
+    recorder: PolicyStatusRecorder
+    store: Store
+    model: ModelState
+    clients: StageClients
+    pipeline: Pipeline
+    readiness: Readiness
+    api: FastAPI
+    http: httpx.AsyncClient
+
+
+def build_components(settings: RunSettings, *, model: ModelState | None = None) -> Components:
+    """Build (not start) every object; raises SettingsError/PolicyFileError or the store's error."""
+    catalog = default_catalog()
+    metrics = Metrics()
+    index = PolicyIndex()
+    if settings.standalone:
+        for policy in standalone_policies(settings.policy_files):
+            index.upsert(policy)
+    if model is None:
+        model = load_model(settings.model_enabled, settings.checkpoint_dir, settings.device, catalog)
+    metrics.model_loaded.set(1 if model.selector is not None else 0)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(settings.state_dir)
+    http = httpx.AsyncClient(follow_redirects=False)
+    clients = StageClients(trm=model.selector, http=http, secrets=None if settings.standalone else KubernetesSecrets())
+    recorder = PolicyStatusRecorder()
+    pipeline_settings = PipelineSettings(
+        sink=settings.sink, ce_source=settings.ce_source, ce_overrides=dict(settings.ce_overrides)
+    )
+    pipeline = Pipeline(pipeline_settings, store, index, catalog, clients, recorder, metrics)
+    readiness = Readiness(standalone=settings.standalone, index=index, model=model)
+    api = build_api(
+        ApiDeps(
+            pipeline=pipeline,
+            metrics=metrics,
+            token=settings.token,
+            limits=settings.limits,
+            readiness_checks=readiness,
+            ce_source=settings.ce_source,
+        )
+    )
+    return Components(
+        settings=settings,
+        catalog=catalog,
+        metrics=metrics,
+        index=index,
+        recorder=recorder,
+        store=store,
+        model=model,
+        clients=clients,
+        pipeline=pipeline,
+        readiness=readiness,
+        api=api,
+        http=http,
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: this module decides when and how the process stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ComponentFailed(RuntimeError):
+    """The HTTP server or the operator stopped on its own."""
+
+
+async def _serve_http(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:  # uvicorn exits the process when it cannot bind; we want a clean shutdown
+        raise ComponentFailed(f"the HTTP server could not start (exit {exc.code}); is the port in use?") from None
+
+
+def bound_port(server: uvicorn.Server) -> int | None:
+    for listener in getattr(server, "servers", []):
+        for sock in listener.sockets:
+            return int(sock.getsockname()[1])
+    return None
+
+
+class Controller:
+    """Runs the built components until a signal (or a failure) and stops them in order."""
+
+    def __init__(self, components: Components, announce: Callable[[str], None] = print) -> None:
+        self.c = components
+        self.announce = announce
+        self.stop_requested = asyncio.Event()
+        self.operator_stop = asyncio.Event()
+        settings = components.settings
+        config = uvicorn.Config(
+            components.api,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
+            timeout_graceful_shutdown=5,
+        )
+        self.server = _Server(config)
+        self.port: int | None = None
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    async def run(self, *, install_signal_handlers: bool = True) -> int:
+        """Serve until stopped; 0 after a requested stop, 1 when a component failed."""
+        if install_signal_handlers:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.c.pipeline.start()
+        tasks: dict[str, asyncio.Task[Any]] = {"http": asyncio.create_task(_serve_http(self.server), name="http")}
+        if not self.c.settings.standalone:
+            tasks["operator"] = asyncio.create_task(self._run_operator(), name="operator")
+        stopper = asyncio.create_task(self.stop_requested.wait(), name="stop-request")
+        started = asyncio.create_task(self._announce_when_started(), name="announce")
+        done, _ = await asyncio.wait([*tasks.values(), stopper], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not stopper and (t.cancelled() or t.exception() is not None)]
+        for task in failed:
+            exc = None if task.cancelled() else task.exception()
+            log.error("%s stopped: %s", task.get_name(), exc or "cancelled", exc_info=exc)
+            self.announce(f"error: {task.get_name()} failed: {exc or 'cancelled'}")
+        if not failed and stopper not in done:
+            log.info("%s stopped on its own (a signal it handled); shutting down", ", ".join(t.get_name() for t in done))
+        started.cancel()
+        stopper.cancel()
+        await self._shutdown(tasks)
+        return 1 if failed else 0
+
+    async def _announce_when_started(self) -> None:
+        while not self.server.started:
+            await asyncio.sleep(0.02)
+        self.port = bound_port(self.server)
+        s = self.c.settings
+        mode = "standalone" if s.standalone else "cluster"
+        auth = "bearer token (" + s.token.source + ")" if s.authenticated else "none (loopback only)"
+        self.announce(f"trm-sre listening on http://{s.host}:{self.port} ({mode} mode, {len(self.c.index)} policies)")
+        self.announce(f"triggers go to: {s.trigger_destination}")
+        self.announce(f"authentication: {auth}; model: {self.c.model.status}")
+        log.info(
+            "started",
+            extra={"host": s.host, "port": self.port, "mode": mode, "triggers": s.trigger_destination,
+                   "model": self.c.model.status, "state_dir": str(s.state_dir)},
+        )
+
+    async def _run_operator(self) -> None:
+        from controller.operator import build_registry, run_operator
+
+        s = self.c.settings
+        registry = build_registry(self.c.index, self.c.recorder, self.c.catalog)
+        liveness = f"http://{s.host}:{s.liveness_port}/healthz" if s.liveness_port else None
+        await run_operator(
+            registry,
+            namespaces=list(s.namespaces),
+            stop_flag=self.operator_stop,
+            liveness_endpoint=liveness,
+            # Raised by kopf once its startup handlers ran and it starts watching: the closest
+            # signal kopf offers to "the policies have been listed".
+            ready_flag=self.c.readiness.policies_listed,
+        )
+
+    async def _shutdown(self, tasks: dict[str, asyncio.Task[Any]]) -> None:
+        deadline = time.monotonic() + self.c.settings.shutdown_timeout_s
+
+        def left(cap: float) -> float:
+            return max(0.1, min(cap, deadline - time.monotonic()))
+
+        self.server.should_exit = True
+        await _settle(tasks["http"], left(7))
+        try:
+            await self.c.pipeline.stop(drain_timeout_s=left(15))
+        except Exception:  # stopping must go on: the operator and the store still need closing
+            log.exception("pipeline did not stop cleanly")
+        self.operator_stop.set()
+        if "operator" in tasks:
+            await _settle(tasks["operator"], left(10))
+        if self.c.store.is_open:
+            self.c.store.close()
+        await self.c.http.aclose()
+        log.info("stopped")
+
+
+async def _settle(task: asyncio.Task[Any], timeout: float) -> None:
+    """Wait for a task to end; cancel it if it does not within `timeout`. Its failure was already logged."""
+    if not task.done():
+        done, _ = await asyncio.wait([task], timeout=timeout)
+        if not done:
+            log.warning("%s did not stop within %.1f s; cancelling it", task.get_name(), timeout)
+            task.cancel()
+            await asyncio.wait([task], timeout=2)
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not warn about it
+
+
+async def run_controller(settings: RunSettings, announce: Callable[[str], None] = print) -> int:
+    """`trm-sre run`: build, serve until SIGTERM/SIGINT, stop in order. Returns the exit code."""
+    components = build_components(settings)
+    return await Controller(components, announce).run()

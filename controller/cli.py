@@ -1,0 +1,515 @@
+"""`trm-sre` (also `python -m controller`): run the controller, or use its decision path by hand.
+
+Each subcommand is a small function taking parsed arguments and returning an
+exit code; `main(argv)` is the console script. Exit codes: 0 success, 1 a
+failure at run time (nothing found, a component failed), 2 bad usage or
+invalid settings (the message says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from controller import __version__
+
+PROG = "trm-sre"
+
+_DESCRIPTION = """\
+trm-sre turns Prometheus alerts into safe, automatic remediations: it receives
+Alertmanager webhooks and CloudEvents, picks a remediation function from the
+runbook catalog through a RemediationPolicy's fallback chain (static annotation,
+the Tiny Recursive Model, an optional LLM, rules), validates it, and emits an
+io.homelab.agent-sre.lambda.trigger CloudEvent once per incident."""
+
+_EPILOG = """\
+examples:
+  trm-sre run --standalone                          # embedded default policy, http://127.0.0.1:8080
+  trm-sre run --standalone --policies policies.yaml --sink http://broker/ns/default
+  trm-sre run --host 0.0.0.0 --token-file /var/run/secrets/trm-sre/token   # in a cluster
+  trm-sre select < tests/fixtures/alerts/crashloop.json
+  trm-sre explain 3f2a9c0d1e4b5a6f7081928374655647
+  trm-sre catalog
+"""
+
+_RUN_EPILOG = """\
+examples:
+  trm-sre run --standalone
+      Embedded default policy, loopback only, no token; triggers go to $K_SINK,
+      or are appended to <state dir>/triggers.jsonl when there is no sink.
+  TRM_SRE_WEBHOOK_TOKEN=s3cret trm-sre run --standalone --host 0.0.0.0 --policies policies.yaml
+      Listen on every interface (a token is then required) with your own policies.
+  trm-sre run --namespace monitoring --namespace shop --token-file /etc/trm-sre/token
+      Cluster mode: watch RemediationPolicies in two namespaces (KUBECONFIG or in-cluster config).
+
+Without a token (TRM_SRE_WEBHOOK_TOKEN or --token-file) the server accepts
+unauthenticated requests and therefore refuses to listen anywhere but loopback.
+"""
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where the TRM runs (default: cpu)")
+    group.add_argument("--no-model", action="store_true", help="disable the TRM stage deliberately (it hands over to the next stage)")
+    group.add_argument("--checkpoint", metavar="DIR", help="TRM checkpoint directory (default: the one shipped in models/checkpoints)")
+
+
+def _add_policy_option(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--policies", nargs="+", metavar="FILE", help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the controller (HTTP API + pipeline, and the kopf operator in cluster mode)",
+        description="Run the controller: the HTTP API and the pipeline; in cluster mode also the kopf operator "
+        "that indexes RemediationPolicies and writes their status.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--standalone", action="store_true", help="no cluster: policies come from --policies (or the embedded default)")
+    _add_policy_option(run, "RemediationPolicy YAML files (multi-document OK); standalone only; default: the embedded default policy")
+    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; anything else needs a token)")
+    run.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
+    run.add_argument("--state-dir", metavar="DIR", help="where the SQLite store lives (default: the user data dir, e.g. ~/.local/share/trm-sre)")
+    run.add_argument("--token-file", metavar="FILE", help="bearer token file, re-read when it changes (default: $TRM_SRE_WEBHOOK_TOKEN)")
+    run.add_argument("--namespace", action="append", metavar="NS", help="watch policies in this namespace (repeatable; default: cluster-wide)")
+    run.add_argument("--sink", metavar="URL", help="default CloudEvents sink for triggers (default: $K_SINK; none: <state dir>/triggers.jsonl)")
+    run.add_argument("--liveness-port", type=int, default=8081, help="kopf's liveness endpoint port, cluster mode (default: 8081; 0 disables)")
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper, help="default: INFO")
+    _add_model_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    select = sub.add_parser(
+        "select",
+        help="decide for one alert (or one webhook payload) read from stdin; print the decision as JSON",
+        description="Read one Alertmanager alert object, or one whole webhook payload, from stdin and print the "
+        "decision the policy chain makes (one object for an alert, a list for a payload). Nothing is emitted.",
+        epilog="example:\n  trm-sre select --no-model < tests/fixtures/alerts/crashloop.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_policy_option(select, "RemediationPolicy YAML files (default: the embedded default policy)")
+    _add_model_options(select)
+    select.set_defaults(handler=cmd_select)
+
+    explain = sub.add_parser(
+        "explain",
+        help="show a decision's trace stage by stage (a decision id from the store, or a fresh decision for an alert file)",
+        description="Explain a decision: with a decision id, read it (and its delivery, approval and outcome history) "
+        "from the store in --state-dir, or from a running server with --url; with an alert (or payload) JSON file, "
+        "make a fresh decision and explain it.",
+        epilog="examples:\n  trm-sre explain 3f2a9c0d1e4b5a6f7081928374655647 --state-dir /var/lib/trm-sre\n"
+        "  trm-sre explain --url http://127.0.0.1:8080 3f2a9c0d1e4b5a6f7081928374655647\n"
+        "  trm-sre explain tests/fixtures/alerts/crashloop.json --no-model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    explain.add_argument("target", metavar="DECISION_ID_OR_ALERT_FILE")
+    explain.add_argument("--state-dir", metavar="DIR", help="the store to read the decision from (default: the user data dir)")
+    explain.add_argument("--url", help="read the decision from a running trm-sre instead (GET /decisions/{id})")
+    explain.add_argument("--token-file", metavar="FILE", help="bearer token for --url (default: $TRM_SRE_WEBHOOK_TOKEN)")
+    explain.add_argument("--json", action="store_true", help="print the raw JSON instead of text")
+    _add_policy_option(explain, "for an alert file: RemediationPolicy YAML files (default: the embedded default policy)")
+    _add_model_options(explain)
+    explain.set_defaults(handler=cmd_explain)
+
+    catalog = sub.add_parser(
+        "catalog",
+        help="list the remediation functions and their parameters",
+        description="The runbook catalog: every remediation function, its risk, and its parameters "
+        "(type, required, default, the alert labels that usually carry it).",
+    )
+    catalog.add_argument("--json", action="store_true", help="print the tool schemas as JSON instead")
+    catalog.set_defaults(handler=cmd_catalog)
+
+    for name, text in (
+        ("train", "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`)"),
+        ("eval", "evaluate the model against the rules and the full chain (arguments go to models.evaluate)"),
+    ):
+        delegated = sub.add_parser(name, help=text, description=text, add_help=False)
+        delegated.add_argument("args", nargs=argparse.REMAINDER)
+        delegated.set_defaults(handler=cmd_train if name == "train" else cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    # train/eval forward everything (including --help) to their own parsers.
+    if argv and argv[0] in ("train", "eval"):
+        return cmd_train(argv[1:]) if argv[0] == "train" else cmd_eval(argv[1:])
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+# --------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from controller.app import run_controller
+    from controller.logging import configure_logging
+    from controller.settings import SettingsError, settings_from_args
+    from controller.store import StoreError
+
+    configure_logging(args.log_level)
+    try:
+        settings = settings_from_args(
+            standalone=args.standalone,
+            policy_files=args.policies,
+            host=args.host,
+            port=args.port,
+            state_dir=args.state_dir,
+            token_file=args.token_file,
+            namespaces=args.namespace,
+            device=args.device,
+            no_model=args.no_model,
+            checkpoint=args.checkpoint,
+            sink=args.sink,
+            liveness_port=args.liveness_port,
+            log_level=args.log_level,
+        )
+        return asyncio.run(run_controller(settings, announce=_announce))
+    except SettingsError as exc:
+        print(f"{PROG} run: error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"{PROG} run: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _announce(line: str) -> None:
+    print(line, flush=True)
+
+
+# --------------------------------------------------------------------------
+# select / explain (fresh decisions)
+# --------------------------------------------------------------------------
+
+
+class InputError(ValueError):
+    """The alert input is not an alert object or a webhook payload."""
+
+
+def events_from_json(doc: Any) -> list[Any]:
+    """An Alertmanager alert object → one event; a webhook payload → one per alert."""
+    from pydantic import ValidationError
+
+    from controller.schemas.alerts import Alert, AlertEvent, AlertmanagerPayload, split_payload
+
+    if not isinstance(doc, dict):
+        raise InputError("expected a JSON object: an Alertmanager alert or a whole webhook payload")
+    try:
+        if "alerts" in doc:
+            return split_payload(AlertmanagerPayload.model_validate(doc))
+        fields = {"status": "firing", "startsAt": datetime.now(UTC).isoformat(), **doc}
+        return [AlertEvent(alert=Alert.model_validate(fields), source="cli")]
+    except ValidationError as exc:
+        raise InputError(f"not a valid alert or webhook payload: {exc}") from exc
+
+
+def _read_json(stream: TextIO, what: str) -> Any:
+    try:
+        return json.load(stream)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} is not valid JSON: {exc}") from exc
+
+
+async def _decide_all(args: argparse.Namespace, events: list[Any]) -> list[tuple[Any, Any]]:
+    """(event, Decision or None) for each event, under --policies or the default policy."""
+    import httpx
+
+    from controller.app import load_model, standalone_policies
+    from controller.decision.chain import decide, select_policy
+    from controller.decision.stages import StageClients
+    from controller.policy_index import PolicyIndex
+    from runbooks import default_catalog
+
+    catalog = default_catalog()
+    index = PolicyIndex()
+    for policy in standalone_policies(tuple(Path(p) for p in args.policies or ())):
+        index.upsert(policy)
+    model = load_model(not args.no_model, Path(args.checkpoint) if args.checkpoint else None, args.device, catalog)
+    if model.status == "unavailable":
+        print(f"{PROG}: warning: {model.readiness_problem()}", file=sys.stderr)
+    results = []
+    async with httpx.AsyncClient() as http:
+        clients = StageClients(trm=model.selector, http=http, secrets=None)
+        for event in events:
+            policy = select_policy(event, index)
+            results.append((event, None if policy is None else await decide(event, policy, catalog, clients)))
+    return results
+
+
+def _decision_json(event: Any, decision: Any) -> dict[str, Any]:
+    if decision is None:
+        return {"alertname": event.alert.alertname, "fingerprint": event.fingerprint,
+                "outcome": "no_policy", "policy": None, "reasoning": "no RemediationPolicy matches this alert"}
+    out: dict[str, Any] = decision.model_dump(mode="json")
+    return out
+
+
+def cmd_select(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    from controller.logging import configure_logging
+    from controller.settings import SettingsError
+
+    configure_logging("WARNING")
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        doc = _read_json(stdin, "stdin")
+        events = events_from_json(doc)
+        results = asyncio.run(_decide_all(args, events))
+    except (InputError, SettingsError) as exc:
+        print(f"{PROG} select: error: {exc}", file=sys.stderr)
+        return 2
+    decisions = [_decision_json(event, decision) for event, decision in results]
+    output: Any = decisions if "alerts" in doc else decisions[0]
+    json.dump(output, stdout, indent=2, sort_keys=True)
+    stdout.write("\n")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    from controller.logging import configure_logging
+    from controller.settings import SettingsError
+
+    configure_logging("WARNING")
+    stdout = stdout or sys.stdout
+    rich = stdout.isatty() and not args.json
+    path = Path(args.target)
+    try:
+        if path.is_file():
+            with path.open() as handle:
+                events = events_from_json(_read_json(handle, str(path)))
+            results = asyncio.run(_decide_all(args, events))
+            if args.json:
+                json.dump([_decision_json(e, d) for e, d in results], stdout, indent=2, sort_keys=True)
+                stdout.write("\n")
+                return 0
+            for event, decision in results:
+                render_decision(_decision_json(event, decision), stdout, rich=rich)
+            return 0
+        history = _fetch_history(args)
+    except (InputError, SettingsError, LookupError, OSError) as exc:
+        print(f"{PROG} explain: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, LookupError) else 2
+    if args.json:
+        json.dump(history, stdout, indent=2, sort_keys=True, default=str)
+        stdout.write("\n")
+    else:
+        render_history(history, stdout, rich=rich)
+    return 0
+
+
+def _fetch_history(args: argparse.Namespace) -> dict[str, Any]:
+    """A stored decision by id: from a running server (--url) or straight from the store."""
+    decision_id = args.target
+    if args.url:
+        import httpx
+
+        token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get("TRM_SRE_WEBHOOK_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            response = httpx.get(f"{args.url.rstrip('/')}/decisions/{decision_id}", headers=headers, timeout=10)
+        except httpx.HTTPError as exc:
+            raise OSError(f"cannot reach {args.url}: {exc}") from exc
+        if response.status_code == 404:
+            raise LookupError(f"no decision {decision_id} at {args.url}")
+        if response.status_code != 200:
+            raise OSError(f"{args.url} answered {response.status_code}: {response.text[:200]}")
+        found: dict[str, Any] = response.json()
+        return found
+    from controller.settings import default_state_dir
+    from controller.store import StoreError
+
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    if not state_dir.is_dir():
+        raise OSError(f"no state directory {state_dir} (is --state-dir right? or is {decision_id!r} a file that does not exist?)")
+    try:
+        stored = read_stored_decision(state_dir, decision_id)
+    except StoreError as exc:
+        raise OSError(str(exc)) from exc
+    if stored is None:
+        raise LookupError(f"no decision {decision_id} in {state_dir}")
+    return stored
+
+
+def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | None:
+    """The decision as `GET /decisions/{id}` shows it, read from the store in `state_dir`.
+
+    SQLite in WAL mode lets this read while a running controller writes.
+    """
+    from controller.pipeline import render_history
+    from controller.store import Store
+
+    store = Store.open(state_dir)
+    try:
+        history = store.decision_history(decision_id)
+    finally:
+        store.close()
+    return None if history is None else render_history(history)
+
+
+# --------------------------------------------------------------------------
+# Rendering (plain text when not a terminal, rich tables when it is)
+# --------------------------------------------------------------------------
+
+
+def _params_text(parameters: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(parameters.items())) or "(no parameters)"
+
+
+def _result_line(decision: dict[str, Any]) -> str:
+    outcome = decision.get("outcome")
+    if outcome == "trigger":
+        confidence = decision.get("confidence")
+        conf = f", confidence {confidence:.2f}" if isinstance(confidence, (int, float)) else ""
+        return f"trigger {decision.get('function')} {_params_text(decision.get('parameters') or {})} (by {decision.get('stage')}{conf})"
+    if outcome == "escalate":
+        return "escalate: no stage yielded a valid, allowed remediation"
+    return f"{outcome}: {decision.get('reasoning', '')}"
+
+
+def _stage_rows(trace: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    for number, stage in enumerate(trace, start=1):
+        proposal = ""
+        if stage.get("function"):
+            proposal = f"{stage['function']} {_params_text(stage.get('parameters') or {})}"
+        confidence = stage.get("confidence")
+        if isinstance(confidence, (int, float)):
+            proposal += f" @ {confidence:.2f}"
+        rows.append((f"{number}. {stage.get('stage')}", str(stage.get("outcome")), f"{stage.get('latency_ms', 0):.1f} ms",
+                     proposal.strip(), str(stage.get("reason", ""))))
+    return rows
+
+
+def render_decision(decision: dict[str, Any], out: TextIO, *, rich: bool = False) -> None:
+    """One decision: what was decided, then every chain stage and why it was accepted or passed over."""
+    head = [
+        f"decision {decision.get('id') or '-'}",
+        f"  alert:    {decision.get('alertname') or '?'} (fingerprint {decision.get('fingerprint') or '?'}, "
+        f"incident {decision.get('incident_key') or '?'})",
+        f"  policy:   {decision.get('policy') or '(none matches)'}",
+        f"  result:   {_result_line(decision)}",
+    ]
+    out.write("\n".join(head) + "\n")
+    rows = _stage_rows(list(decision.get("trace") or []))
+    if not rows:
+        out.write("\n")
+        return
+    if rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("stage", "outcome", "time", "proposal", "reason", title="chain", title_justify="left")
+        for row in rows:
+            table.add_row(*row)
+        Console(file=out).print(table)
+    else:
+        out.write("  stages:\n")
+        for name, outcome, latency, proposal, reason in rows:
+            out.write(f"    {name:<20} {outcome:<16} {latency:>10}  {proposal}\n")
+            out.write(f"    {'':<20} {reason}\n")
+    out.write("\n")
+
+
+def render_history(history: dict[str, Any], out: TextIO, *, rich: bool = False) -> None:
+    """A stored decision (`GET /decisions/{id}`) plus what happened to it afterwards."""
+    incident = history.get("incident") or {}
+    decision = {**history, "alertname": history.get("alertname") or incident.get("alertname"),
+                "fingerprint": history.get("fingerprint") or incident.get("fingerprint")}
+    render_decision(decision, out, rich=rich)
+    out.write(f"  mode:     {history.get('mode')}; state: {history.get('state')}"
+              f"{' (' + history['reason'] + ')' if history.get('reason') else ''}\n")
+    if history.get("result"):
+        out.write(f"  result:   {history['result']} (from the lambda's response)\n")
+    if incident:
+        resolved = f"resolved at {incident.get('resolved_at')}" if incident.get("resolved") else "still firing"
+        out.write(f"  incident: started {incident.get('starts_at')}, re-sent {incident.get('resend_count', 0)} times, {resolved}\n")
+    for delivery in history.get("deliveries") or []:
+        when = f"at {delivery['delivered_at']}" if delivery.get("delivered_at") else f"last error: {delivery.get('last_error')}"
+        out.write(f"  event:    {delivery.get('type')} {delivery.get('event_id')} -> {delivery.get('sink') or 'default sink'}: "
+                  f"{delivery.get('state')} after {delivery.get('attempts')} attempt(s), {when}\n")
+    approval = history.get("approval")
+    if approval:
+        out.write(f"  approval: {approval.get('state')} (requested {approval.get('requested_at')}, "
+                  f"expires {approval.get('expires_at')}{', by ' + approval['actor'] if approval.get('actor') else ''})\n")
+    for response in history.get("responses") or []:
+        out.write(f"  response: {'success' if response.get('success') else 'error'} at {response.get('received_at')}\n")
+    out.write("\n")
+
+
+def render_catalog(catalog: Any, out: TextIO, *, rich: bool = False) -> None:
+    """Every function with its parameters: type, required or default, the labels that carry it."""
+    if rich:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("function", "risk", "parameter", "type", "required / default", "from labels", "description")
+        for runbook in catalog.functions:
+            for i, param in enumerate(runbook.parameters):
+                table.add_row(
+                    runbook.name if i == 0 else "", runbook.risk if i == 0 else "", param.name, param.type,
+                    "required" if param.required else f"default {param.default}" if param.default is not None else "optional",
+                    ", ".join(param.sources), param.description,
+                )
+        Console(file=out).print(table)
+        return
+    for runbook in catalog.functions:
+        out.write(f"{runbook.name}  (risk: {runbook.risk})\n")
+        out.write(f"  {' '.join(runbook.description.split())}\n")
+        for param in runbook.parameters:
+            need = "required" if param.required else f"default {param.default}" if param.default is not None else "optional"
+            extra = []
+            if param.enum:
+                extra.append("one of " + "|".join(param.enum))
+            if param.sources:
+                extra.append("from labels " + ", ".join(param.sources))
+            out.write(f"    {param.name:<10} {param.type:<8} {need:<16} {'; '.join(extra)}\n")
+        for group in runbook.requires_one_of:
+            out.write(f"    (one of {' or '.join(group)} is required)\n")
+        out.write("\n")
+
+
+# --------------------------------------------------------------------------
+# catalog, train, eval
+# --------------------------------------------------------------------------
+
+
+def cmd_catalog(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
+    from runbooks import default_catalog
+
+    stdout = stdout or sys.stdout
+    catalog = default_catalog()
+    if args.json:
+        json.dump(catalog.tool_schemas(), stdout, indent=2)
+        stdout.write("\n")
+    else:
+        render_catalog(catalog, stdout, rich=stdout.isatty())
+    return 0
+
+
+def cmd_train(argv: list[str]) -> int:
+    from models import train
+
+    return int(train.main(argv) or 0)
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from controller.decision.selectors import ChainSelector, RulesSelector
+    from models import evaluate
+
+    return int(evaluate.main(argv, extra_selectors={"rules": RulesSelector, "chain": ChainSelector}) or 0)

@@ -1,0 +1,121 @@
+"""Prometheus metrics of one controller instance.
+
+Every metric lives on the `Metrics` object's own `CollectorRegistry`, never on
+the process-global default registry: two apps in one test process (or the
+CLI's one-shot commands next to a server) must not collide on names or share
+counts. The app serves `registry` at `/metrics`.
+
+Names keep the prefixes of the system we replace (`agent_sre_*`,
+`agent_reasoning_*`) so its dashboards keep working where the meaning is the
+same. Labels are bounded sets only (stage names, outcomes, results, routes,
+function names from the catalog); fingerprints, pods and ids never become
+labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Stage latencies span a static annotation (microseconds) to an LLM call (seconds).
+STAGE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+REASONING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """All instruments of one app; pass it explicitly to whatever records."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.alerts_received = Counter(
+            "agent_sre_alerts_received",
+            "Alerts accepted into the store, by where they came from and their own status (firing|resolved).",
+            ["source", "status"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "agent_sre_decisions",
+            "Decisions made, by the chain stage that yielded (none = escalated) and the outcome (trigger|escalate).",
+            ["stage", "outcome"],
+            registry=r,
+        )
+        self.stage_latency = Histogram(
+            "agent_sre_stage_duration_seconds",
+            "Time one chain stage took for one alert.",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.trm_confidence = Histogram(
+            "agent_sre_trm_confidence_score",
+            "Confidence the TRM stage reported for its proposal (accepted or not).",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.triggers = Counter(
+            "agent_sre_triggers",
+            "Delivery attempts of lambda.trigger events: sent, retried (one per retry), "
+            "failed (a retry sequence ran out; the outbox keeps it), dead_lettered.",
+            ["result"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "agent_sre_outbox_deliveries",
+            "Delivery results of every outbox event (triggers, escalations, approval requests), by CloudEvent type.",
+            ["type", "result"],
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "agent_sre_outbox_depth",
+            "Outbox events waiting for delivery.",
+            registry=r,
+        )
+        self.dedup_hits = Counter(
+            "agent_sre_dedup_hits",
+            "Work not done twice: a re-sent alert of a known incident (incident),"
+            " or a trigger held back by its target's cooldown (cooldown).",
+            ["kind"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "agent_sre_policy_actions",
+            "What the policy's actions made of a decision: trigger, escalation, dry_run, approval_requested, "
+            "approved, rejected, approval_expired, approval_cancelled, cooldown, storm_breaker, cancelled_resolved.",
+            ["action"],
+            registry=r,
+        )
+        self.approvals_pending = Gauge(
+            "agent_sre_approvals_pending",
+            "Approval requests waiting for a human.",
+            registry=r,
+        )
+        self.model_loaded = Gauge(
+            "agent_sre_trm_model_loaded",
+            "1 when a TRM checkpoint is loaded and the TRM stage can run.",
+            registry=r,
+        )
+        self.remediation_results = Counter(
+            "agent_sre_remediation_results",
+            "Lambda responses recorded against their decision (io.knative.lambda.response.*).",
+            ["function", "result"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "agent_sre_http_requests",
+            "HTTP requests served, by route template and status code.",
+            ["route", "code"],
+            registry=r,
+        )
+        self.reasoning_requests = Counter(
+            "agent_reasoning_requests",
+            "Reasoning requests (the /reason API and io.homelab.reasoning.requested), by task type and status.",
+            ["task_type", "status"],
+            registry=r,
+        )
+        self.reasoning_duration = Histogram(
+            "agent_reasoning_duration_seconds",
+            "Time to answer one reasoning request.",
+            buckets=REASONING_BUCKETS,
+            registry=r,
+        )

@@ -1,0 +1,423 @@
+"""Train the TRM (or the same-size plain transformer) from scratch on CPU, calibrate it, write reports.
+
+    python -m models.train                 # the committed checkpoint: models/checkpoints/trm (~25 min on 2 cores)
+    python -m models.train --plain         # the plain-transformer baseline: models/checkpoints/plain
+    python -m models.train --smoke         # seconds; CI keeps the code path alive; writes to a temp dir only
+
+Recipe (TRM paper, scaled down): AdamW with warm-up and cosine decay, EMA of the weights,
+deep supervision = `max_steps` optimizer steps per batch with the (y, z) carry detached between
+them, loss = function CE + pointer CE (any slot holding the right value counts) + enum CE +
+0.5 x halting BCE against "the decoded decision is exactly right". Then Platt scaling of the
+halting logit on the validation split (names never seen in training), metrics on every split,
+a per-step JSONL log, a training-curve PNG and a reliability-diagram PNG in docs/reports/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models import data as datagen
+from models.encoding import AlertEncoder, EncodedAlert, EncoderSettings, default_priority_keys
+from models.evaluate import evaluate_rows, is_exact
+from models.model import TRM, Batch, Outputs, TRMConfig
+from models.selector import DEFAULT_CHECKPOINT_DIR, TRMSelector, save_checkpoint, to_batch
+from runbooks import Catalog, default_catalog
+
+REPO = Path(__file__).resolve().parent.parent
+REPORTS_DIR = REPO / "docs" / "reports"
+
+
+class Targets(NamedTuple):
+    function: torch.Tensor     # (N,) function index, 0 = none
+    ptr_ok: torch.Tensor       # (N, P, S + 1) bool: pointer choices that copy the right value (S = absent)
+    ptr_active: torch.Tensor   # (N, P) bool: the target function has this parameter
+    enums: torch.Tensor        # (N, E) enum value index, -1 = not applicable
+
+
+def build_config(catalog: Catalog, **overrides: Any) -> TRMConfig:
+    """Output vocabulary from the catalog; encoder vocabulary from the situation table."""
+    pointer: list[str] = []
+    enums: dict[str, tuple[str, ...]] = {}
+    for runbook in catalog.functions:
+        for p in runbook.parameters:
+            if p.enum:
+                enums[p.name] = tuple(p.enum)
+            elif p.name not in pointer:
+                pointer.append(p.name)
+    enc_over = overrides.pop("encoder", {})
+    encoder = EncoderSettings(segment_vocab=datagen.segment_vocabulary(), priority_keys=default_priority_keys(catalog), **enc_over)
+    return TRMConfig(functions=("none",) + catalog.names, pointer_params=tuple(pointer), enum_params=enums,
+                     encoder=encoder, **overrides)
+
+
+def make_targets(rows: Sequence[dict[str, Any]], encoded: Sequence[EncodedAlert], cfg: TRMConfig, catalog: Catalog) -> Targets:
+    N, P, S = len(rows), len(cfg.pointer_params), cfg.encoder.max_labels
+    fn = torch.zeros(N, dtype=torch.long)
+    ok = torch.zeros(N, P, S + 1, dtype=torch.bool)
+    active = torch.zeros(N, P, dtype=torch.bool)
+    enum_names = list(cfg.enum_params)
+    en = torch.full((N, max(1, len(enum_names))), -1, dtype=torch.long)
+    for i, (row, enc) in enumerate(zip(rows, encoded)):
+        t = row["target"]
+        name = t["lambda_function"]
+        if name is None:
+            continue
+        fn[i] = cfg.functions.index(name)
+        labels = row["alert"]["labels"]
+        for param in catalog.get(name).parameters:
+            if param.name in cfg.enum_params:
+                en[i, enum_names.index(param.name)] = cfg.enum_params[param.name].index(t["enums"][param.name])
+                continue
+            p = cfg.pointer_params.index(param.name)
+            key = t["pointers"].get(param.name)
+            if key is None:
+                ok[i, p, S] = True
+            else:
+                value = labels[key]
+                for j, v in enumerate(enc.slot_values):
+                    if type(v) is type(value) and v == value:
+                        ok[i, p, j] = True
+            active[i, p] = bool(ok[i, p].any())
+    return Targets(fn, ok, active, en)
+
+
+def encode_rows(rows: Sequence[dict[str, Any]], cfg: TRMConfig, catalog: Catalog) -> tuple[Batch, Targets]:
+    encoder = AlertEncoder(cfg.encoder)
+    encoded = [encoder.encode(r["alert"]) for r in rows]
+    return to_batch(encoded, cfg), make_targets(rows, encoded, cfg, catalog)
+
+
+def index_batch(batch: Batch, targets: Targets, idx: torch.Tensor) -> tuple[Batch, Targets]:
+    return Batch(*(t[idx] for t in batch)), Targets(*(t[idx] for t in targets))
+
+
+def loss_and_stats(out: Outputs, t: Targets, cfg: TRMConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    B = out.function.shape[0]
+    fn_loss = F.cross_entropy(out.function, t.function)
+    logp = out.pointers.float().log_softmax(-1)                                           # (B, P, S+1)
+    ok_logp = torch.logsumexp(logp.masked_fill(~t.ptr_ok, float("-inf")), dim=-1)       # (B, P)
+    ptr_loss = -torch.where(t.ptr_active, ok_logp, torch.zeros_like(ok_logp)).sum() / B
+    enum_loss = out.function.new_zeros(())
+    enum_good = torch.ones(B, dtype=torch.bool)
+    off = 0
+    for e, values in enumerate(cfg.enum_params.values()):
+        logits, tgt = out.enums[:, off : off + len(values)], t.enums[:, e]
+        off += len(values)
+        applies = tgt >= 0
+        if applies.any():
+            enum_loss = enum_loss + F.cross_entropy(logits[applies], tgt[applies], reduction="sum") / B
+        enum_good &= ~applies | (logits.argmax(-1) == tgt.clamp(min=0))
+    with torch.no_grad():
+        fn_good = out.function.argmax(-1) == t.function
+        chosen = out.pointers.argmax(-1, keepdim=True)                                    # (B, P, 1)
+        ptr_good = (t.ptr_ok.gather(-1, chosen).squeeze(-1) | ~t.ptr_active).all(-1)
+        correct = fn_good & ptr_good & enum_good
+    halt_loss = F.binary_cross_entropy_with_logits(out.halt, correct.float())
+    loss = fn_loss + ptr_loss + enum_loss + 0.5 * halt_loss
+    stats = {"loss": loss.item(), "fn_loss": fn_loss.item(), "ptr_loss": ptr_loss.item(), "enum_loss": float(enum_loss.detach()),
+             "halt_loss": halt_loss.item(), "exact": correct.float().mean().item(), "fn_acc": fn_good.float().mean().item(),
+             "halt_acc": ((out.halt > 0) == correct).float().mean().item()}
+    return loss, stats
+
+
+class EMA:
+    """Exponential moving average of the weights; the EMA copy is what gets evaluated and saved."""
+
+    def __init__(self, model: TRM, decay: float) -> None:
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: TRM) -> None:
+        for s, p in zip(self.shadow.parameters(), model.parameters()):
+            s.lerp_(p.detach(), 1.0 - self.decay)
+
+
+def make_optimizer(model: TRM, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and "features" not in name else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.95))
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def fit_platt(logits: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: confidence = sigmoid(a * logit + b), fitted by BCE on validation."""
+    x = torch.tensor(logits, dtype=torch.float64)
+    y = torch.tensor(correct, dtype=torch.float64)
+    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([a, b], lr=0.5, max_iter=200)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(a * x + b, y) + 1e-4 * (a - 1) ** 2
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(a.detach()), float(b.detach())
+
+
+def halting_logits(selector: TRMSelector, rows: Sequence[dict[str, Any]], batch_size: int = 256) -> np.ndarray:
+    out = []
+    for s in range(0, len(rows), batch_size):
+        enc = [selector.encoder.encode(r["alert"]) for r in rows[s : s + batch_size]]
+        o, _ = selector.model.infer(to_batch(enc, selector.cfg))
+        out.append(o.halt.float().numpy())
+    return np.concatenate(out)
+
+
+def quick_exact(model: TRM, rows: Sequence[dict[str, Any]], catalog: Catalog) -> float:
+    sel = TRMSelector(model, catalog)
+    metrics, _, _ = evaluate_rows(sel, rows, batch_size=256)
+    model.train()
+    return metrics["exact_match"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------
+def plot_training(log_path: Path, out_png: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    train = [r for r in rows if r.get("kind") == "train"]
+    val = [r for r in rows if r.get("kind") == "val"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = np.array([r["opt_step"] for r in train])
+    for key, label in (("loss", "total loss"), ("fn_loss", "function CE"), ("ptr_loss", "pointer CE"), ("halt_loss", "halting BCE")):
+        v = np.array([r[key] for r in train])
+        k = max(1, len(v) // 100)
+        ax1.plot(steps[k - 1 :], np.convolve(v, np.ones(k) / k, mode="valid"), label=label)
+    ax1.set_yscale("log"); ax1.set_xlabel("optimizer step"); ax1.set_title("training loss (moving average)"); ax1.legend()
+    v = np.array([r["exact"] for r in train])
+    k = max(1, len(v) // 100)
+    ax2.plot(steps[k - 1 :], np.convolve(v, np.ones(k) / k, mode="valid"), label="train exact (per supervision step)")
+    if val:
+        ax2.plot([r["opt_step"] for r in val], [r["val_exact"] for r in val], "o-", label="validation exact (unseen names)")
+    ax2.set_ylim(0.5, 1.0); ax2.set_xlabel("optimizer step"); ax2.set_title("exact match"); ax2.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, tuple[list[float], list[bool]]], out_png: Path, bins: int = 10) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from models.evaluate import expected_calibration_error
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.4), squeeze=False)
+    for ax, (name, (conf, correct)) in zip(axes[0], curves.items()):
+        c, y = np.array(conf), np.array(correct, dtype=float)
+        edges = np.linspace(0, 1, bins + 1)
+        which = np.clip(np.digitize(c, edges) - 1, 0, bins - 1)
+        centers, accs, counts = [], [], []
+        for b in range(bins):
+            m = which == b
+            if m.any():
+                centers.append(c[m].mean()); accs.append(y[m].mean()); counts.append(int(m.sum()))
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.plot(centers, accs, "o-", label="model")
+        for x, a, n in zip(centers, accs, counts):
+            ax.annotate(str(n), (x, a), textcoords="offset points", xytext=(0, 6), fontsize=7, ha="center")
+        ax.set_xlim(0, 1); ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence (calibrated)"); ax.set_ylabel("exact-match rate")
+        ax.set_title(f"{name}\nECE {expected_calibration_error(conf, correct):.4f}, n={len(conf)}")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--plain", action="store_true", help="train the same-size plain transformer baseline instead")
+    parser.add_argument("--smoke", action="store_true", help="a few steps on tiny data, output to a temp dir (CI)")
+    parser.add_argument("--out", type=Path, default=None, help="checkpoint dir (default models/checkpoints/trm or /plain)")
+    parser.add_argument("--reports", type=Path, default=None, help=f"reports dir (default {REPORTS_DIR})")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=int, default=60000)
+    parser.add_argument("--batches", type=int, default=1500, help="batches; each gives max_steps optimizer steps (TRM)")
+    parser.add_argument("--batch-size", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--ema", type=float, default=0.998)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=100, help="batches between validation checks")
+    parser.add_argument("--time-budget", type=float, default=30.0, help="minutes; training stops early past it")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    catalog = default_catalog()
+    kind = "plain" if args.plain else "trm"
+    tmp = None
+    if args.smoke:
+        tmp = tempfile.mkdtemp(prefix="trm-smoke-")
+        out_dir = args.out or Path(tmp) / "checkpoint"
+        reports = args.reports or Path(tmp) / "reports"
+        args.train_size, args.batches, args.batch_size, args.eval_every = 256, 3, 16, 2
+        overrides: dict[str, Any] = {"d_model": 32, "n_heads": 2, "feature_dim": 16, "encoder": {"buckets": 1024}}
+        n_eval = 64
+    else:
+        out_dir = args.out or DEFAULT_CHECKPOINT_DIR.parent / kind
+        reports = args.reports or REPORTS_DIR
+        overrides = {"d_model": args.d_model}
+        n_eval = None
+    if out_dir.resolve() == DEFAULT_CHECKPOINT_DIR.resolve() and args.smoke:
+        parser.error("--smoke never writes the committed checkpoint")
+    if args.plain:
+        overrides |= {"recursive": False, "max_steps": 1}
+    cfg = build_config(catalog, **overrides)
+    quiet = not sys.stderr.isatty() or os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+    # --- data ---
+    t0 = time.time()
+    train_rows = datagen.generate(args.train_size, datagen.TRAIN_SEED, "train", catalog)
+    def split(fname: str) -> list[dict[str, Any]]:
+        n, seed, bucket = datagen.SPLITS[fname]
+        return datagen.generate(n_eval or n, seed, bucket, catalog)
+
+    val_rows = split("val.jsonl")
+    test_rows = {"test-random": split("test-random.jsonl"), "test-heldout-names": split("test-heldout-names.jsonl")}
+    train_batch, train_t = encode_rows(train_rows, cfg, catalog)
+    print(f"[{kind}] data: {len(train_rows)} train, {len(val_rows)} val examples, encoded in {time.time() - t0:.1f}s", file=sys.stderr)
+
+    # --- model ---
+    model = TRM(cfg)
+    n_params = model.num_parameters()
+    print(f"[{kind}] parameters: {n_params:,}", file=sys.stderr)
+    opt = make_optimizer(model, args.lr, args.weight_decay)
+    ema = EMA(model, args.ema if not args.smoke else 0.5)
+    steps_per_batch = cfg.max_steps
+    n_batches = args.batches * (1 if cfg.recursive else 1)
+    # The plain model takes one optimizer step per batch: give it the same number of optimizer steps.
+    if not cfg.recursive:
+        n_batches = args.batches * build_config(catalog).max_steps
+    total_opt = n_batches * steps_per_batch
+    warmup = min(300, max(1, total_opt // 20))
+
+    reports.mkdir(parents=True, exist_ok=True)
+    log_path = reports / f"train-{kind}.jsonl"
+    log = open(log_path, "w", encoding="utf-8")
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_batches, disable=quiet, desc=f"train {kind}", unit="batch")
+    opt_step, t_start = 0, time.time()
+    model.train()
+    stopped_early = False
+    for it in range(n_batches):
+        idx = torch.from_numpy(rng.integers(0, len(train_rows), args.batch_size))
+        batch, tgt = index_batch(train_batch, train_t, idx)
+        mask = model.attention_mask(batch)
+        carry = model.initial_carry(torch.zeros(len(idx), cfg.encoder.seq_len, cfg.d_model))
+        for sup in range(steps_per_batch):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(opt_step, total_opt, warmup, args.lr)
+            x = model.embed(batch)
+            carry, out = model.step(x, carry, batch, mask)
+            loss, stats = loss_and_stats(out, tgt, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            ema.update(model)
+            opt_step += 1
+            log.write(json.dumps({"kind": "train", "opt_step": opt_step, "batch": it, "sup_step": sup + 1,
+                                  "lr": round(opt.param_groups[0]["lr"], 7), "elapsed_s": round(time.time() - t_start, 2)}
+                                 | {k: round(v, 5) for k, v in stats.items()}) + "\n")
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", exact=f"{stats['exact']:.3f}")
+        if (it + 1) % args.eval_every == 0 or it + 1 == n_batches:
+            val_exact = quick_exact(ema.shadow, val_rows[:1000], catalog)
+            log.write(json.dumps({"kind": "val", "opt_step": opt_step, "batch": it + 1, "val_exact": round(val_exact, 5),
+                                  "elapsed_s": round(time.time() - t_start, 2)}) + "\n")
+            log.flush()
+            if quiet:
+                print(f"[{kind}] batch {it + 1}/{n_batches} opt_step {opt_step} loss {stats['loss']:.4f} "
+                      f"val_exact {val_exact:.4f} ({time.time() - t_start:.0f}s)", file=sys.stderr)
+        if (time.time() - t_start) / 60 > args.time_budget:
+            print(f"[{kind}] time budget of {args.time_budget} min reached after {it + 1} batches", file=sys.stderr)
+            stopped_early = True
+            break
+    bar.close()
+    log.close()
+    train_seconds = time.time() - t_start
+
+    # --- calibration on validation (names never seen in training) ---
+    final = ema.shadow
+    selector = TRMSelector(final, catalog)
+    val_metrics, val_preds, _ = evaluate_rows(selector, val_rows, batch_size=256)
+    correct = np.array([float(is_exact(r["expected"], p)) for p, r in zip(val_preds, val_rows)])
+    a, b = fit_platt(halting_logits(selector, val_rows), correct)
+    final.cfg = replace(final.cfg, calib_scale=a, calib_bias=b)
+    selector = TRMSelector(final, catalog)
+
+    # --- metrics on every split ---
+    from models.selector import ThresholdedSelector
+
+    gated = ThresholdedSelector(selector)
+    metrics: dict[str, Any] = {}
+    curves: dict[str, tuple[list[float], list[bool]]] = {}
+    for name, rows in ({"val": val_rows} | test_rows).items():
+        m, preds, _ = evaluate_rows(gated, rows, batch_size=256)
+        metrics[name] = {k: m[k] for k in ("n", "exact_match", "function_accuracy", "action_recall", "abstain_recall",
+                                           "wrong_action_rate", "wrong_parameters_rate", "ece", "precision_at_min_confidence",
+                                           "coverage_at_min_confidence")}
+        curves[name] = ([p["confidence"] for p in preds], [is_exact(r["expected"], p) for r, p in zip(rows, preds)])
+        print(f"[{kind}] {name}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics[name].items() if isinstance(v, float)), file=sys.stderr)
+
+    extra = {"kind": kind, "metrics": metrics, "training": {
+        "seconds": round(train_seconds, 1), "batches": it + 1, "optimizer_steps": opt_step, "batch_size": args.batch_size,
+        "train_examples": len(train_rows), "lr": args.lr, "ema": args.ema, "seed": args.seed, "threads": args.threads,
+        "stopped_early": stopped_early, "calibration": {"scale": a, "bias": b}}}
+    save_checkpoint(final, out_dir, catalog, extra)
+    plot_training(log_path, reports / f"training-curve-{kind}.png", f"{kind}: {n_params:,} params, {opt_step} optimizer steps, {train_seconds / 60:.1f} min")
+    plot_reliability({k: curves[k] for k in ("val", "test-heldout-names", "test-random")}, reports / f"reliability-{kind}.png")
+    (reports / f"train-summary-{kind}.json").write_text(json.dumps({"parameters": n_params} | extra, indent=2) + "\n")
+    print(f"[{kind}] saved {out_dir} ({sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.2f} MB) in {train_seconds / 60:.1f} min",
+          file=sys.stderr)
+    if tmp:
+        print(f"[{kind}] smoke run ok: outputs in {tmp}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""Run `python -m controller run ...` as a real child process for end-to-end tests.
+
+The child gets its own process group (so SIGTERM/SIGKILL reach all of it),
+the Linux parent-death signal when `setpriv` exists (so a killed pytest leaves
+nothing behind), and an atexit hook. Its stdout+stderr go to a log file; the
+URL is read from the line it prints once it listens (`--port 0`: no races on
+ports).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "alerts"
+_LISTENING = re.compile(r"trm-sre listening on (http://[0-9.]+:[0-9]+)")
+_children: set[subprocess.Popen[bytes]] = set()
+
+
+def _kill_children() -> None:
+    for popen in list(_children):
+        try:
+            os.killpg(popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+atexit.register(_kill_children)
+
+
+def fixture_payload(name: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return payload
+
+
+def child_env(**extra: str | None) -> dict[str, str]:
+    """The test's environment without settings that would leak into the child, plus `extra` (None removes)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRM_SRE_WEBHOOK_TOKEN", "K_SINK", "K_CE_OVERRIDES", "KUBECONFIG")}
+    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONUNBUFFERED"] = "1"
+    for key, value in extra.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
+
+
+@dataclass
+class ControllerProcess:
+    """One `trm-sre run` child. `start()` returns its URL once it listens."""
+
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    url: str = ""
+
+    def start(self, timeout: float = 180) -> str:
+        setpriv = shutil.which("setpriv")
+        prefix = [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "controller", "run", *self.args],
+                cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _children.add(self.popen)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log_path.read_bytes()[offset:].decode(errors="replace"))
+            if match:
+                self.url = match.group(1)
+                return self.url
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"trm-sre exited with {self.popen.returncode}:\n{self.log_tail()}")
+            time.sleep(0.1)
+        raise RuntimeError(f"trm-sre did not listen within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs (a crash)."""
+        if self.popen is not None:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(30)
+            _children.discard(self.popen)
+
+    def stop(self, timeout: float = 40) -> int:
+        """SIGTERM and wait for a graceful exit; SIGKILL if it does not come. Returns the exit code."""
+        if self.popen is None:
+            return 0
+        try:
+            self.signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = -9
+        _children.discard(self.popen)
+        return code
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def http(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 15) -> tuple[int, Any]:
+    """A curl-equivalent request: (status, parsed JSON body or text); connection errors raise OSError."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def wait_until(what: str, check: Any, timeout: float, proc: ControllerProcess | None = None, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return
+        if proc is not None and not proc.alive():
+            raise AssertionError(f"trm-sre exited while waiting for {what}:\n{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            tail = f"\n{proc.log_tail()}" if proc is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{tail}")
+        time.sleep(interval)
+
+
+def metric_value(metrics_text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text exposition (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in metrics_text.splitlines():
+        if line.startswith("#"):
+            continue
+        sample, _, value = line.rpartition(" ")
+        metric, _, label_text = sample.partition("{")
+        if metric == name and ",".join(sorted(label_text.rstrip("}").split(","))) == want:
+            return float(value)
+    return 0.0
+
+
+LARGE_BUDGET_POLICY = """\
+# Every crash-looping pod restarted, with a storm-breaker budget large enough for load tests.
+apiVersion: remediation.homelab.io/v1alpha1
+kind: RemediationPolicy
+metadata: {name: crashloops, namespace: shop}
+spec:
+  match: {alertNames: [KubePodCrashLooping]}
+  allowedFunctions: [pod-restart]
+  chain:
+    - rules:
+        - function: pod-restart
+          parameters: {name: "{{ $labels.pod }}", namespace: "{{ $labels.namespace }}", type: pod}
+  actions: {cooldownSeconds: 300, maxTriggersPerWindow: 100000, windowSeconds: 600}
+"""
+
+
+def crashloop_payload(pod: str, starts_at: str = "2026-05-01T10:04:30Z") -> dict[str, Any]:
+    """crashloop.json for another pod: a new label set, so a new fingerprint and incident."""
+    payload = fixture_payload("crashloop.json")
+    for alert in payload["alerts"]:
+        alert["labels"]["pod"] = pod
+        alert["fingerprint"] = ""  # Alertmanager's would differ too; trm-sre computes the same one
+        alert["startsAt"] = starts_at
+    payload["commonLabels"]["pod"] = pod
+    return payload
