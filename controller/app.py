@@ -372,7 +372,8 @@ class Controller:
         s = self.c.settings
         mode = "standalone" if s.standalone else "cluster"
         auth = "bearer token (" + s.token.source + ")" if s.authenticated else "none (loopback only)"
-        self.announce(f"trm-sre listening on http://{s.host}:{self.port} ({mode} mode, {len(self.c.index)} policies)")
+        count = len(self.c.index)
+        self.announce(f"trm-sre listening on http://{s.host}:{self.port} ({mode} mode, {count} {'policy' if count == 1 else 'policies'})")
         self.announce(f"triggers go to: {s.trigger_destination}")
         self.announce(f"authentication: {auth}; model: {self.c.model.status}")
         log.info(

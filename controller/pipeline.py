@@ -401,7 +401,7 @@ class Pipeline:
         assert decision is not None and policy is not None
         actions = policy.spec.actions
         now = self._clock()
-        with self._store.transaction() as tx:
+        with self._store.transaction(durable=False) as tx:
             if tx.decision_id_for_incident(decision.incident_key) is not None:
                 tx.mark_alert_decided(work.alert_id)
                 tx.set_incident_state(decision.incident_key, "decided")
@@ -640,7 +640,7 @@ class Pipeline:
         with self._store.reading() as tx:
             if not tx.expired_approvals(now):
                 return []  # the common case: no write lock taken every second for nothing
-        with self._store.transaction() as tx:
+        with self._store.transaction(durable=False) as tx:
             expired = tx.expired_approvals(now)
             for approval in expired:
                 tx.set_approval_state(approval.id, "expired", now, None)

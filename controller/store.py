@@ -3,9 +3,17 @@
 Why SQLite: the controller's promises are about what happens across
 Alertmanager re-sends, retries and crashes (one decision per incident, one
 trigger per decision, a trigger accepted is a trigger delivered). Those
-promises need state that survives the process, and one file in WAL mode with
-`synchronous=FULL` gives that with no extra service to run. A 2xx to
-Alertmanager is only sent after the alert's transaction has committed.
+promises need state that survives the process, and one file in WAL mode
+gives that with no extra service to run.
+
+Durability is chosen per transaction. Recording alerts (the 2xx contract)
+and a human's approval commit with `synchronous=FULL`: fsynced before we
+answer. Everything the engine can redo commits with `synchronous=NORMAL`
+(decisions with their outbox entries, delivery results, expiries): in WAL
+mode that survives a process crash, and after a power loss the lost tail is
+redone to the same result (a decision re-made under the same deterministic
+id emits the same CloudEvent ids; a lost "delivered" mark re-sends the same
+event, which consumers de-duplicate). That halves the fsyncs per alert.
 
 One connection, guarded by a lock: every call runs in a worker thread
 (`asyncio.to_thread`) and holds the lock for one short transaction. Writers
@@ -531,6 +539,7 @@ class Store:
         self._lock = threading.RLock()
         self.state_dir = state_dir
         self.is_open = True
+        self._synchronous = "FULL"
 
     @classmethod
     def open(cls, state_dir: Path, busy_timeout_s: float = 5.0) -> Store:
@@ -553,7 +562,7 @@ class Store:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"could not switch {state_dir / DB_FILENAME} to WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA synchronous=FULL")  # the default; `transaction(durable=False)` relaxes it
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(_SCHEMA)
             conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -577,12 +586,21 @@ class Store:
             self._conn.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[StoreTx]:
-        """One write transaction under the lock; any SQLite error rolls back and raises StoreError."""
+    def transaction(self, durable: bool = True) -> Iterator[StoreTx]:
+        """One write transaction under the lock; any SQLite error rolls back and raises StoreError.
+
+        durable=True fsyncs on commit (what we acknowledge to others);
+        durable=False survives a process crash but not a power loss (what the
+        engine can redo to the same result); see the module docstring.
+        """
         with self._lock:
             if not self.is_open:
                 raise StoreError("the store is closed")
             try:
+                mode = "FULL" if durable else "NORMAL"
+                if mode != self._synchronous:
+                    self._conn.execute(f"PRAGMA synchronous={mode}")
+                    self._synchronous = mode
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot begin a transaction: {exc}") from exc
@@ -686,7 +704,7 @@ class Store:
         return [PendingAlert(r["id"], AlertEvent.model_validate_json(r["payload"])) for r in rows]
 
     def mark_unmatched(self, alert_id: int, incident_key: str) -> None:
-        with self.transaction() as tx:
+        with self.transaction(durable=False) as tx:
             tx.mark_alert_decided(alert_id)
             if tx.decision_id_for_incident(incident_key) is None:
                 tx.set_incident_state(incident_key, "unmatched")
@@ -713,7 +731,7 @@ class Store:
         return int(row["n"]) if row else 0
 
     def mark_delivered(self, event_id: str, attempts: int, status: int | None, now: float) -> None:
-        with self.transaction() as tx:
+        with self.transaction(durable=False) as tx:
             tx._run(
                 "UPDATE outbox SET state = 'delivered', attempts = attempts + ?, last_status = ?, last_error = '',"
                 " delivered_at = ? WHERE event_id = ?",
@@ -723,7 +741,7 @@ class Store:
     def mark_attempt_failed(
         self, event_id: str, attempts: int, status: int | None, error: str, next_attempt_at: float
     ) -> None:
-        with self.transaction() as tx:
+        with self.transaction(durable=False) as tx:
             tx._run(
                 "UPDATE outbox SET attempts = attempts + ?, last_status = ?, last_error = ?, next_attempt_at = ?"
                 " WHERE event_id = ? AND state = 'pending'",
@@ -732,7 +750,7 @@ class Store:
 
     def mark_dead(self, event_id: str, attempts: int, status: int | None, error: str, now: float) -> bool:
         """Dead-letter a pending entry; False if it was no longer pending."""
-        with self.transaction() as tx:
+        with self.transaction(durable=False) as tx:
             changed = tx._run(
                 "UPDATE outbox SET state = 'dead', attempts = attempts + ?, last_status = ?, last_error = ?,"
                 " next_attempt_at = ? WHERE event_id = ? AND state = 'pending'",
@@ -753,7 +771,7 @@ class Store:
 
     def record_response(self, decision_id: str, success: bool, data: dict[str, Any], now: float) -> Decision | None:
         """Append a lambda response to its decision; None if there is no such decision."""
-        with self.transaction() as tx:
+        with self.transaction(durable=False) as tx:
             row = tx.decision(decision_id)
             if row is None:
                 return None

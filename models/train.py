@@ -158,11 +158,12 @@ def make_optimizer(model: TRM, lr: float, weight_decay: float) -> torch.optim.Op
                              lr=lr, betas=(0.9, 0.95))
 
 
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+def lr_at(progress: float, warmup: float, peak: float) -> float:
+    """Linear warm-up then cosine decay to 5%, on progress in [0, 1] (steps done, or time used if larger)."""
+    if progress < warmup:
+        return peak * max(progress, 1e-3) / warmup
+    t = min(1.0, (progress - warmup) / max(1e-9, 1 - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def fit_platt(logits: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
@@ -272,15 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=None, help=f"reports dir (default {REPORTS_DIR})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=60000)
-    parser.add_argument("--batches", type=int, default=1500, help="batches; each gives max_steps optimizer steps (TRM)")
-    parser.add_argument("--batch-size", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--batches", type=int, default=1200, help="batches; each gives up to max_steps optimizer steps (TRM)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--ema", type=float, default=0.998)
-    parser.add_argument("--d-model", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--d-model", type=int, default=96)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a machine shared with other jobs)")
+    parser.add_argument("--explore", type=float, default=0.1, help="share of halted examples kept for later supervision steps")
     parser.add_argument("--eval-every", type=int, default=100, help="batches between validation checks")
-    parser.add_argument("--time-budget", type=float, default=30.0, help="minutes; training stops early past it")
+    parser.add_argument("--time-budget", type=float, default=26.0,
+                        help="minutes; the learning-rate schedule follows max(steps, time) progress and training stops at it")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -332,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.recursive:
         n_batches = args.batches * build_config(catalog).max_steps
     total_opt = n_batches * steps_per_batch
-    warmup = min(300, max(1, total_opt // 20))
+    warmup = min(200, max(1, total_opt // 20))
 
     reports.mkdir(parents=True, exist_ok=True)
     log_path = reports / f"train-{kind}.jsonl"
@@ -346,11 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     for it in range(n_batches):
         idx = torch.from_numpy(rng.integers(0, len(train_rows), args.batch_size))
         batch, tgt = index_batch(train_batch, train_t, idx)
-        mask = model.attention_mask(batch)
         carry = model.initial_carry(torch.zeros(len(idx), cfg.encoder.seq_len, cfg.d_model))
         for sup in range(steps_per_batch):
+            progress = max(opt_step / total_opt, (time.time() - t_start) / (60 * args.time_budget))
             for g in opt.param_groups:
-                g["lr"] = lr_at(opt_step, total_opt, warmup, args.lr)
+                g["lr"] = lr_at(progress, warmup / total_opt, args.lr)
+            mask = model.attention_mask(batch)
             x = model.embed(batch)
             carry, out = model.step(x, carry, batch, mask)
             loss, stats = loss_and_stats(out, tgt, cfg)
@@ -360,9 +364,17 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             ema.update(model)
             opt_step += 1
-            log.write(json.dumps({"kind": "train", "opt_step": opt_step, "batch": it, "sup_step": sup + 1,
+            log.write(json.dumps({"kind": "train", "opt_step": opt_step, "batch": it, "sup_step": sup + 1, "size": len(tgt.function),
                                   "lr": round(opt.param_groups[0]["lr"], 7), "elapsed_s": round(time.time() - t_start, 2)}
                                  | {k: round(v, 5) for k, v in stats.items()}) + "\n")
+            # ACT as in the paper: examples whose halting head says "done" leave the batch (a random
+            # share stays to keep training later steps), so compute goes to the examples that need it.
+            keep = (torch.sigmoid(out.halt.detach()) < cfg.halt_threshold) | (torch.rand(len(tgt.function)) < args.explore)
+            if sup + 1 < steps_per_batch:
+                if int(keep.sum()) < 2:
+                    break
+                batch, tgt = Batch(*(t[keep] for t in batch)), Targets(*(t[keep] for t in tgt))
+                carry = (carry[0][keep], carry[1][keep])
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.3f}", exact=f"{stats['exact']:.3f}")
         if (it + 1) % args.eval_every == 0 or it + 1 == n_batches:

@@ -191,6 +191,12 @@ spec:
 """
 
 
+def slow_first_stage_policy(llm_url: str) -> str:
+    """LARGE_BUDGET_POLICY behind a functionCalling stage at `llm_url`: each decision waits for that server."""
+    stage = f"    - functionCalling: {{endpoint: \"{llm_url}\", api: ollama, model: slow, timeoutMs: 5000}}\n"
+    return LARGE_BUDGET_POLICY.replace("  chain:\n", "  chain:\n" + stage)
+
+
 def crashloop_payload(pod: str, starts_at: str = "2026-05-01T10:04:30Z") -> dict[str, Any]:
     """crashloop.json for another pod: a new label set, so a new fingerprint and incident."""
     payload = fixture_payload("crashloop.json")

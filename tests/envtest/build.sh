@@ -27,7 +27,7 @@ build_kube() {
     ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
   local start=$SECONDS
-  log "building kube-apiserver $K8S_VERSION (first build takes 10-20 minutes on 2 cores)"
+  log "building kube-apiserver $K8S_VERSION (the first build takes about 6 minutes on 2 cores)"
   (cd "$here/kube" && go build -trimpath -tags=selinux,notest -ldflags="$ld" -o "$out.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
   log "building kubectl $K8S_VERSION"
   (cd "$here/kube" && go build -trimpath -ldflags="$ld" -o "$out.tmp/kubectl" k8s.io/kubernetes/cmd/kubectl)

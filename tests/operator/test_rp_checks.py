@@ -1,0 +1,225 @@
+"""What the operator checks beyond the CRD, and how it turns a policy into index entries and status.
+
+The handlers are called directly here with kopf's Body and Patch (no
+apiserver); tests/operator/test_rp_operator_envtest.py runs them for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import pytest
+
+from controller.operator import (
+    REASON_INVALID_REGEX,
+    REASON_INVALID_SPEC,
+    REASON_UNKNOWN_FUNCTION,
+    REASON_UNKNOWN_PARAMETER,
+    PolicyHandlers,
+    check_policy,
+    merge_patch_for,
+    status_changes,
+    validation_status,
+)
+from controller.policy_index import PolicyIndex
+from controller.schemas.decision import Decision
+from controller.status import PolicyStatusRecorder
+from runbooks import default_catalog
+
+CATALOG = default_catalog()
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+T1 = datetime(2026, 3, 1, 12, 5, tzinfo=UTC)
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "match": {"alertNames": ["KubePodCrashLooping"]},
+        "allowedFunctions": ["pod-restart", "pod-check-status"],
+        "chain": [
+            {"trm": {"minConfidence": 0.8}},
+            {"rules": [{"function": "pod-restart", "parameters": {"name": "{{ $labels.pod }}", "type": "pod"}}]},
+        ],
+    }
+    base.update(overrides)
+    return base
+
+
+def rules(*items: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"rules": list(items)}]
+
+
+def problems(spec_: Any) -> list[tuple[str, str]]:
+    result = check_policy("ns", "p", 3, spec_, CATALOG)
+    assert result.policy is None
+    return [(p.reason, p.field) for p in result.problems]
+
+
+def test_a_valid_spec_becomes_an_indexable_policy() -> None:
+    result = check_policy("ns", "p", 3, spec(), CATALOG)
+    assert result.problems == ()
+    assert result.policy is not None
+    assert (result.policy.key, result.policy.generation) == ("ns/p", 3)
+    assert result.policy.spec.chain[0].trm is not None
+
+
+@pytest.mark.parametrize(
+    ("spec_", "expected"),
+    [
+        pytest.param(spec(allowedFunctions=["pod-restart", "pod-nuke"]),
+                     [(REASON_UNKNOWN_FUNCTION, "spec.allowedFunctions[1]")], id="unknown-allowed-function"),
+        pytest.param(spec(allowedFunctions=["pod-nuke"], chain=rules({"function": "pod-nuke"})),
+                     [(REASON_UNKNOWN_FUNCTION, "spec.allowedFunctions[0]"),
+                      (REASON_UNKNOWN_FUNCTION, "spec.chain[0].rules[0].function")], id="unknown-rule-function"),
+        pytest.param(spec(chain=rules({"function": "scale-deployment"})),
+                     [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].function")], id="rule-function-not-allowed"),
+        pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"pod": "{{ $labels.pod }}"}})),
+                     [(REASON_UNKNOWN_PARAMETER, "spec.chain[0].rules[0].parameters.pod")], id="unknown-parameter"),
+        pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"type": "node"}})),
+                     [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.type")], id="literal-outside-enum"),
+        pytest.param(spec(match={"alertNameRegex": "Kube(Pod"}),
+                     [(REASON_INVALID_REGEX, "spec.match.alertNameRegex")], id="bad-alertname-regex"),
+        pytest.param(spec(chain=rules({"function": "pod-restart", "match": {"matchers": [{"label": "ns", "op": "!~", "value": "[a-"}]}})),
+                     [(REASON_INVALID_REGEX, "spec.chain[0].rules[0].match.matchers[0].value")], id="bad-rule-matcher-regex"),
+        pytest.param(spec(chain=[{"trm": {}, "staticAnnotation": {}}]),
+                     [(REASON_INVALID_SPEC, "spec.chain[0]")], id="two-stage-types"),
+        pytest.param(spec(chain=[{"trm": {"minConfidence": 1.5}}]),
+                     [(REASON_INVALID_SPEC, "spec.chain[0].trm.minConfidence")], id="confidence-out-of-range"),
+        pytest.param(spec(chian=[]), [(REASON_INVALID_SPEC, "spec.chian")], id="typo-field"),
+        pytest.param("not an object", [(REASON_INVALID_SPEC, "spec")], id="spec-not-an-object"),
+    ],
+)
+def test_problems_name_their_reason_and_field(spec_: Any, expected: list[tuple[str, str]]) -> None:
+    assert problems(spec_) == expected
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    bad = spec(
+        allowedFunctions=["pod-restart", "nope"],
+        match={"alertNameRegex": "("},
+        chain=[{"rules": [{"function": "pod-restart", "parameters": {"replicas": "3"}}]}, {"trm": {"maxSteps": 0}}],
+    )
+    reasons = {reason for reason, _ in problems(bad)}
+    assert reasons == {REASON_INVALID_REGEX, REASON_UNKNOWN_FUNCTION, REASON_UNKNOWN_PARAMETER, REASON_INVALID_SPEC}
+
+
+def test_an_invalid_chain_item_does_not_also_report_an_empty_chain() -> None:
+    # pydantic would add "chain should have at least 1 item" for a chain whose only item is invalid.
+    assert problems(spec(chain=[{"trm": {}, "rules": []}])) == [(REASON_INVALID_SPEC, "spec.chain[0]")]
+
+
+def test_ready_condition_keeps_its_transition_time_until_the_status_flips() -> None:
+    good = check_policy("ns", "p", 1, spec(), CATALOG)
+    first = validation_status(good, spec(), 1, {}, T0)
+    assert first["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:00Z"
+    assert (first["mode"], first["allowedFunctionCount"], first["observedGeneration"]) == ("active", 2, 1)
+    again = validation_status(good, spec(), 2, first, T1)
+    assert again["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:00Z"
+    assert again["conditions"][0]["observedGeneration"] == 2
+    bad_spec = spec(allowedFunctions=["nope"])
+    bad = validation_status(check_policy("ns", "p", 3, bad_spec, CATALOG), bad_spec, 3, again, T1)
+    ready = bad["conditions"][0]
+    assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == ("False", REASON_UNKNOWN_FUNCTION, "2026-03-01T12:05:00Z")
+    assert "spec.allowedFunctions[0]" in ready["message"]
+
+
+def test_status_patch_is_empty_when_nothing_changed_and_removes_vanished_keys() -> None:
+    current = {"mode": "active", "lastDecision": {"function": "pod-restart", "outcome": "trigger"}}
+    assert status_changes(current, {"mode": "active"}) == {}
+    assert status_changes(current, {"mode": None}) == {"mode": None}
+    assert status_changes({}, {"mode": None}) == {}
+    assert status_changes(current, {"lastDecision": {"outcome": "escalation"}}) == {
+        "lastDecision": {"function": None, "outcome": "escalation"}
+    }
+    assert merge_patch_for([1, 2], [1, 2]) is ...
+
+
+# --------------------------------------------------------------------------
+# The handlers, called directly
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def posted(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Events the handlers post (kopf.event needs a running operator; here it is recorded instead)."""
+    events: list[dict[str, Any]] = []
+    monkeypatch.setattr(kopf, "event", lambda body, **kw: events.append(kw))
+    return events
+
+
+def body(spec_: Any, generation: int = 1, status: dict[str, Any] | None = None, **meta: Any) -> kopf.Body:
+    raw = {
+        "apiVersion": "remediation.homelab.io/v1alpha1", "kind": "RemediationPolicy",
+        "metadata": {"namespace": "ns", "name": "p", "generation": generation, "uid": "u1", **meta},
+        "spec": spec_,
+    }
+    if status is not None:
+        raw["status"] = status
+    return kopf.Body(raw)
+
+
+def handle(handlers: PolicyHandlers, b: kopf.Body, event_type: str | None = "ADDED") -> dict[str, Any]:
+    patch = kopf.Patch()
+    asyncio.run(handlers.on_policy_event(event={"type": event_type, "object": dict(b)}, body=b, patch=patch, logger=logging.getLogger("t")))
+    return dict(patch)
+
+
+@pytest.fixture
+def handlers() -> PolicyHandlers:
+    return PolicyHandlers(index=PolicyIndex(), recorder=PolicyStatusRecorder(), catalog=CATALOG, clock=lambda: T0)
+
+
+def test_event_handler_indexes_and_writes_status_once(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
+    patch = handle(handlers, body(spec()))
+    assert handlers.index.get("ns/p") is not None
+    status = patch["status"]
+    assert status["conditions"][0]["reason"] == "Indexed" and status["mode"] == "active"
+    assert [e["reason"] for e in posted] == ["Indexed"]
+    # The status write comes back as a watch event: nothing more to write or announce.
+    assert handle(handlers, body(spec(), status=status), "MODIFIED") == {}
+    assert len(posted) == 1
+
+
+def test_the_same_change_seen_twice_is_announced_once(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
+    handle(handlers, body(spec()))
+    handle(handlers, body(spec(), finalizers=["remediation.homelab.io/operator"]), "MODIFIED")  # status not visible yet
+    assert len(posted) == 1
+
+
+def test_invalid_policy_is_dropped_from_the_index_with_a_warning(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
+    status = handle(handlers, body(spec()))["status"]
+    patch = handle(handlers, body(spec(allowedFunctions=["nope"]), generation=2, status=status), "MODIFIED")
+    assert handlers.index.get("ns/p") is None
+    assert patch["status"]["conditions"][0]["status"] == "False"
+    assert posted[-1]["type"] == "Warning" and posted[-1]["reason"] == REASON_UNKNOWN_FUNCTION
+
+
+def test_deletion_removes_the_policy_and_its_recorded_state(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
+    handle(handlers, body(spec()))
+    handle(handlers, body(spec(), deletionTimestamp="2026-03-01T12:00:00Z"), "MODIFIED")
+    assert handlers.index.get("ns/p") is None
+    handlers.index.upsert(check_policy("ns", "p", 1, spec(), CATALOG).policy)  # type: ignore[arg-type]
+    assert handle(handlers, body(spec()), "DELETED") == {}
+    assert handlers.index.get("ns/p") is None and len(handlers.index) == 0
+
+
+def test_timer_writes_recorded_counters_and_posts_events(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
+    decision = Decision(id="d1", incident_key="f@t", fingerprint="f", alertname="KubePodCrashLooping", policy="ns/p",
+                        outcome="trigger", function="pod-restart", parameters={"name": "x"}, stage="rules", confidence=None)
+    handlers.recorder.record("ns/p", decision, "matched")
+    handlers.recorder.record("ns/p", decision, "trigger")
+    b = body(spec(), status={"counters": {"triggers": 4, "alertsMatched": 9}})
+    patch = kopf.Patch()
+    asyncio.run(handlers.flush_status(body=b, patch=patch))
+    assert patch["status"]["counters"]["triggers"] == 5  # seeded from .status, then added to
+    assert patch["status"]["counters"]["alertsMatched"] == 10
+    assert patch["status"]["lastDecision"]["decisionId"] == "d1"
+    assert "confidence" not in patch["status"]["lastDecision"]
+    assert [e["reason"] for e in posted] == ["Triggered"]
+    # Nothing new: nothing to write, nothing to post.
+    again = kopf.Patch()
+    asyncio.run(handlers.flush_status(body=body(spec(), status=dict(patch["status"])), patch=again))
+    assert dict(again) == {} and len(posted) == 1
