@@ -38,7 +38,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
-from controller.client import FREE_FORM_REFUSAL, REMEDIATION_TASK, ReasonRequest, ReasonResult
+from controller.client import (
+    FREE_FORM_REFUSAL,
+    REMEDIATION_TASK,
+    ReasonRequest,
+    ReasonResult,
+)
 from controller.cloudevents_in import (
     ACCEPTED_TYPES,
     CloudEventRejected,
@@ -50,7 +55,12 @@ from controller.cloudevents_in import (
 )
 from controller.logging import correlation
 from controller.pipeline import Overloaded, StoreUnavailable
-from controller.schemas.alerts import Alert, AlertEvent, AlertmanagerPayload, split_payload
+from controller.schemas.alerts import (
+    Alert,
+    AlertEvent,
+    AlertmanagerPayload,
+    split_payload,
+)
 from controller.schemas.decision import REASONING_COMPLETED, REASONING_FAILED, Decision
 from controller.settings import BearerToken, Limits
 
@@ -110,7 +120,7 @@ class ApiDeps:
     token: BearerToken
     limits: Limits
     # Reasons the process is not ready beyond the pipeline's own (policies not listed, model not loaded).
-    readiness_checks: Callable[[], list[str]] = lambda: []
+    readiness_checks: Callable[[], list[str]] = list
     ce_source: str = "/trm-sre"
 
 
@@ -302,7 +312,9 @@ def build_api(deps: ApiDeps) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="TRM_SRE_WEBHOOK_TOKEN (or --token-file)")
     pipeline, limits, metrics = deps.pipeline, deps.limits, deps.metrics
 
-    async def authenticated(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    # A default argument, not Annotated[...]: with postponed annotations FastAPI resolves
+    # annotations in module globals, where this function's local `bearer` does not exist.
+    async def authenticated(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
         if not deps.token.configured:
             return  # loopback-only mode: the CLI refuses any other bind without a token
         presented = credentials.credentials if credentials is not None else None

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -318,9 +319,15 @@ def bound_port(server: uvicorn.Server) -> int | None:
 class Controller:
     """Runs the built components until a signal (or a failure) and stops them in order."""
 
-    def __init__(self, components: Components, announce: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        components: Components,
+        announce: Callable[[str], None] = print,
+        report_error: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+    ) -> None:
         self.c = components
         self.announce = announce
+        self.report_error = report_error
         self.stop_requested = asyncio.Event()
         self.operator_stop = asyncio.Event()
         settings = components.settings
@@ -343,27 +350,44 @@ class Controller:
     async def run(self, *, install_signal_handlers: bool = True) -> int:
         """Serve until stopped; 0 after a requested stop, 1 when a component failed."""
         if install_signal_handlers:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.request_stop)
+            self._handle_signals()
         await self.c.pipeline.start()
         tasks: dict[str, asyncio.Task[Any]] = {"http": asyncio.create_task(_serve_http(self.server), name="http")}
+        helpers = [asyncio.create_task(self._announce_when_started(), name="announce")]
         if not self.c.settings.standalone:
             tasks["operator"] = asyncio.create_task(self._run_operator(), name="operator")
+            if install_signal_handlers:
+                helpers.append(asyncio.create_task(self._reclaim_signals(), name="reclaim-signals"))
         stopper = asyncio.create_task(self.stop_requested.wait(), name="stop-request")
-        started = asyncio.create_task(self._announce_when_started(), name="announce")
         done, _ = await asyncio.wait([*tasks.values(), stopper], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in done if t is not stopper and (t.cancelled() or t.exception() is not None)]
         for task in failed:
             exc = None if task.cancelled() else task.exception()
-            log.error("%s stopped: %s", task.get_name(), exc or "cancelled", exc_info=exc)
-            self.announce(f"error: {task.get_name()} failed: {exc or 'cancelled'}")
+            expected = isinstance(exc, ComponentFailed)  # already explained: no traceback
+            log.error("%s stopped: %s", task.get_name(), exc or "cancelled", exc_info=None if expected else exc)
+            self.report_error(f"error: {task.get_name()} failed: {exc or 'cancelled'}")
         if not failed and stopper not in done:
             log.info("%s stopped on its own (a signal it handled); shutting down", ", ".join(t.get_name() for t in done))
-        started.cancel()
+        for helper in helpers:
+            helper.cancel()
         stopper.cancel()
         await self._shutdown(tasks)
         return 1 if failed else 0
+
+    def _handle_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    async def _reclaim_signals(self) -> None:
+        """kopf installs its own SIGTERM/SIGINT handlers when it starts; take them back.
+
+        With kopf's handlers a SIGTERM stops the operator first, before the
+        pipeline has drained, and its last status flush misses the final
+        decisions. With ours, the operator is stopped last, through its stop flag.
+        """
+        await self.c.readiness.policies_listed.wait()  # raised after kopf's startup, handlers in place
+        self._handle_signals()
 
     async def _announce_when_started(self) -> None:
         while not self.server.started:
@@ -372,8 +396,12 @@ class Controller:
         s = self.c.settings
         mode = "standalone" if s.standalone else "cluster"
         auth = "bearer token (" + s.token.source + ")" if s.authenticated else "none (loopback only)"
-        count = len(self.c.index)
-        self.announce(f"trm-sre listening on http://{s.host}:{self.port} ({mode} mode, {count} {'policy' if count == 1 else 'policies'})")
+        if s.standalone:
+            count = len(self.c.index)
+            scope = f"{count} {'policy' if count == 1 else 'policies'}"
+        else:
+            scope = "policies in " + (", ".join(s.namespaces) if s.namespaces else "all namespaces")
+        self.announce(f"trm-sre listening on http://{s.host}:{self.port} ({mode} mode, {scope})")
         self.announce(f"triggers go to: {s.trigger_destination}")
         self.announce(f"authentication: {auth}; model: {self.c.model.status}")
         log.info(

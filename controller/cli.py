@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from controller.app import run_controller
     from controller.logging import configure_logging
+    from controller.pipeline import StoreUnavailable
     from controller.settings import SettingsError, settings_from_args
     from controller.store import StoreError
 
@@ -185,7 +186,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"{PROG} run: error: {exc}", file=sys.stderr)
         return 2
-    except StoreError as exc:
+    except (StoreError, StoreUnavailable) as exc:
         print(f"{PROG} run: error: {exc}", file=sys.stderr)
         return 1
 
@@ -207,7 +208,12 @@ def events_from_json(doc: Any) -> list[Any]:
     """An Alertmanager alert object → one event; a webhook payload → one per alert."""
     from pydantic import ValidationError
 
-    from controller.schemas.alerts import Alert, AlertEvent, AlertmanagerPayload, split_payload
+    from controller.schemas.alerts import (
+        Alert,
+        AlertEvent,
+        AlertmanagerPayload,
+        split_payload,
+    )
 
     if not isinstance(doc, dict):
         raise InputError("expected a JSON object: an Alertmanager alert or a whole webhook payload")
@@ -400,8 +406,8 @@ def render_decision(decision: dict[str, Any], out: TextIO, *, rich: bool = False
     """One decision: what was decided, then every chain stage and why it was accepted or passed over."""
     head = [
         f"decision {decision.get('id') or '-'}",
-        f"  alert:    {decision.get('alertname') or '?'} (fingerprint {decision.get('fingerprint') or '?'}, "
-        f"incident {decision.get('incident_key') or '?'})",
+        (f"  alert:    {decision.get('alertname') or '?'} (fingerprint {decision.get('fingerprint') or '?'}, "
+         f"incident {decision.get('incident_key') or '?'})"),
         f"  policy:   {decision.get('policy') or '(none matches)'}",
         f"  result:   {_result_line(decision)}",
     ]
@@ -447,8 +453,7 @@ def render_history(history: dict[str, Any], out: TextIO, *, rich: bool = False) 
     if approval:
         out.write(f"  approval: {approval.get('state')} (requested {approval.get('requested_at')}, "
                   f"expires {approval.get('expires_at')}{', by ' + approval['actor'] if approval.get('actor') else ''})\n")
-    for response in history.get("responses") or []:
-        out.write(f"  response: {'success' if response.get('success') else 'error'} at {response.get('received_at')}\n")
+    out.writelines(f"  response: {'success' if response.get('success') else 'error'} at {response.get('received_at')}\n" for response in history.get("responses") or [])
     out.write("\n")
 
 
@@ -479,8 +484,7 @@ def render_catalog(catalog: Any, out: TextIO, *, rich: bool = False) -> None:
             if param.sources:
                 extra.append("from labels " + ", ".join(param.sources))
             out.write(f"    {param.name:<10} {param.type:<8} {need:<16} {'; '.join(extra)}\n")
-        for group in runbook.requires_one_of:
-            out.write(f"    (one of {' or '.join(group)} is required)\n")
+        out.writelines(f"    (one of {' or '.join(group)} is required)\n" for group in runbook.requires_one_of)
         out.write("\n")
 
 

@@ -1,40 +1,32 @@
 """The kopf operator: keeps the policy index in step with the RemediationPolicies in the cluster.
 
-Two handlers, both thin; the work is in the plain functions below them:
+kopf does the watching (listing, reconnecting, backing off); the handlers are
+thin and the work is in the plain functions below them:
 
 - `on_policy_event` (``@kopf.on.event``) sees every watch event, including the
   initial listing and DELETED. It validates the policy (`check_policy`), puts it
-  in the `PolicyIndex` or takes it out, and writes the validation part of
+  in the `PolicyIndex` or takes it out, and hands the validation part of
   `.status` (observedGeneration, mode, allowedFunctionCount, the Ready
-  condition) only when it differs from what is there, so its own status write
-  comes back as one more event that changes nothing. Level-triggered like this,
-  it needs no kopf progress state and no finalizer to notice deletion: the
-  DELETED event (or an earlier deletionTimestamp) removes the policy.
-- `flush_status` (``@kopf.timer``, every few seconds) copies what the
-  decision path recorded in `PolicyStatusRecorder` into `.status.counters` and
-  `.status.lastDecision` (again only when changed) and posts the recorded
-  decisions as Kubernetes Events.
+  condition) to `PolicyStatusSync`, which writes it only when it differs. Being
+  level-triggered, it needs no kopf progress state and no finalizer: the
+  DELETED event (or an earlier deletionTimestamp) removes the policy, and
+  deleting a policy never waits for the operator.
+- `PolicyStatusSync` (controller/status.py) is the only writer: one task,
+  started and stopped with the operator, that writes status and posts Events
+  for every policy and retries what failed on its next tick.
 
-Timers are the one thing here that needs a finalizer: kopf must stop a
-policy's timer before the object disappears, so it adds
-`remediation.homelab.io/operator` to each policy and removes it as soon as the
-policy is deleted (there are no on-delete handlers to wait for). If the
-operator is uninstalled first, delete the policies before it, or strip the
-finalizer by hand.
-
-kopf keeps what little state it has in annotations under
-`remediation.homelab.io/` (never in `.status`), so the status schema stays
-strict and status writes never look like spec changes to kopf.
+So kopf writes nothing to the objects: no finalizer, no annotations, nothing in
+`.status`; the status schema stays strict.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-import socket
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,19 +34,23 @@ import kopf
 from pydantic import ValidationError
 
 from controller.schemas.policy import Policy, PolicySpec
-from controller.status import PolicyStatusRecorder, rfc3339
+from controller.status import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    KubernetesStatusWriter,
+    ObjectRef,
+    PolicyEvent,
+    PolicyStatusRecorder,
+    PolicyStatusSync,
+    StatusWriter,
+    rfc3339,
+)
 
 if TYPE_CHECKING:
     from controller.policy_index import PolicyIndex
     from runbooks.catalog import Catalog
 
-log = logging.getLogger(__name__)
-
-GROUP = "remediation.homelab.io"
-VERSION = "v1alpha1"
-PLURAL = "remediationpolicies"
-#: kopf's finalizer (needed only by the status timer; see the module docstring).
-FINALIZER = f"{GROUP}/operator"
 #: How often recorded decisions are written to `.status` and posted as Events (seconds).
 STATUS_FLUSH_SECONDS = 5.0
 
@@ -150,7 +146,9 @@ def catalog_problems(spec: Mapping[str, Any], catalog: Catalog) -> list[Problem]
     for k, name in enumerate(allowed):
         if name not in catalog:
             problems.append(
-                Problem(REASON_UNKNOWN_FUNCTION, f"spec.allowedFunctions[{k}]", f"{name!r} is not in the runbook catalog ({known})")
+                Problem(
+                    REASON_UNKNOWN_FUNCTION, f"spec.allowedFunctions[{k}]", f"{name!r} is not in the runbook catalog ({known})"
+                )
             )
     for i, j, rule in _rules_in(spec):
         problems += _rule_problems(_rule_path(i, j), rule, catalog, allowed, known)
@@ -163,7 +161,8 @@ def _rule_problems(path: str, rule: Mapping[str, Any], catalog: Catalog, allowed
         return []  # the schema requires it; pydantic reports the shape
     runbook = catalog.get(function)
     if runbook is None:
-        return [Problem(REASON_UNKNOWN_FUNCTION, f"{path}.function", f"{function!r} is not in the runbook catalog ({known})")]
+        message = f"{function!r} is not in the runbook catalog ({known})"
+        return [Problem(REASON_UNKNOWN_FUNCTION, f"{path}.function", message)]
     problems = []
     if function not in allowed:
         problems.append(Problem(REASON_INVALID_SPEC, f"{path}.function", f"{function} is not in spec.allowedFunctions"))
@@ -173,7 +172,8 @@ def _rule_problems(path: str, rule: Mapping[str, Any], catalog: Catalog, allowed
         where = f"{path}.parameters.{name}"
         if param is None:
             names = ", ".join(p.name for p in runbook.parameters)
-            problems.append(Problem(REASON_UNKNOWN_PARAMETER, where, f"{function} has no parameter {name!r} (it has {names})"))
+            message = f"{function} has no parameter {name!r} (it has {names})"
+            problems.append(Problem(REASON_UNKNOWN_PARAMETER, where, message))
         elif isinstance(template, str) and "{{" not in template:
             # A literal is known now: check it as the runbook will at decision time.
             _, refused = param.check(template)
@@ -222,7 +222,7 @@ def check_policy(namespace: str, name: str, generation: int, spec: Any, catalog:
 
 
 # --------------------------------------------------------------------------
-# Status: what to write, and only what changed
+# Status: the validation part (the sync writes it only where it differs)
 # --------------------------------------------------------------------------
 
 
@@ -237,13 +237,16 @@ def _mode_of(result: CheckResult, spec: Any) -> str | None:
     return "approval" if actions.get("requireApproval") is True else "active"
 
 
-def ready_condition(result: CheckResult, generation: int, previous: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:
+def ready_condition(
+    result: CheckResult, generation: int, previous: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
     """The Ready condition; lastTransitionTime moves only when the status flips, as Kubernetes conventions say."""
     if result.policy is not None:
         status, reason = "True", REASON_INDEXED
         spec = result.policy.spec
         stages = " -> ".join(stage.kind for stage in spec.chain)
-        message = f"indexed generation {generation}: {len(spec.allowed_functions)} functions, chain {stages}"
+        count = len(spec.allowed_functions)
+        message = f"indexed generation {generation}: {count} function{'s' if count != 1 else ''}, chain {stages}"
     else:
         status, reason = "False", result.problems[0].reason
         message = "; ".join(str(p) for p in result.problems)
@@ -271,7 +274,7 @@ def find_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] |
 def validation_status(
     result: CheckResult, spec: Any, generation: int, current: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
-    """The status fields the event handler owns (the timer owns counters and lastDecision)."""
+    """The status fields the watch handler owns (counters and lastDecision come from the recorder)."""
     allowed = spec.get("allowedFunctions") if isinstance(spec, Mapping) else None
     ready = ready_condition(result, generation, find_condition(current, READY), now)
     others = [c for c in current.get("conditions") or () if isinstance(c, Mapping) and c.get("type") != READY]
@@ -283,51 +286,25 @@ def validation_status(
     }
 
 
-def merge_patch_for(current: Any, desired: Any) -> Any:
-    """The JSON merge patch that turns `current` into `desired` (None = remove a key), or ... when equal.
-
-    Nested objects are patched key by key, so a key that disappeared (e.g. the
-    `function` of a last decision that escalated) is removed rather than kept.
-    """
-    if current == desired:
-        return ...
-    if isinstance(current, Mapping) and isinstance(desired, Mapping):
-        patch = {}
-        for key in set(current) | set(desired):
-            if key not in desired:
-                patch[key] = None
-            else:
-                sub = merge_patch_for(current.get(key), desired[key])
-                if sub is not ...:
-                    patch[key] = sub
-        return patch
-    return desired
-
-
-def status_changes(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level status fields to patch so that `desired` holds; fields not in `desired` are left alone."""
-    changes = {}
-    for key, value in desired.items():
-        if value is None and key not in current:
-            continue
-        patch = merge_patch_for(current.get(key), value)
-        if patch is not ...:
-            changes[key] = patch
-    return changes
-
-
-def apply_status(patch: kopf.Patch, changes: Mapping[str, Any]) -> None:
-    for key, value in changes.items():
-        patch.status[key] = value
-
-
 # --------------------------------------------------------------------------
 # Handlers (thin) and their registry
 # --------------------------------------------------------------------------
 
 
-def policy_key(namespace: str | None, name: str | None) -> str:
-    return f"{namespace}/{name}"
+def ref_of(body: kopf.Body) -> ObjectRef:
+    return ObjectRef(
+        namespace=body.metadata.namespace or "",
+        name=body.metadata.name or "",
+        uid=body.metadata.uid or "",
+        api_version=body.get("apiVersion") or f"{GROUP}/{VERSION}",
+    )
+
+
+def ready_event(ready: Mapping[str, Any], previous: Mapping[str, Any] | None) -> PolicyEvent | None:
+    """An Event when the Ready condition says something new (status, reason or message), else None."""
+    if previous is not None and all(previous.get(k) == ready[k] for k in ("status", "reason", "message")):
+        return None
+    return PolicyEvent("Normal" if ready["status"] == "True" else "Warning", ready["reason"], ready["message"])
 
 
 @dataclass
@@ -337,34 +314,35 @@ class PolicyHandlers:
     index: PolicyIndex
     recorder: PolicyStatusRecorder
     catalog: Catalog
+    sync: PolicyStatusSync
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    # (status, reason, message) of the last Ready Event posted per policy; only touched in kopf's event loop.
-    _announced: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    _sync_task: asyncio.Task[None] | None = None
 
-    async def on_policy_event(
-        self, event: Mapping[str, Any], body: kopf.Body, patch: kopf.Patch, logger: logging.Logger, **_: Any
-    ) -> None:
-        """Index, re-index or drop the policy; write its Ready condition when it changed."""
-        key = policy_key(body.metadata.namespace, body.metadata.name)
+    async def on_policy_event(self, event: Mapping[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+        """Index, re-index or drop the policy; ask for its validation status to be written."""
+        ref = ref_of(body)
         if event.get("type") == "DELETED":
-            self.index.remove(key)
-            self.recorder.forget(key)
-            self._announced.pop(key, None)
-            logger.info("policy %s deleted: removed from the index", key)
+            self._forget(ref.key, logger)
             return
         if body.metadata.get("deletionTimestamp"):
-            self.index.remove(key)  # a policy on its way out must not remediate anything more
+            self.index.remove(ref.key)  # on its way out (other finalizers): it must not remediate anything more
             return
         status = body.get("status") or {}
-        self.recorder.seed(key, status.get("counters"), status.get("lastDecision"))
+        self.recorder.seed(ref.key, status.get("counters"), status.get("lastDecision"))
         generation = int(body.metadata.get("generation") or 0)
-        result = check_policy(body.metadata.namespace or "", body.metadata.name or "", generation, body.get("spec"), self.catalog)
-        self._update_index(key, result, logger)
-        desired = validation_status(result, body.get("spec"), generation, status, self.clock())
-        changes = status_changes(status, desired)
-        apply_status(patch, changes)
-        if "conditions" in changes:
-            self._announce(key, body, desired["conditions"][-1], find_condition(status, READY))
+        result = check_policy(ref.namespace, ref.name, generation, body.get("spec"), self.catalog)
+        self._update_index(ref.key, result, logger)
+        # Our own last intent is newer than the cluster's copy until the sync has written it.
+        current = self.sync.intended(ref.key) or status
+        desired = validation_status(result, body.get("spec"), generation, current, self.clock())
+        ready = desired["conditions"][-1]
+        self.sync.observe(ref, status, desired, ready_event(ready, find_condition(current, READY)))
+
+    def _forget(self, key: str, logger: logging.Logger) -> None:
+        self.index.remove(key)
+        self.recorder.forget(key)
+        self.sync.forget(key)
+        logger.info("policy %s deleted: removed from the index", key)
 
     def _update_index(self, key: str, result: CheckResult, logger: logging.Logger) -> None:
         if result.policy is not None:
@@ -373,49 +351,32 @@ class PolicyHandlers:
             self.index.remove(key)
             logger.warning("policy %s removed from the index: %s", key, "; ".join(map(str, result.problems)))
 
-    def _announce(self, key: str, body: kopf.Body, ready: Mapping[str, Any], previous: Mapping[str, Any] | None) -> None:
-        """One Event per change of the Ready condition, not per watch event.
+    async def start_status_sync(self, logger: logging.Logger, **_: Any) -> None:
+        """Startup: credentials for the status writer (as kopf's login finds them), then the writer's loop."""
+        if self.sync.writer is None:
+            self.sync.writer = await asyncio.to_thread(KubernetesStatusWriter.from_environment)
+        self._sync_task = asyncio.create_task(self.sync.run(), name="policy-status-sync")
+        logger.debug("policy status sync started (every %.1f s)", self.sync.interval)
 
-        kopf writes the finalizer and the status in two requests, so the same
-        change can be seen twice before the new status is visible; remembering
-        what was announced keeps that to one Event.
-        """
-        fingerprint = (ready["status"], ready["reason"], ready["message"])
-        if previous is not None and (previous.get("status"), previous.get("reason"), previous.get("message")) == fingerprint:
-            return
-        if self._announced.get(key) == fingerprint:
-            return
-        self._announced[key] = fingerprint
-        event_type = "Normal" if ready["status"] == "True" else "Warning"
-        kopf.event(body, type=event_type, reason=ready["reason"], message=ready["message"])
+    async def stop_status_sync(self, **_: Any) -> None:
+        """Cleanup: one last flush (bounded), so counters recorded just before shutdown are not lost."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+            self._sync_task = None
+        if self.sync.writer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sync.flush(), timeout=10)
 
-    async def flush_status(self, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        """Write recorded counters and the last decision to `.status`; post the recorded decisions as Events."""
-        key = policy_key(body.metadata.namespace, body.metadata.name)
-        status = body.get("status") or {}
-        self.recorder.seed(key, status.get("counters"), status.get("lastDecision"))  # no-op once seeded
-        apply_status(patch, status_changes(status, self.recorder.snapshot(key)))
-        for item in self.recorder.drain_events(key):
-            kopf.event(body, type=item.type, reason=item.reason, message=item.message)
-
-    async def probe_index(self, **_: Any) -> dict[str, int]:
-        """Shown by the liveness endpoint: how many policies are indexed."""
-        return {"policies": len(self.index), "version": self.index.version}
-
-
-async def configure_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Keep kopf's state out of `.status` and name what it writes after us (a startup handler).
-
-    Runs inside `kopf.operator`, after any `settings_hook`, because these must
-    match the CRD (strict status schema) whatever else is tuned.
-    """
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    settings.posting.reporting_component = "trm-sre"
-    settings.posting.event_name_prefix = "trm-sre-"
+    async def probe(self, **_: Any) -> dict[str, int]:
+        """Shown by the liveness endpoint."""
+        return {
+            "policies": len(self.index),
+            "indexVersion": self.index.version,
+            "statusBacklog": self.sync.backlog(),
+            "statusWriteFailures": self.sync.write_failures,
+        }
 
 
 def build_registry(
@@ -424,31 +385,31 @@ def build_registry(
     catalog: Catalog,
     *,
     status_flush_seconds: float = STATUS_FLUSH_SECONDS,
+    status_writer: StatusWriter | None = None,
 ) -> kopf.OperatorRegistry:
-    """A fresh kopf registry with the policy handlers (never kopf's global default registry)."""
+    """A fresh kopf registry with the policy handlers (never kopf's global default registry).
+
+    `status_writer` defaults to the Kubernetes API with the operator's own
+    credentials (made at startup, not here).
+    """
     registry = kopf.OperatorRegistry()
-    handlers = PolicyHandlers(index=index, recorder=recorder, catalog=catalog)
-    kopf.on.startup(registry=registry, id="configure")(configure_settings)
+    sync = PolicyStatusSync(recorder, status_writer, interval=status_flush_seconds)
+    handlers = PolicyHandlers(index=index, recorder=recorder, catalog=catalog, sync=sync)
     # A fresh registry has none of kopf's default logins: use the kubernetes
     # client's (in-cluster service account, else KUBECONFIG / ~/.kube/config),
     # as `kopf run` would.
     kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
+    kopf.on.startup(registry=registry, id="status-sync")(handlers.start_status_sync)
+    kopf.on.cleanup(registry=registry, id="status-sync")(handlers.stop_status_sync)
     kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="index")(handlers.on_policy_event)
-    kopf.timer(
-        GROUP, VERSION, PLURAL, registry=registry, id="status", interval=status_flush_seconds,
-    )(handlers.flush_status)
-    kopf.on.probe(registry=registry, id="index")(handlers.probe_index)
+    kopf.on.probe(registry=registry, id="index")(handlers.probe)
     return registry
 
 
 class _QuietRoutineSuccess(logging.Filter):
-    """Drop kopf's "... succeeded." lines for the two routine handlers.
+    """Drop kopf's "Handler 'index' succeeded." line: it comes with every watch event; failures still log."""
 
-    The event handler runs on every watch event and the timer every few
-    seconds for every policy; their successes say nothing, failures still log.
-    """
-
-    ROUTINE = ("Handler 'index' succeeded", "Timer 'status' succeeded")
+    ROUTINE = ("Handler 'index' succeeded",)
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno == logging.INFO and str(record.msg).startswith(self.ROUTINE))
@@ -463,7 +424,6 @@ def default_settings() -> kopf.OperatorSettings:
     settings.watching.client_timeout = 660
     settings.watching.connect_timeout = 30
     settings.networking.request_timeout = 60
-    settings.posting.reporting_instance = socket.gethostname()
     return settings
 
 

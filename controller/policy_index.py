@@ -115,9 +115,11 @@ class PolicyIndex:
         """The policies whose `spec.match` covers the alert, best first (see the precedence rule)."""
         labels = event.alert.labels
         snapshot = self._current()
-        named = snapshot.by_alertname.get(labels.get("alertname", ""), ())
-        candidates = sorted((*named, *snapshot.unnamed), key=lambda e: e.rank) if named else snapshot.unnamed
-        return [entry.policy for entry in candidates if entry.match.matches(labels)]
+        named = [e for e in snapshot.by_alertname.get(labels.get("alertname", ""), ()) if e.match.matches(labels)]
+        unnamed = [e for e in snapshot.unnamed if e.match.matches(labels)]
+        # Both lists are already in precedence order; only a mix of the two needs merging.
+        hits = sorted(named + unnamed, key=lambda e: e.rank) if named and unnamed else named or unnamed
+        return [entry.policy for entry in hits]
 
     def _current(self) -> _Snapshot:
         snapshot = self._snapshot

@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 from controller.schemas.decision import LAMBDA_TRIGGER
-from tests.e2e.harness import REPO, ControllerProcess, child_env, fixture_payload, http, wait_until
+from tests.e2e.harness import (
+    REPO,
+    ControllerProcess,
+    child_env,
+    fixture_payload,
+    http,
+    wait_until,
+)
 from tests.pipeline.sink import CaptureSink
 
 pytestmark = pytest.mark.slow
@@ -39,7 +46,8 @@ def start(tmp_path: Path, **env: str | None) -> ControllerProcess:
 
 
 def test_a_crashloop_alert_reaches_k_sink(tmp_path: Path, sink: CaptureSink) -> None:
-    proc = start(tmp_path, K_SINK=sink.url)
+    # K_CE_OVERRIDES as a Knative SinkBinding sets it: extensions added to every event.
+    proc = start(tmp_path, K_SINK=sink.url, K_CE_OVERRIDES='{"extensions": {"cluster": "homelab"}}')
     try:
         assert f"triggers go to: {sink.url}" in proc.log_text()
         status, body = http("POST", f"{proc.url}/alertmanager", fixture_payload("crashloop.json"))
@@ -50,6 +58,7 @@ def test_a_crashloop_alert_reaches_k_sink(tmp_path: Path, sink: CaptureSink) -> 
         event = trigger.cloudevent()
         assert trigger.headers["content-type"] == "application/json"  # binary mode
         assert event.get_source() == "/trm-sre"
+        assert event.get_extension("cluster") == "homelab"
         data = event.get_data()
         assert data["lambda_function"] == "pod-restart"
         assert data["parameters"] == EXPECTED_PARAMETERS
@@ -62,7 +71,7 @@ def test_a_crashloop_alert_reaches_k_sink(tmp_path: Path, sink: CaptureSink) -> 
         assert [t["stage"] for t in decision["trace"]] == ["staticAnnotation", "trm", "rules"]
         assert decision["trace"][-1]["outcome"] == "accepted"
         explained = subprocess.run(
-            [sys.executable, "-m", "controller", "explain", decision_id], cwd=REPO, capture_output=True, text=True,
+            [sys.executable, "-m", "controller", "explain", decision_id], cwd=REPO, capture_output=True, text=True, check=False,
             env=child_env(XDG_DATA_HOME=str(tmp_path / "data")), timeout=120,
         )
         assert explained.returncode == 0, explained.stderr

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.envtest.controlplane import ControlPlane
-from tests.operator.support import CRD_FILE, CRD_NAME, Kube, RunningOperator, start_operator, strip_finalizers
+from tests.operator.support import (
+    CRD_FILE,
+    CRD_NAME,
+    Kube,
+    RunningOperator,
+    start_operator,
+    strip_finalizers,
+)
 
 
 @pytest.fixture(scope="session")

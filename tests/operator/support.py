@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +36,18 @@ CRD_NAME = "remediationpolicies.remediation.homelab.io"
 API_VERSION = "remediation.homelab.io/v1alpha1"
 #: Generous: the machine is shared with builds and training; tests poll, so a fast run stays fast.
 WAIT_S = 60.0
+
+
+class _RenderedLoader(yaml.SafeLoader):
+    """PyYAML (YAML 1.1) reads a bare `=` as the obsolete "value" tag; kustomize (YAML 1.2) writes it bare."""
+
+
+_RenderedLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
+def load_rendered(text: str) -> list[dict[str, Any]]:
+    """The objects in `kubectl kustomize` output."""
+    return [doc for doc in yaml.load_all(text, Loader=_RenderedLoader) if doc]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S, interval: float = 0.2) -> Any:
@@ -75,10 +89,10 @@ class Kube:
     namespace: str
     kubeconfig: Path | None = None
 
-    def run(self, *args: str, input: str | None = None, check: bool = True):  # noqa: ANN201 - CompletedProcess
+    def run(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.cp.kubectl(*args, input=input, check=check, kubeconfig=self.kubeconfig)
 
-    def apply(self, manifest: str, *extra: str, check: bool = True):  # noqa: ANN201
+    def apply(self, manifest: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run("apply", "-n", self.namespace, "-f", "-", *extra, input=manifest, check=check)
 
     def get_policy(self, name: str) -> dict[str, Any] | None:
@@ -138,6 +152,14 @@ class RunningOperator:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
+    def probe(self) -> dict[str, Any] | None:
+        """The liveness endpoint's JSON (kopf's probe results), or None while it is not serving."""
+        try:
+            with urllib.request.urlopen(self.liveness_url, timeout=5) as resp:
+                return json.loads(resp.read()) if resp.status == 200 else None
+        except OSError:
+            return None
+
     def shutdown(self) -> None:
         self.stop.set()
         if self.thread is not None:
@@ -179,7 +201,7 @@ def start_operator(
                     liveness_endpoint=op.liveness_url, settings_hook=settings_hook,
                 )
             )
-        except BaseException as exc:  # reported by shutdown(): a crash must fail the test, not vanish with the thread
+        except BaseException as exc:  # noqa: BLE001 - reported by shutdown(): a crash must fail the test, not vanish with the thread
             op.error = exc
 
     op.thread = threading.Thread(target=main, name="kopf-operator", daemon=True)

@@ -1,7 +1,7 @@
-"""What the operator checks beyond the CRD, and how it turns a policy into index entries and status.
+"""What the operator checks beyond the CRD, and how it turns a policy into index entries, status and Events.
 
-The handlers are called directly here with kopf's Body and Patch (no
-apiserver); tests/operator/test_rp_operator_envtest.py runs them for real.
+The handlers are called directly here with kopf's Body and a fake status
+writer (no apiserver); tests/operator/test_rp_operator_envtest.py runs them for real.
 """
 
 from __future__ import annotations
@@ -21,13 +21,20 @@ from controller.operator import (
     REASON_UNKNOWN_PARAMETER,
     PolicyHandlers,
     check_policy,
-    merge_patch_for,
-    status_changes,
     validation_status,
 )
 from controller.policy_index import PolicyIndex
 from controller.schemas.decision import Decision
-from controller.status import PolicyStatusRecorder
+from controller.status import (
+    ObjectGone,
+    ObjectRef,
+    PolicyEvent,
+    PolicyStatusRecorder,
+    PolicyStatusSync,
+    apply_merge_patch,
+    merge_patch_for,
+    status_changes,
+)
 from runbooks import default_catalog
 
 CATALOG = default_catalog()
@@ -131,23 +138,39 @@ def test_status_patch_is_empty_when_nothing_changed_and_removes_vanished_keys() 
     assert status_changes(current, {"mode": "active"}) == {}
     assert status_changes(current, {"mode": None}) == {"mode": None}
     assert status_changes({}, {"mode": None}) == {}
-    assert status_changes(current, {"lastDecision": {"outcome": "escalation"}}) == {
-        "lastDecision": {"function": None, "outcome": "escalation"}
-    }
+    patch = status_changes(current, {"lastDecision": {"outcome": "escalation"}})
+    assert patch == {"lastDecision": {"function": None, "outcome": "escalation"}}
+    assert apply_merge_patch(current, patch) == {"mode": "active", "lastDecision": {"outcome": "escalation"}}
     assert merge_patch_for([1, 2], [1, 2]) is ...
 
 
 # --------------------------------------------------------------------------
-# The handlers, called directly
+# The handlers and the status sync, with a fake writer
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def posted(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Events the handlers post (kopf.event needs a running operator; here it is recorded instead)."""
-    events: list[dict[str, Any]] = []
-    monkeypatch.setattr(kopf, "event", lambda body, **kw: events.append(kw))
-    return events
+class FakeWriter:
+    """Records what would be written; can be told to fail like an unreachable apiserver."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, dict[str, Any]] = {}
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[PolicyEvent] = []
+        self.down = False
+        self.gone: set[str] = set()
+
+    async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
+        if self.down:
+            raise ConnectionError("apiserver unreachable")
+        if ref.key in self.gone:
+            raise ObjectGone(ref.key)
+        self.patches.append(patch)
+        self.status[ref.key] = apply_merge_patch(self.status.get(ref.key, {}), patch)
+
+    async def post_event(self, ref: ObjectRef, event: PolicyEvent) -> None:
+        if self.down:
+            raise ConnectionError("apiserver unreachable")
+        self.events.append(event)
 
 
 def body(spec_: Any, generation: int = 1, status: dict[str, Any] | None = None, **meta: Any) -> kopf.Body:
@@ -161,65 +184,112 @@ def body(spec_: Any, generation: int = 1, status: dict[str, Any] | None = None, 
     return kopf.Body(raw)
 
 
-def handle(handlers: PolicyHandlers, b: kopf.Body, event_type: str | None = "ADDED") -> dict[str, Any]:
-    patch = kopf.Patch()
-    asyncio.run(handlers.on_policy_event(event={"type": event_type, "object": dict(b)}, body=b, patch=patch, logger=logging.getLogger("t")))
-    return dict(patch)
+@pytest.fixture
+def writer() -> FakeWriter:
+    return FakeWriter()
 
 
 @pytest.fixture
-def handlers() -> PolicyHandlers:
-    return PolicyHandlers(index=PolicyIndex(), recorder=PolicyStatusRecorder(), catalog=CATALOG, clock=lambda: T0)
+def handlers(writer: FakeWriter) -> PolicyHandlers:
+    recorder = PolicyStatusRecorder()
+    sync = PolicyStatusSync(recorder, writer, interval=3600)
+    return PolicyHandlers(index=PolicyIndex(), recorder=recorder, catalog=CATALOG, sync=sync, clock=lambda: T0)
 
 
-def test_event_handler_indexes_and_writes_status_once(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
-    patch = handle(handlers, body(spec()))
+def handle(handlers: PolicyHandlers, b: kopf.Body, event_type: str | None = "ADDED") -> None:
+    event = {"type": event_type, "object": dict(b)}
+    asyncio.run(handlers.on_policy_event(event=event, body=b, logger=logging.getLogger("test")))
+
+
+def flush(handlers: PolicyHandlers) -> None:
+    asyncio.run(handlers.sync.flush())
+
+
+def test_a_new_policy_is_indexed_and_its_status_written_once(handlers: PolicyHandlers, writer: FakeWriter) -> None:
+    handle(handlers, body(spec()))
     assert handlers.index.get("ns/p") is not None
-    status = patch["status"]
+    flush(handlers)
+    status = writer.status["ns/p"]
     assert status["conditions"][0]["reason"] == "Indexed" and status["mode"] == "active"
-    assert [e["reason"] for e in posted] == ["Indexed"]
-    # The status write comes back as a watch event: nothing more to write or announce.
-    assert handle(handlers, body(spec(), status=status), "MODIFIED") == {}
-    assert len(posted) == 1
+    assert status["counters"] == dict.fromkeys(status["counters"], 0)
+    assert [e.reason for e in writer.events] == ["Indexed"]
+    # The write comes back as a watch event: nothing more to write or announce.
+    handle(handlers, body(spec(), status=status), "MODIFIED")
+    flush(handlers)
+    assert len(writer.patches) == 1 and len(writer.events) == 1
 
 
-def test_the_same_change_seen_twice_is_announced_once(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
+def test_a_change_seen_before_its_status_is_written_is_announced_once(handlers: PolicyHandlers, writer: FakeWriter) -> None:
     handle(handlers, body(spec()))
-    handle(handlers, body(spec(), finalizers=["remediation.homelab.io/operator"]), "MODIFIED")  # status not visible yet
-    assert len(posted) == 1
+    handle(handlers, body(spec(), labels={"team": "sre"}), "MODIFIED")  # our status not visible yet
+    flush(handlers)
+    assert len(writer.events) == 1
 
 
-def test_invalid_policy_is_dropped_from_the_index_with_a_warning(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
-    status = handle(handlers, body(spec()))["status"]
-    patch = handle(handlers, body(spec(allowedFunctions=["nope"]), generation=2, status=status), "MODIFIED")
-    assert handlers.index.get("ns/p") is None
-    assert patch["status"]["conditions"][0]["status"] == "False"
-    assert posted[-1]["type"] == "Warning" and posted[-1]["reason"] == REASON_UNKNOWN_FUNCTION
-
-
-def test_deletion_removes_the_policy_and_its_recorded_state(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
+def test_an_edit_rewrites_only_what_changed(handlers: PolicyHandlers, writer: FakeWriter) -> None:
     handle(handlers, body(spec()))
-    handle(handlers, body(spec(), deletionTimestamp="2026-03-01T12:00:00Z"), "MODIFIED")
+    flush(handlers)
+    handle(handlers, body(spec(actions={"dryRun": True}), generation=2, status=writer.status["ns/p"]), "MODIFIED")
+    flush(handlers)
+    assert set(writer.patches[-1]) == {"observedGeneration", "mode", "conditions"}
+    assert writer.status["ns/p"]["mode"] == "dry-run"
+    assert writer.status["ns/p"]["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:00Z"  # still True: no transition
+
+
+def test_invalid_policy_is_dropped_from_the_index_with_a_warning(handlers: PolicyHandlers, writer: FakeWriter) -> None:
+    handle(handlers, body(spec()))
+    flush(handlers)
+    handle(handlers, body(spec(allowedFunctions=["nope"]), generation=2, status=writer.status["ns/p"]), "MODIFIED")
+    flush(handlers)
     assert handlers.index.get("ns/p") is None
-    handlers.index.upsert(check_policy("ns", "p", 1, spec(), CATALOG).policy)  # type: ignore[arg-type]
-    assert handle(handlers, body(spec()), "DELETED") == {}
+    assert writer.status["ns/p"]["conditions"][0]["status"] == "False"
+    assert (writer.events[-1].type, writer.events[-1].reason) == ("Warning", REASON_UNKNOWN_FUNCTION)
+
+
+def test_deletion_removes_the_policy_and_its_recorded_state(handlers: PolicyHandlers, writer: FakeWriter) -> None:
+    handle(handlers, body(spec()))
+    handle(handlers, body(spec(), deletionTimestamp="2026-03-01T12:00:00Z", finalizers=["x"]), "MODIFIED")
+    assert handlers.index.get("ns/p") is None
+    handle(handlers, body(spec()), "DELETED")
     assert handlers.index.get("ns/p") is None and len(handlers.index) == 0
+    flush(handlers)
+    assert writer.patches == [] and handlers.sync.backlog() == 0
 
 
-def test_timer_writes_recorded_counters_and_posts_events(handlers: PolicyHandlers, posted: list[dict[str, Any]]) -> None:
+def test_recorded_decisions_reach_status_and_events(handlers: PolicyHandlers, writer: FakeWriter) -> None:
     decision = Decision(id="d1", incident_key="f@t", fingerprint="f", alertname="KubePodCrashLooping", policy="ns/p",
                         outcome="trigger", function="pod-restart", parameters={"name": "x"}, stage="rules", confidence=None)
-    handlers.recorder.record("ns/p", decision, "matched")
+    handlers.recorder.record("ns/p", decision, "matched")  # recorded before the operator saw the policy
+    handle(handlers, body(spec(), status={"counters": {"triggers": 4, "alertsMatched": 9}}))
     handlers.recorder.record("ns/p", decision, "trigger")
-    b = body(spec(), status={"counters": {"triggers": 4, "alertsMatched": 9}})
-    patch = kopf.Patch()
-    asyncio.run(handlers.flush_status(body=b, patch=patch))
-    assert patch["status"]["counters"]["triggers"] == 5  # seeded from .status, then added to
-    assert patch["status"]["counters"]["alertsMatched"] == 10
-    assert patch["status"]["lastDecision"]["decisionId"] == "d1"
-    assert "confidence" not in patch["status"]["lastDecision"]
-    assert [e["reason"] for e in posted] == ["Triggered"]
-    # Nothing new: nothing to write, nothing to post.
-    again = kopf.Patch()
-    asyncio.run(handlers.flush_status(body=body(spec(), status=dict(patch["status"])), patch=again))
-    assert dict(again) == {} and len(posted) == 1
+    flush(handlers)
+    status = writer.status["ns/p"]
+    assert status["counters"]["triggers"] == 5  # seeded from .status, then added to
+    assert status["counters"]["alertsMatched"] == 10
+    assert status["lastDecision"]["decisionId"] == "d1" and "confidence" not in status["lastDecision"]
+    assert [e.reason for e in writer.events] == ["Indexed", "Triggered"]
+    flush(handlers)  # nothing new: nothing written, nothing posted
+    assert len(writer.patches) == 1 and len(writer.events) == 2
+
+
+def test_a_failed_write_is_retried_and_its_events_wait(handlers: PolicyHandlers, writer: FakeWriter) -> None:
+    handle(handlers, body(spec()))
+    writer.down = True
+    decision = Decision(id="d1", incident_key="f@t", fingerprint="f", alertname="A", policy="ns/p", outcome="trigger",
+                        function="pod-restart")
+    handlers.recorder.record("ns/p", decision, "trigger")
+    flush(handlers)
+    flush(handlers)
+    assert writer.patches == [] and handlers.sync.write_failures == 2 and handlers.sync.backlog() == 1
+    writer.down = False
+    flush(handlers)
+    assert writer.status["ns/p"]["counters"]["triggers"] == 1
+    assert [e.reason for e in writer.events] == ["Indexed", "Triggered"]
+    assert handlers.sync.backlog() == 0
+
+
+def test_a_policy_gone_from_the_cluster_is_no_longer_written(handlers: PolicyHandlers, writer: FakeWriter) -> None:
+    handle(handlers, body(spec()))
+    writer.gone.add("ns/p")
+    flush(handlers)
+    assert handlers.sync.backlog() == 0 and handlers.sync.write_failures == 0

@@ -13,6 +13,9 @@ from models.selector import DEFAULT_CHECKPOINT_DIR, TRMSelector
 from models.train import build_config
 from runbooks import default_catalog
 
+# One thread: the tests are tiny, and on a machine shared with other jobs more threads only spin.
+torch.set_num_threads(1)
+
 TINY = {"d_model": 32, "n_heads": 2, "feature_dim": 16, "ffn_mult": 2, "max_steps": 2, "encoder": {"buckets": 2048}}
 
 
@@ -36,5 +39,4 @@ def sample_rows(catalog) -> list[dict]:
 def committed_selector() -> TRMSelector:
     if not (Path(DEFAULT_CHECKPOINT_DIR) / "model.safetensors").is_file():
         pytest.fail(f"no committed checkpoint in {DEFAULT_CHECKPOINT_DIR}: run `python -m models.train`")
-    torch.set_num_threads(2)
     return TRMSelector.load()

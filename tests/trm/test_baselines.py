@@ -16,5 +16,6 @@ def test_original_rules_on_the_original_test_set():
     assert d.parameters == {"name": "agent-sre-abc123", "namespace": "agent-sre", "type": "pod"}
     d = _sel({"alertname": "PostgresHighConnectionCount", "namespace": "postgres"})
     assert d.lambda_function == "pod-check-status" and d.parameters["selector"] == "app=postgres"
-    assert _sel({"alertname": "KubePodCrashLooping", "pod": "x", "namespace": "y"}).lambda_function is None  # no substring match
+    assert _sel({"alertname": "KubePodCrashLooping", "pod": "x", "namespace": "y"}).lambda_function == "pod-restart"
+    assert _sel({"alertname": "KubeContainerWaiting", "pod": "x", "namespace": "y"}).lambda_function is None  # no rule matches
     assert _sel({"alertname": "Watchdog"}).lambda_function is None

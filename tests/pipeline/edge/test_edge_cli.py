@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None)
     environ = {k: v for k, v in os.environ.items() if k not in ("TRM_SRE_WEBHOOK_TOKEN", "K_SINK")}
     environ.update({"PYTHONPATH": str(REPO), **(env or {})})
     return subprocess.run([sys.executable, "-m", "controller", *args], cwd=REPO, env=environ, text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
 def test_run_refuses_a_non_loopback_bind_without_a_token(tmp_path: Path) -> None:
@@ -33,6 +34,16 @@ def test_run_refuses_a_non_loopback_bind_without_a_token(tmp_path: Path) -> None
     assert "refusing to listen on 0.0.0.0 without authentication" in result.stderr
     assert "TRM_SRE_WEBHOOK_TOKEN" in result.stderr
     assert not (tmp_path / "trm-sre.db").exists()  # refused before anything was opened
+
+
+def test_run_exits_1_when_its_port_is_taken(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("run", "--standalone", "--no-model", "--port", str(port), "--state-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "the HTTP server could not start" in result.stderr
 
 
 def test_run_reports_invalid_policy_files(tmp_path: Path) -> None:
@@ -118,6 +129,19 @@ def test_catalog_lists_every_function(capsys: pytest.CaptureFixture[str]) -> Non
         assert f"{name}  (risk:" in out
     assert cli.main(["catalog", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 7
+
+
+def test_terminal_output_uses_tables(capsys: pytest.CaptureFixture[str]) -> None:
+    from runbooks import default_catalog
+
+    stored = {"id": "d1", "alertname": "A", "outcome": "escalate", "policy": "ns/p", "reasoning": "nothing fits",
+              "trace": [{"stage": "rules", "outcome": "abstained", "reason": "no rule matched", "latency_ms": 0.2}]}
+    out = io.StringIO()
+    cli.render_decision(stored, out, rich=True)
+    cli.render_catalog(default_catalog(), out, rich=True)
+    text = out.getvalue()
+    assert "no rule matched" in text and "escalate" in text
+    assert "scale-deployment" in text
 
 
 def test_logs_are_json_lines_with_the_correlation_id() -> None:

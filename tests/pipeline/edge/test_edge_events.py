@@ -7,12 +7,21 @@ from typing import Any
 
 import httpx
 import pytest
-from cloudevents.core.bindings.http import HTTPMessage, from_http_event, to_binary_event, to_structured_event
+from cloudevents.core.bindings.http import (
+    HTTPMessage,
+    from_http_event,
+    to_binary_event,
+    to_structured_event,
+)
 from cloudevents.core.v1.event import CloudEvent
 
 from controller.cloudevents_in import ACCEPTED_TYPES
 from controller.schemas.alerts import ALERT_FIRED, ALERT_RESOLVED
-from controller.schemas.decision import LAMBDA_TRIGGER, REASONING_COMPLETED, REASONING_FAILED
+from controller.schemas.decision import (
+    LAMBDA_TRIGGER,
+    REASONING_COMPLETED,
+    REASONING_FAILED,
+)
 from tests.pipeline.edge.conftest import EdgeServer, StartServer, fixture_payload
 from tests.pipeline.sink import CaptureSink
 

@@ -19,11 +19,11 @@ from controller.settings import (
 
 
 def _args(**overrides: object) -> dict[str, object]:
-    args: dict[str, object] = dict(
-        standalone=True, policy_files=None, host="127.0.0.1", port=8080, state_dir="/tmp/x", token_file=None,
-        namespaces=None, device="cpu", no_model=True, checkpoint=None, sink=None, liveness_port=8081,
-        log_level="info", environ={},
-    )
+    args: dict[str, object] = {
+        "standalone": True, "policy_files": None, "host": "127.0.0.1", "port": 8080, "state_dir": "/tmp/x",
+        "token_file": None, "namespaces": None, "device": "cpu", "no_model": True, "checkpoint": None, "sink": None,
+        "liveness_port": 8081, "log_level": "info", "environ": {},
+    }
     args.update(overrides)
     return args
 
