@@ -129,7 +129,7 @@ class LimitExceeded(ValueError):
 
 
 class _Slots:
-    """Bounded concurrency: at most `size` requests in the handlers; the rest wait briefly, then 503."""
+    """Bounded concurrency: at most `max_in_flight` requests in the handlers; the rest wait briefly, then 503."""
 
     def __init__(self, limits: Limits) -> None:
         self._semaphore = asyncio.Semaphore(limits.max_in_flight)
@@ -299,89 +299,69 @@ _ERRORS = {
 }
 
 
-def build_api(deps: ApiDeps) -> FastAPI:
-    """The FastAPI app for one controller process."""
-    app = FastAPI(
-        title="trm-sre",
-        summary="Turns Prometheus alerts into safe, automatic remediations.",
-        version=_version(),
-        docs_url=None,
-        redoc_url=None,
-    )
-    slots = _Slots(deps.limits)
-    bearer = HTTPBearer(auto_error=False, description="TRM_SRE_WEBHOOK_TOKEN (or --token-file)")
-    pipeline, limits, metrics = deps.pipeline, deps.limits, deps.metrics
+# The scheme only names where the token is read from; the token itself lives in ApiDeps.
+_BEARER = HTTPBearer(auto_error=False, description="TRM_SRE_WEBHOOK_TOKEN (or --token-file)")
 
-    # A default argument, not Annotated[...]: with postponed annotations FastAPI resolves
-    # annotations in module globals, where this function's local `bearer` does not exist.
-    async def authenticated(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
-        if not deps.token.configured:
+
+class _Routes:
+    """The handlers of one app, sharing its dependencies; `build_api` registers them."""
+
+    def __init__(self, deps: ApiDeps) -> None:
+        self.deps = deps
+        self.pipeline = deps.pipeline
+        self.limits = deps.limits
+        self.metrics = deps.metrics
+        self.slots = _Slots(deps.limits)
+
+    # -- guards and error mapping
+
+    async def authenticated(self, credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:  # noqa: B008
+        if not self.deps.token.configured:
             return  # loopback-only mode: the CLI refuses any other bind without a token
         presented = credentials.credentials if credentials is not None else None
-        if not deps.token.check(presented):
+        if not self.deps.token.check(presented):
             raise HTTPException(status_code=401, detail="unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.exception_handler(Overloaded)
-    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+    async def overloaded(self, request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Overloaded)
         log.warning("overloaded, answering 503: %s", exc)
         return _unavailable_response(f"overloaded ({exc})", exc.retry_after)
 
-    @app.exception_handler(StoreUnavailable)
-    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+    async def store_unavailable(self, request: Request, exc: Exception) -> JSONResponse:
         log.error("store unavailable, answering 503: %s", exc)
-        return _unavailable_response("store unavailable", limits.retry_after_s)
+        return _unavailable_response("store unavailable", self.limits.retry_after_s)
 
-    async def ingest(events: list[AlertEvent]) -> IngestResponse:
-        result = await pipeline.ingest(events)  # Overloaded / StoreUnavailable -> 503 (handlers above)
+    async def _ingest(self, events: list[AlertEvent]) -> IngestResponse:
+        result = await self.pipeline.ingest(events)  # Overloaded / StoreUnavailable -> 503 (handlers above)
         return IngestResponse(
-            accepted=result.accepted,
-            new_incidents=result.new_incidents,
-            duplicates=result.duplicates,
-            resolved=result.resolved,
+            accepted=result.accepted, new_incidents=result.new_incidents,
+            duplicates=result.duplicates, resolved=result.resolved,
         )
 
-    @app.post(
-        "/alertmanager",
-        response_model=IngestResponse,
-        dependencies=[Depends(authenticated)],
-        responses=_ERRORS,
-        openapi_extra=_body_doc(AlertmanagerPayload),
-        summary="Alertmanager webhook (payload version 4)",
-    )
-    async def alertmanager(request: Request) -> IngestResponse:
+    # -- receive
+
+    async def alertmanager(self, request: Request) -> IngestResponse:
         """Record every alert of the group durably, then answer 200; decisions follow asynchronously."""
-        async with slots.slot():
-            doc = _json_object(await read_body(request, limits.max_body_bytes), "Alertmanager payload")
+        async with self.slots.slot():
+            doc = _json_object(await read_body(request, self.limits.max_body_bytes), "Alertmanager payload")
             try:
-                check_payload_size(doc, limits)
+                check_payload_size(doc, self.limits)
                 if str(doc.get("version", "4")) != "4":
                     raise HTTPException(status_code=400, detail=f"unsupported payload version {doc.get('version')!r}; expected \"4\"")
                 payload = AlertmanagerPayload.model_validate(doc)
                 events = split_payload(payload)
-                check_alert_limits(events, limits)
+                check_alert_limits(events, self.limits)
             except ValidationError as exc:
                 raise HTTPException(status_code=400, detail=f"invalid Alertmanager payload: {summarize_validation(exc)}") from exc
             except LimitExceeded as exc:
                 raise HTTPException(status_code=400, detail=str(exc)) from exc
-            result = await ingest(events)
+            result = await self._ingest(events)
             log.info("alertmanager payload recorded", extra={"group_key": payload.groupKey[:200], **result.model_dump()})
             return result
 
-    @app.post(
-        "/events",
-        dependencies=[Depends(authenticated)],
-        responses={
-            200: {"description": f"{REASONING_COMPLETED} / {REASONING_FAILED} reply (binary mode)"},
-            202: {"model": EventAccepted, "description": "alert recorded, or lambda response recorded"},
-            **_ERRORS,
-        },
-        status_code=202,
-        summary="CloudEvents (binary or structured mode)",
-        description="Accepted types: " + ", ".join(ACCEPTED_TYPES),
-    )
-    async def events(request: Request) -> Response:
-        async with slots.slot():
-            body = await read_body(request, limits.max_body_bytes)
+    async def events(self, request: Request) -> Response:
+        async with self.slots.slot():
+            body = await read_body(request, self.limits.max_body_bytes)
             try:
                 inbound = parse_inbound(request.headers, body)
             except CloudEventRejected as exc:
@@ -389,36 +369,37 @@ def build_api(deps: ApiDeps) -> FastAPI:
             with correlation(inbound.envelope.correlation_id or inbound.envelope.id):
                 if isinstance(inbound, InboundAlert):
                     try:
-                        check_alert_limits([inbound.event], limits)
+                        check_alert_limits([inbound.event], self.limits)
                     except LimitExceeded as exc:
                         raise HTTPException(status_code=400, detail=str(exc)) from exc
-                    result = await ingest([inbound.event])
+                    result = await self._ingest([inbound.event])
                     return _accepted(inbound.envelope.type, inbound.envelope.id, result.model_dump())
                 if isinstance(inbound, InboundReasoning):
-                    return await _reasoning_reply(inbound)
-                return await _lambda_response(inbound)
+                    return await self._reasoning_reply(inbound)
+                return await self._lambda_response(inbound)
 
-    async def _lambda_response(inbound: InboundLambdaResponse) -> Response:
-        recorded = await pipeline.record_lambda_response(inbound.correlation_id, inbound.success, inbound.data)
+    async def _lambda_response(self, inbound: InboundLambdaResponse) -> Response:
+        recorded = await self.pipeline.record_lambda_response(inbound.correlation_id, inbound.success, inbound.data)
         if not recorded:
             # 2xx anyway: a retry would not make the id known, and Knative would retry a 4xx/5xx.
             log.warning("lambda response for an unknown correlation id", extra={"function": inbound.function_name})
         return _accepted(inbound.envelope.type, inbound.envelope.id, {"recorded": recorded})
 
-    async def _reasoning_reply(inbound: InboundReasoning) -> Response:
+    async def _reasoning_reply(self, inbound: InboundReasoning) -> Response:
+        """Knative's reply convention: a 200 carrying a CloudEvent, which the broker re-ingests."""
         started = time.perf_counter()
         status = "completed"
         try:
-            result = await answer_reasoning(pipeline, inbound.request)
+            result = await answer_reasoning(self.pipeline, inbound.request)
             ce_type, data = REASONING_COMPLETED, result.model_dump(mode="json")
         except HTTPException as exc:
             status = "failed"
             ce_type = REASONING_FAILED
             data = {"error": exc.detail, "conversation_id": inbound.request.conversation_id}
-        _observe_reasoning(inbound.request.task_type, status, started)
+        self._observe_reasoning(inbound.request.task_type, status, started)
         attributes = {
             "type": ce_type,
-            "source": deps.ce_source,
+            "source": self.deps.ce_source,
             # Deterministic: a redelivered request gets the same reply id, so the broker can de-duplicate.
             "id": f"{inbound.envelope.id}-{status}"[:256],
             "datacontenttype": "application/json",
@@ -427,56 +408,39 @@ def build_api(deps: ApiDeps) -> FastAPI:
         message = to_binary_event(CloudEvent(attributes=attributes, data=data))
         return Response(content=message.body, status_code=200, headers=message.headers, media_type=None)
 
-    def _observe_reasoning(task_type: str, status: str, started: float) -> None:
+    def _observe_reasoning(self, task_type: str, status: str, started: float) -> None:
         task = task_type if task_type == REMEDIATION_TASK else "other"  # bounded label values
-        metrics.reasoning_requests.labels(task_type=task, status=status).inc()
-        metrics.reasoning_duration.observe(time.perf_counter() - started)
+        self.metrics.reasoning_requests.labels(task_type=task, status=status).inc()
+        self.metrics.reasoning_duration.observe(time.perf_counter() - started)
 
-    @app.post(
-        "/reason",
-        response_model=ReasonResult,
-        dependencies=[Depends(authenticated)],
-        responses={422: {"model": ErrorBody, "description": "not a remediation request, or no alert in context"},
-                   **_ERRORS},
-        openapi_extra=_body_doc(ReasonRequest),
-        summary="Which remediation fits this alert? (no side effects)",
-    )
-    async def reason(request: Request) -> ReasonResult:
-        async with slots.slot():
-            doc = _json_object(await read_body(request, limits.max_body_bytes), "reason request")
+    # -- reason, approvals, decisions
+
+    async def reason(self, request: Request) -> ReasonResult:
+        async with self.slots.slot():
+            doc = _json_object(await read_body(request, self.limits.max_body_bytes), "reason request")
             started = time.perf_counter()
             try:
                 reason_request = ReasonRequest.model_validate(doc)
             except ValidationError as exc:
                 raise HTTPException(status_code=422, detail=f"invalid reason request: {summarize_validation(exc)}") from exc
             try:
-                result = await answer_reasoning(pipeline, reason_request)
+                result = await answer_reasoning(self.pipeline, reason_request)
             except HTTPException:
-                _observe_reasoning(reason_request.task_type, "rejected", started)
+                self._observe_reasoning(reason_request.task_type, "rejected", started)
                 raise
-            _observe_reasoning(reason_request.task_type, "completed", started)
+            self._observe_reasoning(reason_request.task_type, "completed", started)
             return result
 
-    @app.post(
-        "/approvals/{approval_id}",
-        response_model=ApprovalResponse,
-        dependencies=[Depends(authenticated)],
-        responses={404: {"model": ErrorBody, "description": "no such approval"},
-                   409: {"model": ApprovalResponse, "description": "already resolved otherwise, expired or cancelled"},
-                   **_ERRORS},
-        openapi_extra=_body_doc(ApprovalRequest),
-        summary="Approve or reject a pending remediation",
-    )
-    async def approve(approval_id: str, request: Request) -> Response:
-        async with slots.slot():
-            doc = _json_object(await read_body(request, limits.max_body_bytes), "approval")
+    async def approve(self, approval_id: str, request: Request) -> Response:
+        async with self.slots.slot():
+            doc = _json_object(await read_body(request, self.limits.max_body_bytes), "approval")
             try:
                 body = ApprovalRequest.model_validate(doc)
             except ValidationError as exc:
                 raise HTTPException(status_code=400, detail=f"invalid approval: {summarize_validation(exc)}") from exc
             approve_it = body.decision == "approve"
             with correlation(approval_id):
-                state = await pipeline.resolve_approval(approval_id, approve_it, body.actor)
+                state = await self.pipeline.resolve_approval(approval_id, approve_it, body.actor)
                 log.info("approval resolved", extra={"actor": body.actor, "decision": body.decision, "state": state})
             if state == "unknown":
                 raise HTTPException(status_code=404, detail=f"no approval {approval_id[:100]!r}")
@@ -484,40 +448,87 @@ def build_api(deps: ApiDeps) -> FastAPI:
             wanted = "approved" if approve_it else "rejected"
             return JSONResponse(answer.model_dump(), status_code=200 if state == wanted else 409)
 
-    @app.get(
-        "/decisions/{decision_id}",
-        dependencies=[Depends(authenticated)],
-        responses={404: {"model": ErrorBody, "description": "no such decision"}, 401: _ERRORS[401]},
-        summary="A decision with its stage-by-stage trace and its delivery, approval and outcome history",
-    )
-    async def get_decision(decision_id: str) -> dict[str, Any]:
-        found = await asyncio.to_thread(pipeline.get_decision, decision_id)
+    async def decision(self, decision_id: str) -> dict[str, Any]:
+        found = await asyncio.to_thread(self.pipeline.get_decision, decision_id)
         if found is None:
             raise HTTPException(status_code=404, detail=f"no decision {decision_id[:100]!r}")
         return found
 
-    @app.get("/healthz", summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
+    # -- probes and metrics
+
+    async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get(
-        "/readyz",
-        response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "not ready; reasons say why"}},
-        summary="Readiness: store open, policies loaded, model loaded (or disabled)",
-    )
-    async def readyz() -> JSONResponse:
-        ok, reasons = pipeline.readiness()
-        reasons = [*reasons, *deps.readiness_checks()]
+    async def readyz(self) -> JSONResponse:
+        ok, reasons = self.pipeline.readiness()
+        reasons = [*reasons, *self.deps.readiness_checks()]
         ready = ok and not reasons
         return JSONResponse(Readiness(ready=ready, reasons=reasons).model_dump(), status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics_endpoint() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_exposition(self) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def build_api(deps: ApiDeps) -> FastAPI:
+    """The FastAPI app for one controller process: every route, its documentation and its guards."""
+    app = FastAPI(
+        title="trm-sre",
+        summary="Turns Prometheus alerts into safe, automatic remediations.",
+        version=_version(),
+        docs_url=None,
+        redoc_url=None,
+    )
+    r = _Routes(deps)
+    auth = [Depends(r.authenticated)]
+    app.add_exception_handler(Overloaded, r.overloaded)
+    app.add_exception_handler(StoreUnavailable, r.store_unavailable)
+
+    app.add_api_route(
+        "/alertmanager", r.alertmanager, methods=["POST"], response_model=IngestResponse, dependencies=auth,
+        responses=_ERRORS, openapi_extra=_body_doc(AlertmanagerPayload),
+        summary="Alertmanager webhook (payload version 4)",
+    )
+    app.add_api_route(
+        "/events", r.events, methods=["POST"], dependencies=auth, status_code=202,
+        responses={
+            200: {"description": f"{REASONING_COMPLETED} / {REASONING_FAILED} reply (binary mode)"},
+            202: {"model": EventAccepted, "description": "alert recorded, or lambda response recorded"},
+            **_ERRORS,
+        },
+        summary="CloudEvents (binary or structured mode)",
+        description="Accepted types: " + ", ".join(ACCEPTED_TYPES),
+    )
+    app.add_api_route(
+        "/reason", r.reason, methods=["POST"], response_model=ReasonResult, dependencies=auth,
+        responses={422: {"model": ErrorBody, "description": "not a remediation request, or no alert in context"},
+                   **_ERRORS},
+        openapi_extra=_body_doc(ReasonRequest),
+        summary="Which remediation fits this alert? (no side effects)",
+    )
+    app.add_api_route(
+        "/approvals/{approval_id}", r.approve, methods=["POST"], response_model=ApprovalResponse, dependencies=auth,
+        responses={404: {"model": ErrorBody, "description": "no such approval"},
+                   409: {"model": ApprovalResponse, "description": "already resolved otherwise, expired or cancelled"},
+                   **_ERRORS},
+        openapi_extra=_body_doc(ApprovalRequest),
+        summary="Approve or reject a pending remediation",
+    )
+    app.add_api_route(
+        "/decisions/{decision_id}", r.decision, methods=["GET"], dependencies=auth,
+        responses={404: {"model": ErrorBody, "description": "no such decision"}, 401: _ERRORS[401]},
+        summary="A decision with its stage-by-stage trace and its delivery, approval and outcome history",
+    )
+    app.add_api_route("/healthz", r.healthz, methods=["GET"], summary="Liveness: the process answers")
+    app.add_api_route(
+        "/readyz", r.readyz, methods=["GET"], response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready; reasons say why"}},
+        summary="Readiness: store open, policies loaded, model loaded (or disabled)",
+    )
+    app.add_api_route("/metrics", r.metrics_exposition, methods=["GET"], response_class=Response,
+                      summary="Prometheus metrics")
 
     _document_hand_read_bodies(app, [AlertmanagerPayload, ReasonRequest, ApprovalRequest])
-    app.add_middleware(_RequestMetrics, count=_request_counter(metrics))
+    app.add_middleware(_RequestMetrics, count=_request_counter(deps.metrics))
     return app
 
 

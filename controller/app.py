@@ -386,7 +386,11 @@ class Controller:
         pipeline has drained, and its last status flush misses the final
         decisions. With ours, the operator is stopped last, through its stop flag.
         """
-        await self.c.readiness.policies_listed.wait()  # raised after kopf's startup, handlers in place
+        await self.c.readiness.policies_listed.wait()  # raised after kopf's startup activities
+        self._handle_signals()
+        # kopf adds its handlers one loop tick after it spawns its tasks, long before its startup
+        # activities end; once more a second later in case a busy loop reordered that.
+        await asyncio.sleep(1)
         self._handle_signals()
 
     async def _announce_when_started(self) -> None:

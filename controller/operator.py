@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import kopf
 from pydantic import ValidationError
 
+from controller.decision.templates import check_template
 from controller.schemas.policy import Policy, PolicySpec
 from controller.status import (
     GROUP,
@@ -49,7 +50,7 @@ from controller.status import (
 
 if TYPE_CHECKING:
     from controller.policy_index import PolicyIndex
-    from runbooks.catalog import Catalog
+    from runbooks.catalog import Catalog, Parameter
 
 #: How often recorded decisions are written to `.status` and posted as Events (seconds).
 STATUS_FLUSH_SECONDS = 5.0
@@ -174,12 +175,22 @@ def _rule_problems(path: str, rule: Mapping[str, Any], catalog: Catalog, allowed
             names = ", ".join(p.name for p in runbook.parameters)
             message = f"{function} has no parameter {name!r} (it has {names})"
             problems.append(Problem(REASON_UNKNOWN_PARAMETER, where, message))
-        elif isinstance(template, str) and "{{" not in template:
-            # A literal is known now: check it as the runbook will at decision time.
-            _, refused = param.check(template)
+        elif isinstance(template, str):
+            refused = _template_problem(template, param)
             if refused:
                 problems.append(Problem(REASON_INVALID_SPEC, where, refused))
     return problems
+
+
+def _template_problem(template: str, param: Parameter) -> str | None:
+    """Why a rule's parameter template can never render a valid value (the rules stage's own parser decides)."""
+    malformed = check_template(template)
+    if malformed:
+        return f"invalid template: {malformed}"
+    if "{{" not in template:
+        # A literal is known now: check it as the runbook will at decision time.
+        return param.check(template)[1]
+    return None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -369,6 +380,19 @@ class PolicyHandlers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sync.flush(), timeout=10)
 
+    @staticmethod
+    async def configure_kopf_storage(settings: kopf.OperatorSettings, **_: Any) -> None:
+        """Startup: where kopf would keep handler state, should a change handler ever be added.
+
+        Today kopf stores nothing (an event handler needs no progress or diff
+        base). Were that to change, its state must go to annotations under our
+        group, not to `.status`: the CRD's strict status schema would prune it
+        and kopf would then re-run handlers forever.
+        """
+        settings.persistence.finalizer = f"{GROUP}/operator"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+
     async def probe(self, **_: Any) -> dict[str, int]:
         """Shown by the liveness endpoint."""
         return {
@@ -399,6 +423,7 @@ def build_registry(
     # client's (in-cluster service account, else KUBECONFIG / ~/.kube/config),
     # as `kopf run` would.
     kopf.on.login(registry=registry, id="login")(kopf.login_via_client)
+    kopf.on.startup(registry=registry, id="kopf-storage")(handlers.configure_kopf_storage)
     kopf.on.startup(registry=registry, id="status-sync")(handlers.start_status_sync)
     kopf.on.cleanup(registry=registry, id="status-sync")(handlers.stop_status_sync)
     kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="index")(handlers.on_policy_event)

@@ -300,6 +300,10 @@ class ObjectGone(Exception):
     """The policy no longer exists (404): stop writing to it."""
 
 
+class WriteRefused(Exception):
+    """The apiserver refused this one write (a 4xx other than 404, 408, 429): the API itself is fine."""
+
+
 class KubernetesStatusWriter:
     """`StatusWriter` on the official client (its blocking calls run in a worker thread).
 
@@ -346,6 +350,8 @@ class KubernetesStatusWriter:
         except ApiException as exc:
             if exc.status == 404:
                 raise ObjectGone(ref.key) from exc
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429):
+                raise WriteRefused(f"{exc.status} {exc.reason}: {str(exc.body)[:500]}") from exc
             raise
 
     async def post_event(self, ref: ObjectRef, event: PolicyEvent) -> None:
@@ -426,13 +432,19 @@ class PolicyStatusSync:
         return status_changes(tracked.observed, {**tracked.validation, **self.recorder.snapshot(key)})
 
     async def flush(self) -> None:
-        """Write every policy whose status differs from what it should be; post pending Events."""
+        """Write every policy whose status differs from what it should be; post pending Events.
+
+        A failure that looks like the API itself (connection, timeout, 5xx) ends
+        the round: with the apiserver down, trying the other policies would only
+        wait out one timeout each. The next tick starts over.
+        """
         for key in list(self._tracked):
             tracked = self._tracked.get(key)
-            if tracked is not None:
-                await self._flush_one(key, tracked)
+            if tracked is not None and not await self._flush_one(key, tracked):
+                return
 
-    async def _flush_one(self, key: str, tracked: _Tracked) -> None:
+    async def _flush_one(self, key: str, tracked: _Tracked) -> bool:
+        """Write one policy; False when the API looks unavailable."""
         assert self.writer is not None, "PolicyStatusSync.flush needs a writer"
         changes = self._changes(key, tracked)
         try:
@@ -441,13 +453,13 @@ class PolicyStatusSync:
                 tracked.observed = apply_merge_patch(tracked.observed, changes)
         except ObjectGone:
             self.forget(key)
-            return
-        except Exception as exc:  # noqa: BLE001 - any failure is retried next tick; the loop must outlive it
-            self.write_failures += 1
-            if not tracked.failing:
-                log.warning("cannot write the status of policy %s (will retry): %s", key, exc)
-            tracked.failing = True
-            return
+            return True
+        except WriteRefused as exc:
+            self._failed(key, tracked, exc)
+            return True
+        except Exception as exc:  # noqa: BLE001 - any other failure is retried next tick; the loop must outlive it
+            self._failed(key, tracked, exc)
+            return False
         if tracked.failing:
             log.info("status of policy %s written again", key)
             tracked.failing = False
@@ -457,6 +469,13 @@ class PolicyStatusSync:
                 await self.writer.post_event(tracked.ref, event)
             except Exception as exc:  # noqa: BLE001 - an Event is best effort (as kopf's are): log, never block status
                 log.warning("cannot post event %s on policy %s: %s", event.reason, key, exc)
+        return True
+
+    def _failed(self, key: str, tracked: _Tracked, exc: Exception) -> None:
+        self.write_failures += 1
+        if not tracked.failing:  # once per streak, not every tick
+            log.warning("cannot write the status of policy %s (will retry): %s", key, exc)
+        tracked.failing = True
 
     async def run(self) -> None:
         """Flush every `interval` seconds, or as soon as the watch handler asks; until cancelled."""

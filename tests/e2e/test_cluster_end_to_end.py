@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +60,6 @@ metadata: {{name: trm-sre-operator-e2e-user}}
 roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: trm-sre-operator}}
 subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {OPERATOR_USER}}}]
 """
-
-
-@pytest.fixture
-def sink() -> Iterator[CaptureSink]:
-    with CaptureSink() as capture:
-        yield capture
 
 
 @pytest.fixture(scope="module")

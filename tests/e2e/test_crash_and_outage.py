@@ -34,12 +34,6 @@ pytestmark = pytest.mark.slow
 OUTAGE_S = 30
 
 
-@pytest.fixture
-def sink() -> Iterator[CaptureSink]:
-    with CaptureSink() as capture:
-        yield capture
-
-
 def controller(tmp_path: Path, sink: CaptureSink, policy_text: str = LARGE_BUDGET_POLICY) -> ControllerProcess:
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_text)

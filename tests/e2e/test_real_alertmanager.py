@@ -35,12 +35,6 @@ pytestmark = [pytest.mark.envtest, pytest.mark.slow]
 
 
 @pytest.fixture
-def sink() -> Iterator[CaptureSink]:
-    with CaptureSink() as capture:
-        yield capture
-
-
-@pytest.fixture
 def token_file(tmp_path: Path) -> Path:
     path = tmp_path / "token"
     path.write_text(secrets.token_hex(16) + "\n")  # trailing newline, as `echo` and Secrets leave it

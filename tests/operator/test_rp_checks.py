@@ -31,6 +31,7 @@ from controller.status import (
     PolicyEvent,
     PolicyStatusRecorder,
     PolicyStatusSync,
+    WriteRefused,
     apply_merge_patch,
     merge_patch_for,
     status_changes,
@@ -87,6 +88,10 @@ def test_a_valid_spec_becomes_an_indexable_policy() -> None:
                      [(REASON_UNKNOWN_PARAMETER, "spec.chain[0].rules[0].parameters.pod")], id="unknown-parameter"),
         pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"type": "node"}})),
                      [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.type")], id="literal-outside-enum"),
+        pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"name": "{{ $labels.pod "}})),
+                     [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.name")], id="unclosed-template"),
+        pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"name": "{{ $env.HOME }}"}})),
+                     [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.name")], id="template-reads-no-alert-field"),
         pytest.param(spec(match={"alertNameRegex": "Kube(Pod"}),
                      [(REASON_INVALID_REGEX, "spec.match.alertNameRegex")], id="bad-alertname-regex"),
         pytest.param(spec(chain=rules({"function": "pod-restart", "match": {"matchers": [{"label": "ns", "op": "!~", "value": "[a-"}]}})),
@@ -158,8 +163,13 @@ class FakeWriter:
         self.events: list[PolicyEvent] = []
         self.down = False
         self.gone: set[str] = set()
+        self.refused: set[str] = set()
+        self.attempts = 0
 
     async def patch_status(self, ref: ObjectRef, patch: dict[str, Any]) -> None:
+        self.attempts += 1
+        if ref.key in self.refused:
+            raise WriteRefused("422 Unprocessable Entity")
         if self.down:
             raise ConnectionError("apiserver unreachable")
         if ref.key in self.gone:
@@ -173,10 +183,10 @@ class FakeWriter:
         self.events.append(event)
 
 
-def body(spec_: Any, generation: int = 1, status: dict[str, Any] | None = None, **meta: Any) -> kopf.Body:
+def body(spec_: Any, generation: int = 1, status: dict[str, Any] | None = None, name: str = "p", **meta: Any) -> kopf.Body:
     raw = {
         "apiVersion": "remediation.homelab.io/v1alpha1", "kind": "RemediationPolicy",
-        "metadata": {"namespace": "ns", "name": "p", "generation": generation, "uid": "u1", **meta},
+        "metadata": {"namespace": "ns", "name": name, "generation": generation, "uid": f"u-{name}", **meta},
         "spec": spec_,
     }
     if status is not None:
@@ -293,3 +303,16 @@ def test_a_policy_gone_from_the_cluster_is_no_longer_written(handlers: PolicyHan
     writer.gone.add("ns/p")
     flush(handlers)
     assert handlers.sync.backlog() == 0 and handlers.sync.write_failures == 0
+
+
+def test_an_unavailable_api_ends_the_round_but_a_refused_write_does_not(handlers: PolicyHandlers, writer: FakeWriter) -> None:
+    for name in ("a", "b", "c"):
+        handle(handlers, body(spec(), name=name))
+    writer.down = True
+    flush(handlers)
+    assert writer.attempts == 1  # the other two would only wait out their own timeouts
+    writer.down = False
+    writer.refused.add("ns/a")
+    flush(handlers)
+    assert writer.attempts == 4 and set(writer.status) == {"ns/b", "ns/c"}
+    assert handlers.sync.write_failures == 2 and handlers.sync.backlog() == 1

@@ -46,7 +46,7 @@ def go_env() -> dict[str, str]:
 def build_helm() -> Path:
     """The helm binary; tests/envtest/build-helm.sh builds it once and prints its directory."""
     proc = subprocess.run(
-        ["bash", str(BUILD_HELM)], capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=go_env()
+        ["bash", str(BUILD_HELM)], capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=go_env(), check=False
     )
     if proc.returncode != 0:
         raise BuildError(f"build-helm.sh failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -67,7 +67,7 @@ def build_promql_check() -> Path:
     tmp = binary.with_name("promql-check.tmp")
     proc = subprocess.run(
         ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
-        cwd=PROMQL_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=go_env(),
+        cwd=PROMQL_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=go_env(), check=False,
     )
     if proc.returncode != 0:
         raise BuildError(f"building tests/packaging/promql failed:\n{proc.stderr[-4000:]}")
@@ -86,7 +86,7 @@ def promql_check(binary: Path, exprs: Iterable[str]) -> list[dict[str, Any]]:
 
 def helm(helm_bin: Path, *args: str, timeout: float = 120) -> str:
     """Run helm (no cluster needed for lint/template); stdout, or AssertionError with its output."""
-    proc = subprocess.run([str(helm_bin), *args], capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([str(helm_bin), *args], capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -104,7 +104,9 @@ def render_chart(
 
 def kustomize_build(kubectl_bin: Path, directory: Path) -> list[dict[str, Any]]:
     """`kubectl kustomize DIR`: kubectl's built-in kustomize, offline."""
-    proc = subprocess.run([str(kubectl_bin), "kustomize", str(directory)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(kubectl_bin), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
+    )
     if proc.returncode != 0:
         raise AssertionError(f"kubectl kustomize {directory} failed:\n{proc.stderr}")
     return load_all(proc.stdout)

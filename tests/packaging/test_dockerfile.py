@@ -87,7 +87,7 @@ def test_variant_defaults_to_cpu_and_cpu_installs_the_cpu_torch_wheel(parsed: li
     runs = " ".join(i.args for i in build if i.keyword == "RUN")
     assert '--index-url "$TORCH_CPU_INDEX"' in runs and "grep -E '^torch=='" in runs
     lock = (REPO / "requirements.lock").read_text(encoding="utf-8")
-    assert re.search(r"^torch==\S+$", lock, re.M), "requirements.lock pins no torch version"
+    assert re.search(r"^torch==\S+$", lock, re.MULTILINE), "requirements.lock pins no torch version"
 
 
 def test_pip_installs_from_the_lock_without_a_cache(parsed: list[Instruction]) -> None:

@@ -18,7 +18,16 @@ import yaml
 
 from runbooks import default_catalog
 from tests.envtest.controlplane import ControlPlane
-from tests.packaging.helpers import BASE, CHART, REPO, by_kind, dump_all, helm, one, render_chart
+from tests.packaging.helpers import (
+    BASE,
+    CHART,
+    REPO,
+    by_kind,
+    dump_all,
+    helm,
+    one,
+    render_chart,
+)
 
 CRD = REPO / "crds" / "remediationpolicy.yaml"
 CHART_CRD = CHART / "crds" / "remediationpolicy.yaml"

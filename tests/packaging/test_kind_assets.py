@@ -66,7 +66,7 @@ def test_e2e_script_passes_shellcheck() -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (Debian package: shellcheck)")
     proc = subprocess.run(["shellcheck", str(E2E), str(REPO / "tests" / "envtest" / "build-helm.sh")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout
 
 
@@ -169,7 +169,8 @@ def wait_for(url: str, *, method: str = "GET", timeout: float = 60) -> None:
 
 
 def check_trigger(log: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(CHECK_TRIGGER)], stdin=log.open(), capture_output=True, text=True)
+    with log.open() as stdin:
+        return subprocess.run([sys.executable, str(CHECK_TRIGGER)], stdin=stdin, capture_output=True, text=True, check=False)
 
 
 def test_check_trigger_tells_none_from_wrong_from_right(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from controller.app import ModelState
 from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_TRIGGER
 from controller.settings import Limits
-from tests.pipeline.edge.conftest import EdgeServer, StartServer, fixture_payload
+from tests.pipeline.edge.servers import EdgeServer, StartServer, fixture_payload
 from tests.pipeline.sink import CaptureSink
 
 PROTECTED = [
@@ -95,6 +95,19 @@ async def test_probes_metrics_and_the_schema_are_open(server: EdgeServer, path: 
     async with server.client(token=None) as http:
         response = await http.get(path)
     assert response.status_code == 200
+
+
+async def test_a_rotated_token_file_takes_effect_without_a_restart(start_server: StartServer, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("first-token\n")
+    server = await start_server(token_file=token_file)
+    async with server.client(token="first-token") as http:
+        assert (await http.post("/reason", json={"context": {"labels": {"alertname": "X"}}})).status_code == 200
+    token_file.write_text("second-token-after-rotation\n")
+    for token, expected in (("first-token", 401), ("second-token-after-rotation", 200)):
+        async with server.client(token=token) as http:
+            response = await http.post("/reason", json={"context": {"labels": {"alertname": "X"}}})
+        assert response.status_code == expected, token
 
 
 async def test_without_a_token_on_loopback_requests_are_accepted(start_server: StartServer) -> None:

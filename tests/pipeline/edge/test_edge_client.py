@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.client import ReasoningClient, ReasoningError, ReasonResult
-from tests.pipeline.edge.conftest import EdgeServer, fixture_payload
+from tests.pipeline.edge.servers import EdgeServer, fixture_payload
 from tests.pipeline.sink import CaptureSink
 
 

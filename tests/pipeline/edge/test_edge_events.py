@@ -22,7 +22,7 @@ from controller.schemas.decision import (
     REASONING_COMPLETED,
     REASONING_FAILED,
 )
-from tests.pipeline.edge.conftest import EdgeServer, StartServer, fixture_payload
+from tests.pipeline.edge.servers import EdgeServer, StartServer, fixture_payload
 from tests.pipeline.sink import CaptureSink
 
 MODES = ["binary", "structured"]

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 from controller.app import Controller, ModelState, build_components
-from tests.pipeline.edge.conftest import edge_settings
+from tests.pipeline.edge.servers import edge_settings
 
 TOKEN = "fuzz-token"
 
