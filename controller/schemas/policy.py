@@ -10,7 +10,7 @@ apiserver) rejects exactly what the cluster would.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -113,7 +113,7 @@ class Stage(_Spec):
     static_annotation: StaticAnnotationStage | None = None
     trm: TRMStage | None = None
     function_calling: FunctionCallingStage | None = None
-    rules: tuple[Rule, ...] | None = None
+    rules: tuple[Rule, ...] | None = Field(default=None, min_length=1, max_length=64)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Stage:
@@ -162,10 +162,19 @@ class PolicySpec(_Spec):
     priority: int = Field(default=0, ge=-1000, le=1000)
     match: AlertMatch = AlertMatch()
     # Namespaces remediation parameters may target; "*" = any. Empty = the policy's own namespace.
-    target_namespaces: tuple[str, ...] = ()
+    target_namespaces: tuple[Annotated[str, Field(max_length=63, pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")], ...] = ()
     allowed_functions: tuple[str, ...] = Field(min_length=1, max_length=256)
     chain: tuple[Stage, ...] = Field(min_length=1, max_length=8)
     actions: Actions = Actions()
+
+    @model_validator(mode="after")
+    def _rules_use_allowed_functions(self) -> PolicySpec:
+        # The same cross-field rule as the CRD's CEL validation, so standalone mode refuses it too.
+        for stage in self.chain:
+            for rule in stage.rules or ():
+                if rule.function not in self.allowed_functions:
+                    raise ValueError(f"rule function {rule.function} must also be listed in allowedFunctions")
+        return self
 
 
 class Policy(BaseModel):

@@ -59,8 +59,14 @@ def policy(
     **spec: Any,
 ) -> Policy:
     """A policy from camelCase chain entries, e.g. policy({"staticAnnotation": {}}, {"rules": [...]})."""
-    body = {"allowedFunctions": list(allowed), "targetNamespaces": list(scope), "chain": list(chain), **spec}
-    return Policy(namespace=namespace, name=name, generation=1, spec=PolicySpec.model_validate(body))
+    # Validated with every rule's function allowed, then narrowed without re-validation: the apiserver
+    # (CEL) and PolicySpec refuse a rule whose function is not allowed, but the decision core must
+    # refuse it again on its own (defence in depth), so tests build such policies on purpose.
+    rule_functions = [r.get("function") for stage in chain for r in stage.get("rules") or () if isinstance(r, dict)]
+    widened = list(dict.fromkeys([*allowed, *(f for f in rule_functions if isinstance(f, str))]))
+    body = {"allowedFunctions": widened, "targetNamespaces": list(scope), "chain": list(chain), **spec}
+    validated = PolicySpec.model_validate(body).model_copy(update={"allowed_functions": tuple(allowed)})
+    return Policy.model_construct(namespace=namespace, name=name, generation=1, spec=validated)
 
 
 def static_annotation(function: str, parameters: Any = None) -> dict[str, str]:

@@ -11,7 +11,7 @@ from runbooks import default_catalog
 from .helpers import policy
 
 CATALOG = default_catalog()
-RULES_ONLY = {"rules": []}
+RULES_ONLY = {"staticAnnotation": {}}  # the chain is irrelevant to the validator
 
 
 def test_a_valid_allowed_call_is_accepted_with_clean_parameters() -> None:
