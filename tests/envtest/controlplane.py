@@ -445,6 +445,25 @@ class ControlPlane:
     _etcd: ManagedProcess = field(repr=False)
     _apiserver: ManagedProcess = field(repr=False)
     _remove_workdir: bool = field(default=False, repr=False)
+    #: The apiserver's audit log (JSON lines), when started with an `audit_policy`.
+    audit_log: Path | None = None
+
+    def audit_events(self) -> list[dict[str, object]]:
+        """Every event in the audit log so far (empty without an audit policy).
+
+        The log backend writes each event before the request returns (its
+        default "blocking" mode), so a call that has finished is already here.
+        A line still being written (the last one) is skipped.
+        """
+        if self.audit_log is None or not self.audit_log.is_file():
+            return []
+        events = []
+        for line in self.audit_log.read_text(errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                continue
+        return events
 
     @property
     def etcd_pid(self) -> int:
@@ -533,7 +552,13 @@ def _etcd_process(bins: KubeBinaries, workdir: Path, client_port: int, peer_port
 
 
 def _apiserver_process(
-    bins: KubeBinaries, workdir: Path, etcd_port: int, port: int, sa: tuple[Path, Path], tokens: Path
+    bins: KubeBinaries,
+    workdir: Path,
+    etcd_port: int,
+    port: int,
+    sa: tuple[Path, Path],
+    tokens: Path,
+    extra_args: list[str] | None = None,
 ) -> ManagedProcess:
     sa_key, sa_pub = sa
     args = [
@@ -556,6 +581,7 @@ def _apiserver_process(
         # No controller-manager creates `default` ServiceAccounts.
         "--disable-admission-plugins=ServiceAccount",
         "--allow-privileged=true",
+        *(extra_args or []),
     ]
     return ManagedProcess("kube-apiserver", args, workdir / "kube-apiserver.log")
 
@@ -565,13 +591,19 @@ def _port_clash(*procs: ManagedProcess) -> bool:
 
 
 def _launch(
-    bins: KubeBinaries, workdir: Path, sa: tuple[Path, Path], tokens: Path, admin_token: str, timeout: float
+    bins: KubeBinaries,
+    workdir: Path,
+    sa: tuple[Path, Path],
+    tokens: Path,
+    admin_token: str,
+    timeout: float,
+    extra_args: list[str] | None = None,
 ) -> tuple[ManagedProcess, ManagedProcess, str]:
     """Start etcd, then kube-apiserver; retry with new ports if one was taken meanwhile."""
     for attempt in range(3):
         etcd_port, peer_port, api_port = free_ports(3)
         etcd = _etcd_process(bins, workdir, etcd_port, peer_port)
-        apiserver = _apiserver_process(bins, workdir, etcd_port, api_port, sa, tokens)
+        apiserver = _apiserver_process(bins, workdir, etcd_port, api_port, sa, tokens, extra_args)
         server = f"https://127.0.0.1:{api_port}"
         try:
             etcd.start()
@@ -589,11 +621,43 @@ def _launch(
     raise AssertionError("unreachable")
 
 
-def start_control_plane(workdir: Path | None = None, *, timeout: float = READY_TIMEOUT) -> ControlPlane:
+def _audit_args(workdir: Path, audit_policy: str | dict[str, object]) -> tuple[list[str], Path]:
+    """Flags for the log audit backend: the policy written to a file, the log beside it.
+
+    `audit_policy` is an `audit.k8s.io/v1` Policy as a dict (written as JSON,
+    which is valid YAML) or as YAML text.
+    """
+    policy_file = workdir / "audit-policy.yaml"
+    text = audit_policy if isinstance(audit_policy, str) else json.dumps(audit_policy, indent=2)
+    policy_file.write_text(text)
+    log_path = workdir / "audit.log"
+    return [f"--audit-policy-file={policy_file}", f"--audit-log-path={log_path}", "--audit-log-format=json"], log_path
+
+
+#: Every request at Metadata level: who, which verb, which resource (no bodies).
+METADATA_AUDIT_POLICY: dict[str, object] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    # One event per request, when its response is complete (long watches included).
+    "omitStages": ["RequestReceived", "ResponseStarted"],
+    "rules": [{"level": "Metadata"}],
+}
+
+
+def start_control_plane(
+    workdir: Path | None = None,
+    *,
+    timeout: float = READY_TIMEOUT,
+    audit_policy: str | dict[str, object] | None = None,
+) -> ControlPlane:
     """Start etcd + kube-apiserver on free loopback ports and wait until ready.
 
     With no `workdir` a temp dir is used and removed by stop() (kept when
     TRM_SRE_KEEP_ENVTEST=1). Raises EnvtestError, never skips.
+
+    With `audit_policy` (e.g. `METADATA_AUDIT_POLICY`) the apiserver writes an
+    audit log (`ControlPlane.audit_log`, read with `audit_events()`): what a
+    user actually asked of the API, for least-privilege tests.
     """
     bins = find_kube_binaries()
     remove = workdir is None
@@ -603,7 +667,11 @@ def start_control_plane(workdir: Path | None = None, *, timeout: float = READY_T
     sa = _make_service_account_key(pki)
     admin_token, operator_token = secrets.token_hex(16), secrets.token_hex(16)
     tokens = _write_token_file(pki, admin_token, operator_token)
-    etcd, apiserver, server = _launch(bins, workdir, sa, tokens, admin_token, timeout)
+    extra_args: list[str] = []
+    audit_log: Path | None = None
+    if audit_policy is not None:
+        extra_args, audit_log = _audit_args(workdir, audit_policy)
+    etcd, apiserver, server = _launch(bins, workdir, sa, tokens, admin_token, timeout, extra_args)
     ca_file = pki / "apiserver.crt"
     return ControlPlane(
         workdir=workdir,
@@ -622,6 +690,7 @@ def start_control_plane(workdir: Path | None = None, *, timeout: float = READY_T
         _etcd=etcd,
         _apiserver=apiserver,
         _remove_workdir=remove,
+        audit_log=audit_log,
     )
 
 
