@@ -470,6 +470,11 @@ async def run_operator(
     `stop_flag` may also be a `threading.Event` (kopf accepts both).
     """
     settings = default_settings()
+    if namespaces and not any(ch in ns for ns in namespaces for ch in "*?[!"):
+        # Exact namespace names need no namespace scanning; without this kopf would
+        # retry listing namespaces (which our ClusterRole does not grant) for about a
+        # minute before indexing anything. The CRD must then exist before start.
+        settings.scanning.disabled = True
     if settings_hook is not None:
         settings_hook(settings)
     quiet = _QuietRoutineSuccess()
