@@ -61,8 +61,9 @@ $(STAMP): requirements.lock pyproject.toml
 run: venv ## run the controller locally against the cluster in KUBECONFIG (RUN_ARGS=...)
 	$(PY) -m controller run --standalone $(RUN_ARGS)
 
-envtest: ## build kube-apiserver, kubectl, etcd, alertmanager, amtool into ~/.cache/trm-sre/bin
+envtest: ## build kube-apiserver, kubectl, etcd, alertmanager, amtool, helm into ~/.cache/trm-sre/bin
 	tests/envtest/build.sh all
+	tests/envtest/build-helm.sh
 
 # pytest exits 5 when it collects nothing; make treats that as a failure too.
 test: venv envtest ## run the test suite (PYTEST_ARGS='-m "not envtest"' for a quick subset)

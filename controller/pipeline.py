@@ -207,7 +207,6 @@ class Pipeline:
             log.info("re-queued alerts recorded before a restart but never decided", extra={"count": len(recovered)})
         self._running = True
         self._stopping = False
-        self._metrics.model_loaded.set(1 if self._clients.trm is not None else 0)
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"trm-sre-worker-{i}")
             for i in range(max(self._settings.workers, 1))

@@ -13,7 +13,8 @@ answer. Everything the engine can redo commits with `synchronous=NORMAL`
 mode that survives a process crash, and after a power loss the lost tail is
 redone to the same result (a decision re-made under the same deterministic
 id emits the same CloudEvent ids; a lost "delivered" mark re-sends the same
-event, which consumers de-duplicate). That halves the fsyncs per alert.
+event, which consumers de-duplicate). So the only fsync an alert costs is
+the one its 2xx needs.
 
 One connection, guarded by a lock: every call runs in a worker thread
 (`asyncio.to_thread`) and holds the lock for one short transaction. Writers
@@ -32,7 +33,8 @@ Schema (version 1), times are UNIX seconds (REAL):
   decided | unmatched = no policy matched: re-evaluated when Alertmanager
   re-sends it), `resolved_at`, `duplicates` (re-sends seen).
 - `alerts`: what arrived, once per incident and status (re-sends only bump
-  `incidents.duplicates`). `id`, `incident_key`, `fingerprint`, `status`
+  `incidents.duplicates`; a re-send of an unmatched incident is recorded
+  again, to be re-evaluated). `id`, `incident_key`, `fingerprint`, `status`
   (firing|resolved), `source`, `payload` (the AlertEvent as JSON),
   `received_at`, `decided` (0 until a worker handled the firing alert: the
   crash-recovery work list).
@@ -56,8 +58,9 @@ Schema (version 1), times are UNIX seconds (REAL):
   `delivered_at`.
 - `approvals`: `id` PK (random token), `decision_id` UNIQUE, `incident_key`,
   `policy`, `on_resolved`, `cooldown_seconds` (applied when approved), `sink`
-  (the policy's sink for the trigger), `state` (pending|approved|rejected|expired|cancelled), `requested_at`,
-  `expires_at`, `resolved_at`, `actor`.
+  (the policy's sink for the trigger), `state`
+  (pending|approved|rejected|expired|cancelled), `requested_at`, `expires_at`,
+  `resolved_at`, `actor`.
 - `cooldowns`: `target` PK (function:namespace/name), `until`,
   `decision_id`, `policy`.
 - `responses`: lambda responses per decision: `id`, `decision_id`,

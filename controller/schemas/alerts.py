@@ -11,15 +11,34 @@ Unknown fields are ignored: Alertmanager added `notification_reason` and
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 # Alertmanager zeroes endsAt on alerts that have not resolved yet.
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 ALERT_FIRED = "io.homelab.prometheus.alert.fired"
 ALERT_RESOLVED = "io.homelab.prometheus.alert.resolved"
+
+
+def _unicode_text(value: str) -> str:
+    """Refuse strings that are not Unicode text (lone surrogates, which `json.loads` makes of "\\ud800").
+
+    Such a string validates as `str` but cannot be encoded as UTF-8: the
+    fingerprint, the store and the sink would each fail on it later, as a 500
+    or a dead worker. Refused here it is a 400 that names the field.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+#: A string that can be encoded as UTF-8: every text field of an alert reaches the store and the sink.
+Text = Annotated[str, AfterValidator(_unicode_text)]
+TextMap = dict[Text, Text]
 
 
 def _fnv1a_64(data: bytes) -> int:
@@ -48,18 +67,23 @@ class Alert(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: Literal["firing", "resolved"]
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: TextMap = Field(default_factory=dict)
+    annotations: TextMap = Field(default_factory=dict)
     startsAt: datetime
     endsAt: datetime = ZERO_TIME
-    generatorURL: str = ""
-    fingerprint: str = ""
+    generatorURL: Text = ""
+    fingerprint: Text = ""
 
     @field_validator("startsAt", "endsAt")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         # Naive timestamps are taken as UTC so incident keys never depend on the host's zone.
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        try:
+            value.astimezone(UTC)  # the incident key is written in UTC
+        except OverflowError:
+            raise ValueError("is outside the range of UTC timestamps (years 1 to 9999 in UTC)") from None
+        return value
 
     @property
     def alertname(self) -> str:
@@ -75,14 +99,14 @@ class AlertmanagerPayload(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     version: str = "4"
-    groupKey: str = ""
+    groupKey: Text = ""
     truncatedAlerts: int = 0
     status: Literal["firing", "resolved"] = "firing"
-    receiver: str = ""
-    groupLabels: dict[str, str] = Field(default_factory=dict)
-    commonLabels: dict[str, str] = Field(default_factory=dict)
-    commonAnnotations: dict[str, str] = Field(default_factory=dict)
-    externalURL: str = ""
+    receiver: Text = ""
+    groupLabels: TextMap = Field(default_factory=dict)
+    commonLabels: TextMap = Field(default_factory=dict)
+    commonAnnotations: TextMap = Field(default_factory=dict)
+    externalURL: Text = ""
     alerts: list[Alert]
 
 
@@ -92,9 +116,9 @@ class AlertEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     alert: Alert
-    receiver: str = ""
-    group_key: str = ""
-    common_annotations: dict[str, str] = Field(default_factory=dict)
+    receiver: Text = ""
+    group_key: Text = ""
+    common_annotations: TextMap = Field(default_factory=dict)
     source: Literal["alertmanager", "cloudevents", "reason", "cli"] = "alertmanager"
 
     @property

@@ -38,6 +38,7 @@ def test_metrics_equal_hand_computed_values():
     assert m["wrong_parameters_rate"] == pytest.approx(1 / 6)   # 2
     # precision among actions with confidence >= 0.8: 1 (ok), 2 (wrong), 6 (ok)
     assert m["precision_at_min_confidence"] == pytest.approx(2 / 3)
+    assert m["automated_recall"] == pytest.approx(2 / 4)          # 1 and 6: exact, action, confidence >= 0.8
     # ECE, 10 bins: [0.3]->acc 0 (|0-0.3|), [0.55]->0 (0.55), [0.85]->0 (0.85), [0.9,0.95]->1 (0.075), [1.0]->1 (0)
     ece = (0.3 + 0.55 + 0.85 + 2 * abs(1 - 0.925) + 0.0) / 6
     assert m["ece"] == pytest.approx(ece)

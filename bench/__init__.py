@@ -1,0 +1,15 @@
+"""The trm-sre benchmark harness (`trm-sre bench`, `make bench`, `python -m bench`).
+
+Five sections, each run in its own child process so one section's state
+(torch threads, imported modules, RSS) never colours another's numbers:
+
+- `selection`: cost and accuracy of every way the chain picks a function;
+- `e2e`: the controller as a real process under an open-loop HTTP load;
+- `scale`: how cost grows with policies, catalog size, labels, batch size;
+- `coldstart`: process start to /readyz, operator start to first policy indexed;
+- `profile`: where the time goes at 100 alerts/s.
+
+Every section reports medians and p99 next to a baseline measured in the same
+run (these machines are shared and noisy), and `bench.report` turns the JSON
+into BENCHMARKS.md. Nothing here asserts on times: the smoke test checks shape.
+"""

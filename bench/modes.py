@@ -1,0 +1,108 @@
+"""How big each measurement is in quick, full and smoke mode (one place, so the report can say it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    # selection: alerts per selector (latency and accuracy), alerts per sweep point (batch-1 latency),
+    # alerts for the sweeps' accuracy (batched), supervision steps swept
+    selection_alerts: int
+    sweep_latency_alerts: int
+    sweep_accuracy_alerts: int
+    # end to end
+    rates: tuple[int, ...]
+    phase_seconds: float
+    storm_alerts: int
+    max_phase: bool
+    max_rate: int
+    drain_wait_s: float
+    # scale curves: points per curve and the time spent per point
+    scale_seconds_per_point: float
+    batch_sizes: tuple[int, ...]
+    # cold start repetitions; operator cold start against the test apiserver
+    coldstart_repeats: int
+    operator_coldstart: bool
+    operator_policies: int
+    # profile at 100 alerts/s
+    profile_seconds: float
+    # the controller in the end-to-end test loads the model (smoke: off, to stay within seconds)
+    e2e_model: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUICK = Mode(
+    name="quick",
+    selection_alerts=300,
+    sweep_latency_alerts=80,
+    sweep_accuracy_alerts=600,
+    rates=(10, 100, 500),
+    phase_seconds=10.0,
+    storm_alerts=500,
+    max_phase=True,
+    max_rate=1500,
+    drain_wait_s=60.0,
+    scale_seconds_per_point=0.15,
+    batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    coldstart_repeats=3,
+    operator_coldstart=True,
+    operator_policies=50,
+    profile_seconds=10.0,
+    e2e_model=True,
+)
+
+FULL = Mode(
+    name="full",
+    selection_alerts=2500,
+    sweep_latency_alerts=400,
+    sweep_accuracy_alerts=2500,
+    rates=(10, 100, 500),
+    phase_seconds=60.0,
+    storm_alerts=500,
+    max_phase=True,
+    max_rate=1500,
+    drain_wait_s=180.0,
+    scale_seconds_per_point=0.5,
+    batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    coldstart_repeats=7,
+    operator_coldstart=True,
+    operator_policies=500,
+    profile_seconds=30.0,
+    e2e_model=True,
+)
+
+SMOKE = Mode(
+    name="smoke",
+    selection_alerts=20,
+    sweep_latency_alerts=5,
+    sweep_accuracy_alerts=20,
+    rates=(5,),
+    phase_seconds=2.0,
+    storm_alerts=20,
+    max_phase=False,
+    max_rate=0,
+    drain_wait_s=30.0,
+    scale_seconds_per_point=0.02,
+    batch_sizes=(1, 4),
+    coldstart_repeats=1,
+    operator_coldstart=False,
+    operator_policies=1,
+    profile_seconds=2.0,
+    e2e_model=False,
+)
+
+MODES = {m.name: m for m in (QUICK, FULL, SMOKE)}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a section needs beyond its size: which checkpoint, where plots go."""
+
+    checkpoint: str | None = None  # TRM checkpoint directory; None = the shipped models/checkpoints/trm
+    plots_dir: str | None = None  # None = no plots
