@@ -58,7 +58,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-run: venv ## run the controller locally against the cluster in KUBECONFIG (RUN_ARGS=...)
+run: venv ## run the controller standalone on the embedded default policy, no cluster needed (RUN_ARGS=...)
 	$(PY) -m controller run --standalone $(RUN_ARGS)
 
 envtest: ## build kube-apiserver, kubectl, etcd, alertmanager, amtool, helm into ~/.cache/trm-sre/bin

@@ -34,7 +34,7 @@ from typing import Any
 
 from runbooks import Catalog, InvalidCall, default_catalog
 
-DATA_VERSION = "2026.11.3"
+DATA_VERSION = "2026.11.4"
 DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
 
 # Name buckets (percent of canonical names): test-heldout / validation-heldout / train.
@@ -150,7 +150,7 @@ def split_words(name: str) -> list[str]:
 
 def render_name(rng: random.Random, parts: Sequence[str]) -> str:
     """Join name parts with one of the casings real rule sets use (CamelCase dominates)."""
-    words = [w for p in parts for w in split_words(p)]
+    words = [w for p in parts for w in ([p] if p.lower() == "k8s" else split_words(p))]
     style = rng.choices(["camel", "snake", "lower", "upper_snake", "kebab", "spaced", "lowercamel"],
                         [72, 7, 4, 5, 4, 5, 3])[0]
     if style == "camel":
@@ -223,7 +223,7 @@ class Situation:
             name = rng.choice(self.curated)
             # Real rule packs re-case names too (snake_case exports, "Test" copies of rules).
             if rng.random() < 0.1:
-                name = render_name(rng, split_words(name))
+                name = render_name(rng, split_words(name.replace("K8s", "Kubernetes")))
             return name
         return render_name(rng, [rng.choice(alts) for alts in self.parts if alts])
 
@@ -239,7 +239,7 @@ def _common(rng: random.Random, labels: dict[str, str], job: str | None = None) 
         labels["cluster"] = rng.choice(["prod", "staging", "studio", "pro", "homelab", "eu-west-1", "gke-main"])
     if rng.random() < 0.4:
         labels["prometheus"] = rng.choice(["monitoring/k8s", "monitoring/kube-prometheus-stack-prometheus", "observability/prometheus"])
-    if job and rng.random() < 0.85:
+    if job and "job" not in labels and rng.random() < 0.85:
         labels["job"] = job
     for key, values in (("team", ["sre", "platform", "payments", "data"]), ("env", ["prod", "dev", "staging"]),
                         ("region", ["eu-west-1", "us-east-1"]), ("alertgroup", ["kubernetes-apps", "flux", "general.rules"]),
@@ -482,9 +482,8 @@ def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> tuple[dict[
 def build_flux_generic(rng: random.Random) -> Draft:
     """A kind-agnostic Flux alert (ReconciliationFailure, FluxResourceNotReady): the kind label decides."""
     kind = rng.choice(list(FLUX_ACTION_KINDS) * 3 + list(FLUX_OTHER_KINDS))
-    labels, ptr = _flux_labels(rng, kind, kind_label=rng.random() > 0.05)
-    has_kind = "kind" in labels or "customresource_kind" in labels
-    fn = FLUX_ACTION_KINDS.get(kind) if has_kind else None
+    labels, ptr = _flux_labels(rng, kind, kind_label=True)
+    fn = FLUX_ACTION_KINDS.get(kind)
     return Draft(labels, Target(fn, ptr) if fn else NONE, {"kind": kind})
 
 
@@ -497,7 +496,7 @@ def _flux_kind_builder(kind: str) -> Callable[[random.Random], Draft]:
 
 
 def build_flux_suspended(rng: random.Random) -> Draft:
-    labels, _ = _flux_labels(rng, rng.choice(list(FLUX_ACTION_KINDS)), kind_label=True)
+    labels, _ = _flux_labels(rng, rng.choice(list(FLUX_ACTION_KINDS)), kind_label=rng.random() < 0.5)
     return Draft(labels, NONE)
 
 
@@ -757,19 +756,19 @@ SITUATIONS: tuple[Situation, ...] = (
     Situation(
         "scale-request", 3.0,
         ("DeploymentNeedsScaling", "TestDeploymentNeedsScaling", "DeploymentScaleUpRequired", "ScaleDeploymentRequest",
-         "DeploymentScaleTarget", "DeploymentNeedsMoreReplicas", "ScaleUpNeeded"),
+         "DeploymentScaleTarget", "ScaleUpNeeded"),
         (("", "", "Kube", "Test") + _apps_camel(), ("Deployment", "Deployment", "Workload", "Deploy", ""),
-         ("NeedsScaling", "ScaleUpRequired", "ScaleUpNeeded", "NeedsMoreReplicas", "ScaleRequest", "ScaleTarget",
+         ("NeedsScaling", "ScaleUpRequired", "ScaleUpNeeded", "ScaleRequest", "ScaleTarget",
           "ScalingNeeded", "ScaleOut", "ScaleDownRequired", "ResizeRequest"), SUFFIX),
         _scale_builder(1.0),
         ("Deployment {namespace}/{deployment} needs scaling", "Scale {deployment} to {replicas} replicas"),
         ("Deployment {deployment} should run {replicas} replicas.",),
     ),
     Situation(
-        "deployment-load", 2.5,
+        "deployment-load", 3.5,
         ("TestHighCPUUsage", "HighCPUUsage", "DeploymentHighCpu", "DeploymentHighLoad", "HighRequestRate", "DeploymentOverloaded"),
         (("", "", "Kube", "Test") + _apps_camel(), ("Deployment", "Deployment", "Workload", "Deploy", ""),
-         ("HighCPUUsage", "HighCpu", "HighLoad", "Overloaded", "HighRequestRate", "CapacityLow", "HighMemoryUsage",
+         ("HighCPUUsage", "HighCpu", "HighLoad", "Overloaded", "HighRequestRate", "HighMemoryUsage",
           "HighTraffic", "Saturated"), SUFFIX),
         _scale_builder(0.5),
         ("High CPU usage on {deployment}", "{deployment} is overloaded"),
@@ -838,9 +837,9 @@ SITUATIONS: tuple[Situation, ...] = (
         ("{kind} {namespace}/{name} is not ready",), ("Reconciliation of {kind} {name} failed.",),
     ),
     Situation(
-        "flux-suspended", 1.0,
+        "flux-suspended", 1.5,
         ("FluxKustomizationSuspended", "FluxResourceSuspended", "FluxHelmReleaseSuspended", "FluxSuspendedTooLong"),
-        (_FLUX_PREFIX, ("Kustomization", "HelmRelease", "Resource", "GitRepository"), ("Suspended", "SuspendedTooLong", "IsSuspended"), SUFFIX),
+        (_FLUX_PREFIX, ("", "Resource", "Object", "Reconciliation"), ("Suspended", "SuspendedTooLong", "IsSuspended"), SUFFIX),
         build_flux_suspended, ("{kind} {name} is suspended",), (),
     ),
     Situation(
@@ -884,7 +883,7 @@ SITUATIONS: tuple[Situation, ...] = (
         ("HPA {namespace}/{name} has been running at max replicas for longer than 15 minutes.",),
     ),
     Situation(
-        "container-resources", 4.0,
+        "container-resources", 5.0,
         ("CPUThrottlingHigh", "KubernetesContainerCpuThrottling", "ContainerHighCpuUsage", "ContainerHighMemoryUsage",
          "ContainerMemoryNearLimit", "PodHighMemoryUsage", "ContainerCpuUsageHigh", "KubeContainerMemoryHigh",
          "ContainerHighThrottleRate", "PodCpuThrottled", "ContainerLowMemoryLimit", "KubernetesContainerHighMemory"),
@@ -896,7 +895,7 @@ SITUATIONS: tuple[Situation, ...] = (
         ("{n}% throttling of CPU in namespace {namespace} for container {container} in pod {pod}.",),
     ),
     Situation(
-        "node", 5.0,
+        "node", 6.0,
         ("KubeNodeNotReady", "KubeNodeUnreachable", "KubeNodeReadinessFlapping", "KubeletTooManyPods", "NodeFilesystemSpaceFillingUp",
          "NodeFilesystemAlmostOutOfSpace", "NodeMemoryHighUtilization", "NodeClockSkewDetected", "NodeNetworkReceiveErrs",
          "KubernetesNodeNotReady", "KubernetesNodeMemoryPressure", "KubernetesNodeDiskPressure", "NodeCPUHighUsage",

@@ -41,6 +41,7 @@ ANNOTATION_KEYS = ("summary", "description", "message")
 
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _SPLIT = re.compile(r"[^A-Za-z0-9]+")
+_K8S = re.compile(r"(?i)k8s")
 _RS_POD = re.compile(r"^[a-z0-9.-]+-[a-z0-9]{6,10}-[a-z0-9]{5}$")
 _SHORT_SUFFIX_POD = re.compile(r"^[a-z0-9.-]+-[a-z0-9]{5}$")
 _ORDINAL = re.compile(r"^[a-z0-9.-]+-[0-9]{1,3}$")
@@ -52,8 +53,8 @@ class EncoderSettings:
 
     buckets: int = 16384           # hashed feature ids; ~6k distinct features in training, so collisions are rare
     max_features: int = 24         # features per token (a label slot uses ~15-22)
-    max_name_words: int = 10       # alertname words (real names have 2-6)
-    max_labels: int = 24           # label slots (kube-prometheus alerts carry 6-14 labels besides alertname)
+    max_name_words: int = 8        # alertname words (real names have 2-6)
+    max_labels: int = 20           # label slots (kube-prometheus alerts carry 6-14 labels besides alertname)
     max_annotation_words: int = 16  # first words of runbook_url / summary / description
     scan_labels: int = 512         # labels looked at beyond the priority keys (10,000-label alerts stay cheap)
     segment_vocab: tuple[str, ...] = ()  # known words for splitting run-together names ("kubepodcrashlooping")
@@ -100,6 +101,7 @@ def _hash(feature: str, buckets: int) -> int:
 def words_of(text: str) -> list[str]:
     """'KubePodCrashLooping' / 'kube_pod_crash_looping' / 'CPUThrottlingHigh' -> lowercase words."""
     out: list[str] = []
+    text = _K8S.sub(" Kubernetes ", text)  # "K8sPodCrashLooping": k8s is one word, the same as kubernetes
     for chunk in _SPLIT.split(text):
         if chunk:
             out += [w.lower() for w in _WORD.findall(chunk)]

@@ -85,6 +85,7 @@ def compute_metrics(expected: Sequence[Mapping[str, Any]], predicted: Sequence[M
     - wrong_parameters_rate: share of all examples with the right function but a wrong parameter
     - ece: expected calibration error of `confidence` against exact_match
     - precision_at_min_confidence: exact-match rate among *actions* (function not None) with confidence >= min_confidence
+    - automated_recall: among examples expecting an action, the share decided exactly right with confidence >= min_confidence
     """
     n = len(expected)
     assert len(predicted) == n, "one prediction per expected example"
@@ -118,7 +119,7 @@ def compute_metrics(expected: Sequence[Mapping[str, Any]], predicted: Sequence[M
         "ece": expected_calibration_error(conf, exact),
         "min_confidence": min_confidence,
         "precision_at_min_confidence": share([exact[i] for i in confident_actions], len(confident_actions)),
-        "coverage_at_min_confidence": share([True] * len(confident_actions), n_action),
+        "automated_recall": share([picked[i] and exact[i] and conf[i] >= min_confidence for i in range(n) if want_action[i]], n_action),
         "precision_all_at_min_confidence": share([exact[i] for i in confident_all], len(confident_all)),
         "mean_confidence": sum(conf) / n if n else 0.0,
         "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "mean": sum(lat) / len(lat) if lat else 0.0},
@@ -200,7 +201,7 @@ def _fmt(x: float) -> str:
 
 def _compare(paths: Sequence[Path], names: Sequence[str], factories: Mapping[str, Callable[[], Any]], markdown: bool, batch_size: int) -> int:
     cols = ["exact_match", "function_accuracy", "action_recall", "abstain_recall", "wrong_action_rate",
-            "wrong_parameters_rate", "ece", "precision_at_min_confidence", "coverage_at_min_confidence"]
+            "wrong_parameters_rate", "ece", "precision_at_min_confidence", "automated_recall"]
     selectors = {name: factories[name]() for name in names}
     results = {}
     for path in paths:
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
         for key in ("n", "exact_match", "function_accuracy", "action_recall", "abstain_recall", "wrong_action_rate",
-                    "wrong_parameters_rate", "ece", "precision_at_min_confidence", "coverage_at_min_confidence"):
+                    "wrong_parameters_rate", "ece", "precision_at_min_confidence", "automated_recall"):
             print(f"{key:30s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"{key:30s} {metrics[key]}")
         print(f"{'latency_ms p50 / p99':30s} {metrics['latency_ms']['p50']:.2f} / {metrics['latency_ms']['p99']:.2f}")
     return 0

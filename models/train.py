@@ -275,13 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-size", type=int, default=60000)
     parser.add_argument("--batches", type=int, default=1200, help="batches; each gives up to max_steps optimizer steps (TRM)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=2.5e-3)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--ema", type=float, default=0.998)
     parser.add_argument("--d-model", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a machine shared with other jobs)")
     parser.add_argument("--explore", type=float, default=0.1, help="share of halted examples kept for later supervision steps")
-    parser.add_argument("--eval-every", type=int, default=100, help="batches between validation checks")
+    parser.add_argument("--eval-every", type=int, default=150, help="batches between validation checks")
     parser.add_argument("--time-budget", type=float, default=26.0,
                         help="minutes; the learning-rate schedule follows max(steps, time) progress and training stops at it")
     args = parser.parse_args(argv)
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.3f}", exact=f"{stats['exact']:.3f}")
         if (it + 1) % args.eval_every == 0 or it + 1 == n_batches:
-            val_exact = quick_exact(ema.shadow, val_rows[:1000], catalog)
+            val_exact = quick_exact(ema.shadow, val_rows[:600], catalog)
             log.write(json.dumps({"kind": "val", "opt_step": opt_step, "batch": it + 1, "val_exact": round(val_exact, 5),
                                   "elapsed_s": round(time.time() - t_start, 2)}) + "\n")
             log.flush()
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         m, preds, _ = evaluate_rows(gated, rows, batch_size=256)
         metrics[name] = {k: m[k] for k in ("n", "exact_match", "function_accuracy", "action_recall", "abstain_recall",
                                            "wrong_action_rate", "wrong_parameters_rate", "ece", "precision_at_min_confidence",
-                                           "coverage_at_min_confidence")}
+                                           "automated_recall")}
         curves[name] = ([p["confidence"] for p in preds], [is_exact(r["expected"], p) for r, p in zip(rows, preds)])
         print(f"[{kind}] {name}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics[name].items() if isinstance(v, float)), file=sys.stderr)
 
