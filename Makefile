@@ -31,6 +31,8 @@ RUN_ARGS ?=
 PYTEST_ARGS ?=
 TRAIN_ARGS ?=
 EVAL_ARGS ?=
+BENCH ?=
+BENCH_ARGS ?=
 
 .PHONY: help venv run envtest test train eval bench lock clean distclean
 
@@ -75,8 +77,9 @@ train: venv ## train the Tiny Recursive Model (TRAIN_ARGS=...)
 eval: venv ## evaluate a trained model (EVAL_ARGS=...)
 	$(PY) -m controller eval $(EVAL_ARGS)
 
-bench: venv ## run the benchmarks
-	$(PY) -m controller bench
+# BENCH=full runs the long benchmark (60 s load phases); BENCH_ARGS passes anything else to `trm-sre bench`.
+bench: venv ## run the benchmarks, write BENCHMARKS.md + bench/results/latest.json (BENCH=full for the long run)
+	$(PY) -m controller bench $(if $(filter full,$(BENCH)),--full,) $(BENCH_ARGS)
 
 lock: ## regenerate requirements.lock from pyproject.toml
 	uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 -o requirements.lock

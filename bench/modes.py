@@ -14,6 +14,10 @@ class Mode:
     selection_alerts: int
     sweep_latency_alerts: int
     sweep_accuracy_alerts: int
+    sweep_max_steps: int  # forced supervision steps 1..this
+    recursion_grid: tuple[tuple[int, int], ...]  # (n latent updates, T recursions) pairs
+    halt_thresholds: tuple[float, ...]  # > 1 means "never halt early"
+    footprint: bool  # measure each model's RSS in a fresh process
     # end to end
     rates: tuple[int, ...]
     phase_seconds: float
@@ -42,6 +46,10 @@ QUICK = Mode(
     selection_alerts=300,
     sweep_latency_alerts=80,
     sweep_accuracy_alerts=600,
+    sweep_max_steps=8,
+    recursion_grid=((1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (4, 1), (4, 2), (4, 3)),
+    halt_thresholds=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01),
+    footprint=True,
     rates=(10, 100, 500),
     phase_seconds=10.0,
     storm_alerts=500,
@@ -62,6 +70,10 @@ FULL = Mode(
     selection_alerts=2500,
     sweep_latency_alerts=400,
     sweep_accuracy_alerts=2500,
+    sweep_max_steps=8,
+    recursion_grid=((1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (4, 1), (4, 2), (4, 3)),
+    halt_thresholds=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.01),
+    footprint=True,
     rates=(10, 100, 500),
     phase_seconds=60.0,
     storm_alerts=500,
@@ -82,6 +94,10 @@ SMOKE = Mode(
     selection_alerts=20,
     sweep_latency_alerts=5,
     sweep_accuracy_alerts=20,
+    sweep_max_steps=2,
+    recursion_grid=((2, 2),),
+    halt_thresholds=(0.9, 1.01),
+    footprint=False,
     rates=(5,),
     phase_seconds=2.0,
     storm_alerts=20,

@@ -188,7 +188,7 @@ def _selection(sel: dict[str, Any], rel: str) -> list[str]:
                   "other sizes, so their accuracy only shows what the trained weights tolerate):", ""]
         lines += _table(["n × T", "net passes per step", "p50 ms", "p99 ms", "mean steps", "exact match"], rows)
         lines.append("")
-        rows = [["never (run all steps)" if p["halt_threshold"] > 1 else p["halt_threshold"],
+        rows = [["never (run all steps)" if p["halt_threshold"] > 1 else f"{p['halt_threshold']:g}" + (" (trained)" if p["trained"] else ""),
                  p["latency_ms"]["p50"], p["latency_ms"]["p99"], p["mean_steps"], _pct(p["accuracy"]["exact_match"]),
                  _pct(p["accuracy"]["wrong_action_rate"])] for p in sweeps["halting_threshold"]]
         lines += ["Halting threshold (stop once the halting probability reaches it):", ""]
@@ -236,8 +236,8 @@ def _e2e(e2e: dict[str, Any], rel: str) -> list[str]:
     if storm:
         lines += [f"Storm shape: one Alertmanager group of {storm['alerts']} alerts in a single payload: answered after "
                   f"{_f(storm['post_to_2xx_ms']['p50'])} ms (all {storm['alerts']} recorded in one transaction); first "
-                  f"trigger after {_f(storm['webhook_to_sink_ms']['max'] and min(storm['webhook_to_sink_ms']['p50'], storm['webhook_to_sink_ms']['max']))} ms "
-                  f"(median), last after {_f(storm['webhook_to_sink_ms']['max'])} ms; {storm['triggered']} triggered, "
+                  f"trigger after {_f(storm['webhook_to_sink_ms']['min'])} ms, median "
+                  f"{_f(storm['webhook_to_sink_ms']['p50'])} ms, last after {_f(storm['webhook_to_sink_ms']['max'])} ms; {storm['triggered']} triggered, "
                   f"{storm['lost']} lost. The bench policy's storm breaker allows 100,000 triggers per window so that "
                   "this measures throughput; with the default (20 per 10 minutes) all but 20 would be escalated, by design.",
                   ""]

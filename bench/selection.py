@@ -221,7 +221,7 @@ def trm_sweeps(selector: Any, mode: Mode) -> dict[str, Any]:
                                        "halt_threshold": cfg.halt_threshold, "default_threshold": cfg.default_threshold}}
 
     steps = []
-    for k in range(1, max(cfg.max_steps, 8) + 1):
+    for k in range(1, mode.sweep_max_steps + 1):
         point = _sweep_point(
             selector, lat_alerts, acc_rows,
             lambda a, k=k: selector.select_batch_forced([a], steps=k)[0],
@@ -233,12 +233,11 @@ def trm_sweeps(selector: Any, mode: Mode) -> dict[str, Any]:
     saved = (cfg.n_latent, cfg.t_recursions)
     grid = []
     try:
-        for n_latent in (1, 2, 4):
-            for t_rec in (1, 2, 3):
-                cfg.n_latent, cfg.t_recursions = n_latent, t_rec
-                point = _sweep_point(selector, lat_alerts, acc_rows, selector.select, selector.select_batch)
-                grid.append({"n_latent": n_latent, "t_recursions": t_rec, "trained": (n_latent, t_rec) == saved,
-                             "net_applications_per_step": t_rec * (n_latent + 1), **point})
+        for n_latent, t_rec in mode.recursion_grid:
+            cfg.n_latent, cfg.t_recursions = n_latent, t_rec
+            point = _sweep_point(selector, lat_alerts, acc_rows, selector.select, selector.select_batch)
+            grid.append({"n_latent": n_latent, "t_recursions": t_rec, "trained": (n_latent, t_rec) == saved,
+                         "net_applications_per_step": t_rec * (n_latent + 1), **point})
     finally:
         cfg.n_latent, cfg.t_recursions = saved
     out["recursion_sizes"] = grid
@@ -246,7 +245,7 @@ def trm_sweeps(selector: Any, mode: Mode) -> dict[str, Any]:
     saved_threshold = cfg.halt_threshold
     curve = []
     try:
-        for threshold in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01):
+        for threshold in mode.halt_thresholds:
             cfg.halt_threshold = threshold
             point = _sweep_point(selector, lat_alerts, acc_rows, selector.select, selector.select_batch)
             curve.append({"halt_threshold": threshold, "trained": threshold == saved_threshold, **point})
@@ -312,6 +311,8 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
                               "checkpoint": str(checkpoint), "trm_available": trm is not None, "trm_error": trm_error,
                               "plain_available": plain is not None, "plain_error": plain_error}
     table: list[dict[str, Any]] = []
+    timings: dict[str, float] = {}
+    mark = time.monotonic()
 
     # Baseline: the default policy's rules stage through decide().
     decisions, lat = asyncio.run(_decide_each(events, rules_policy, catalog, StageClients()))
@@ -336,6 +337,8 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     table.append(_row("original substring rules", "the replaced system's rules (models/baselines.py)", lat,
                       accuracy=_accuracy(expected, [(d.lambda_function, d.parameters) for d in outputs])))
 
+    timings["rules, static, original"] = time.monotonic() - mark
+    mark = time.monotonic()
     if trm is not None:
         threshold = trm.cfg.default_threshold
         outputs, lat = _time_each(alerts, trm.select)
@@ -349,18 +352,19 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
         for threads in (1, 2):
             torch.set_num_threads(threads)
             for batch in (32, 256):
-                chunks = [alerts[i : i + batch] for i in range(0, len(alerts), batch)]
-                chunks = [c for c in chunks if len(c) == batch] or chunks
+                size = min(batch, len(alerts))
+                chunks = [alerts[i : i + size] for i in range(0, len(alerts) - size + 1, size)]
                 trm.select_batch(chunks[0])
                 batch_lat = []
-                outputs = []
-                for _ in range(max(1, 3 * batch // max(1, len(alerts)))):
+                for _ in range(-(-5 // len(chunks))):  # at least 5 batch calls
                     for chunk in chunks:
                         t0 = time.perf_counter()
-                        outputs += trm.select_batch(chunk)
+                        trm.select_batch(chunk)
                         batch_lat.append((time.perf_counter() - t0) * 1000)
-                table.append(_row(f"TRM, batch {batch}, {threads} thread{'s' if threads > 1 else ''}",
-                                  "TRMSelector.select_batch; latency is per batch call", batch_lat, per_item=len(chunks[0])))
+                table.append(_row(f"TRM, batch {size}, {threads} thread{'s' if threads > 1 else ''}",
+                                  "TRMSelector.select_batch; latency is per batch call", batch_lat, per_item=size))
+        timings["trm rows"] = time.monotonic() - mark
+        mark = time.monotonic()
         torch.set_num_threads(1)
         decisions, lat = asyncio.run(_decide_each(events, default, catalog, StageClients(trm=trm)))
         table.append(_row("default chain", "default policy: staticAnnotation → trm → rules, decide()", lat,
@@ -376,6 +380,8 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     else:
         table.append({"selector": "plain transformer", "unavailable": plain_error})
 
+    timings["default chain, plain"] = time.monotonic() - mark
+    mark = time.monotonic()
     popen, endpoint = _start_fake_ollama(rows, workdir)
     try:
         fc_policy = _with_chain(default, [{"functionCalling": {"endpoint": endpoint, "api": "ollama", "model": "fake",
@@ -391,6 +397,8 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     stage_row["client_overhead_ms_p50"] = round(stage_row["latency_ms"]["p50"] - raw["p50"], 3)
     table.append(stage_row)
 
+    timings["function calling"] = time.monotonic() - mark
+    mark = time.monotonic()
     base = table[0]["latency_ms"]
     for row in table:
         if "latency_ms" in row:
@@ -403,14 +411,18 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
             continue
         models[name] = {"parameters": sel.info["parameters"], "checkpoint_mb": _checkpoint_mb(directory),
                         "recursive": sel.cfg.recursive, "d_model": sel.cfg.d_model, "n_layers": sel.cfg.n_layers,
-                        **footprint(directory)}
+                        **(footprint(directory) if mode.footprint else {})}
     result["models"] = models
+    timings["footprint"] = time.monotonic() - mark
+    mark = time.monotonic()
 
     if trm is not None:
         torch.set_num_threads(1)
         result["trm_sweeps"] = trm_sweeps(trm, mode)
+        timings["sweeps"] = time.monotonic() - mark
         if options.plots_dir:
             from bench import plots
 
             result["plots"] = plots.selection_plots(result, Path(options.plots_dir))
+    result["part_seconds"] = {k: round(v, 1) for k, v in timings.items()}
     return result

@@ -21,13 +21,14 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 def summarize(values: Sequence[float], digits: int = 3) -> dict[str, Any]:
     """n, p50, p90, p99, mean, max of a sample (milliseconds by convention)."""
     if not values:
-        return {"n": 0, "p50": None, "p90": None, "p99": None, "mean": None, "max": None}
+        return {"n": 0, "min": None, "p50": None, "p90": None, "p99": None, "mean": None, "max": None}
 
     def r(x: float | None) -> float | None:
         return None if x is None else round(x, digits)
 
     return {
         "n": len(values),
+        "min": r(min(values)),
         "p50": r(percentile(values, 50)),
         "p90": r(percentile(values, 90)),
         "p99": r(percentile(values, 99)),

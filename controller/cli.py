@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
         delegated = sub.add_parser(name, help=text, description=text, add_help=False)
         delegated.add_argument("args", nargs=argparse.REMAINDER)
         delegated.set_defaults(handler=cmd_train if name == "train" else cmd_eval)
+    bench_help = "run the benchmarks and write BENCHMARKS.md + bench/results/latest.json (arguments go to bench.run)"
+    bench = sub.add_parser("bench", help=bench_help, description=bench_help, add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 
@@ -149,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     # train/eval forward everything (including --help) to their own parsers.
     if argv and argv[0] in ("train", "eval"):
         return cmd_train(argv[1:]) if argv[0] == "train" else cmd_eval(argv[1:])
+    if argv and argv[0] == "bench":
+        return cmd_bench(argv[1:])
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
@@ -517,3 +523,14 @@ def cmd_eval(argv: list[str]) -> int:
     from models import evaluate
 
     return int(evaluate.main(argv, extra_selectors={"rules": RulesSelector, "chain": ChainSelector}) or 0)
+
+
+def cmd_bench(argv: list[str]) -> int:
+    """`trm-sre bench [--full] [--out BENCHMARKS.md]`: the harness lives in bench/ at the repository root."""
+    try:
+        from bench import run
+    except ImportError:
+        print(f"{PROG} bench: the benchmark harness (bench/) is not importable; run it from a checkout of the "
+              "repository (`make bench`, or `python -m controller bench` in the repository root)", file=sys.stderr)
+        return 2
+    return int(run.main(argv, prog=f"{PROG} bench", command=" ".join([f"{PROG} bench", *argv])) or 0)
