@@ -226,7 +226,11 @@ def check_policy(namespace: str, name: str, generation: int, spec: Any, catalog:
     parsed, schema = schema_problems(spec)
     if regex:  # already reported precisely; pydantic would repeat them less precisely
         schema = [p for p in schema if p.reason != REASON_INVALID_REGEX]
-    problems = (*regex, *catalog_problems(spec, catalog), *schema)
+    by_catalog = catalog_problems(spec, catalog)
+    if any(p.field.endswith(".function") for p in by_catalog):
+        # The per-rule check names the exact rule; drop PolicySpec's whole-spec repeat of it.
+        schema = [p for p in schema if "must also be listed in allowedFunctions" not in p.message]
+    problems = (*regex, *by_catalog, *schema)
     if problems or parsed is None:
         return CheckResult(None, problems, parsed)
     return CheckResult(Policy(namespace=namespace, name=name, generation=generation, spec=parsed), (), parsed)

@@ -120,7 +120,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_an_invalid_chain_item_does_not_also_report_an_empty_chain() -> None:
     # pydantic would add "chain should have at least 1 item" for a chain whose only item is invalid.
-    assert problems(spec(chain=[{"trm": {}, "rules": []}])) == [(REASON_INVALID_SPEC, "spec.chain[0]")]
+    assert problems(spec(chain=[{"trm": {}, "staticAnnotation": {}}])) == [(REASON_INVALID_SPEC, "spec.chain[0]")]
 
 
 def test_ready_condition_keeps_its_transition_time_until_the_status_flips() -> None:
