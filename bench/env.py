@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parent.parent
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -65,8 +65,8 @@ def _git() -> dict[str, Any]:
     if git is None:
         return {}
     try:
-        head = subprocess.run([git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run([git, "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip())
+        head = subprocess.run([git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        dirty = bool(subprocess.run([git, "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False).stdout.strip())
     except OSError:
         return {}
     return {"commit": head, "dirty": dirty}
@@ -177,7 +177,7 @@ class ProcessSampler:
     _start_wall: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
 
-    def __enter__(self) -> ProcessSampler:
+    def __enter__(self) -> Self:
         self._start_wall = time.monotonic()
         self._start_cpu = cpu_seconds(self.pid)
         self._start_threads = thread_cpu(self.pid)

@@ -26,7 +26,6 @@ from typing import Any
 
 from bench.alerts import BENCH_POLICY
 from bench.e2e import Phase, run_phase
-from bench.env import ProcessSampler
 from bench.modes import Mode, Options
 from bench.procs import ControllerProcess, child_env, controller_argv
 from bench.sink import TriggerSink

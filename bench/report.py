@@ -135,10 +135,10 @@ def _selection(sel: dict[str, Any], rel: str) -> list[str]:
     if "selectors" not in sel:
         return lines
     lines += [
-        f"The same {sel['alerts']} held-out alerts (`{sel['dataset']}`: alert names the model never saw) for every "
+        (f"The same {sel['alerts']} held-out alerts (`{sel['dataset']}`: alert names the model never saw) for every "
         "selector, one thread, after a warm-up. Latency is per call (per decision at batch 1, per batch call in the "
         "batched rows); **×rules** is the p50 per decision divided by the rules stage's p50 in this run. "
-        "Exact match = function and every expected parameter right (abstentions count as right when no action is expected).",
+        "Exact match = function and every expected parameter right (abstentions count as right when no action is expected)."),
         "",
     ]
     rows = []
@@ -159,8 +159,8 @@ def _selection(sel: dict[str, Any], rel: str) -> list[str]:
     lines.append("")
     models = sel.get("models", {})
     if models:
-        lines += ["Model footprint (RSS measured in a fresh process: interpreter, then `import torch`, then the model "
-                  "loaded and one decision made):", ""]
+        lines += [("Model footprint (RSS measured in a fresh process: interpreter, then `import torch`, then the model "
+                  "loaded and one decision made):"), ""]
         rows = [[name, m["parameters"], m["checkpoint_mb"], m.get("rss_mb_after_import_torch"), m.get("rss_mb_with_model_loaded"),
                  m.get("rss_mb_model_alone")] for name, m in models.items()]
         lines += _table(["model", "parameters", "checkpoint MB", "RSS after import torch MB", "RSS with model MB",
@@ -172,9 +172,9 @@ def _selection(sel: dict[str, Any], rel: str) -> list[str]:
     if sweeps:
         tr = sweeps["trained"]
         lines += ["### TRM cost against supervision steps, recursion sizes and the halting threshold", "",
-                  f"Trained configuration: n_latent {tr['n_latent']}, T {tr['t_recursions']}, up to {tr['max_steps']} "
+                  (f"Trained configuration: n_latent {tr['n_latent']}, T {tr['t_recursions']}, up to {tr['max_steps']} "
                   f"supervision steps, halting threshold {tr['halt_threshold']}; accuracy at the model's default "
-                  f"threshold {tr['default_threshold']}. Latency: batch 1, one thread.", ""]
+                  f"threshold {tr['default_threshold']}. Latency: batch 1, one thread."), ""]
         rows = [[p["steps"], p["latency_ms"]["p50"], p["latency_ms"]["p99"], _pct(p["accuracy"]["exact_match"])]
                 for p in sweeps["forced_steps"]]
         lines += ["Forced number of supervision steps (no early halting):", ""]
@@ -184,8 +184,8 @@ def _selection(sel: dict[str, Any], rel: str) -> list[str]:
         rows = [[f"{p['n_latent']} × {p['t_recursions']}" + (" (trained)" if p["trained"] else ""),
                  p["net_applications_per_step"], p["latency_ms"]["p50"], p["latency_ms"]["p99"], p["mean_steps"],
                  _pct(p["accuracy"]["exact_match"])] for p in sweeps["recursion_sizes"]]
-        lines += ["Recursion sizes (n latent updates × T recursions per step; the same weights, not retrained for the "
-                  "other sizes, so their accuracy only shows what the trained weights tolerate):", ""]
+        lines += [("Recursion sizes (n latent updates × T recursions per step; the same weights, not retrained for the "
+                  "other sizes, so their accuracy only shows what the trained weights tolerate):"), ""]
         lines += _table(["n × T", "net passes per step", "p50 ms", "p99 ms", "mean steps", "exact match"], rows)
         lines.append("")
         rows = [["never (run all steps)" if p["halt_threshold"] > 1 else f"{p['halt_threshold']:g}" + (" (trained)" if p["trained"] else ""),
@@ -205,13 +205,13 @@ def _e2e(e2e: dict[str, Any], rel: str) -> list[str]:
         return lines
     base = e2e["baseline_echo"]["round_trip_ms"]
     lines += [
-        f"`python -m controller run --standalone --policies {e2e['policy']}` with a real `--state-dir` (alerts fsynced "
+        (f"`python -m controller run --standalone --policies {e2e['policy']}` with a real `--state-dir` (alerts fsynced "
         f"before the 2xx) and `K_SINK` = a loopback capture sink; model {'loaded' if e2e['model'] else 'disabled'}. "
         "The load generator is a separate process (aiohttp, open loop: each payload leaves on schedule whatever "
         "happened to the previous ones), one alert per payload, each alert a new incident (its own pod). Latency = "
         "POST sent → trigger at the sink, matched by the fingerprint in the trigger's data. Lost = answered 2xx but no "
         f"trigger by the end of the wait. Baseline in this run: a bare loopback HTTP round trip through Python at "
-        f"100/s, p50 {_f(base['p50'])} ms, p99 {_f(base['p99'])} ms.",
+        f"100/s, p50 {_f(base['p50'])} ms, p99 {_f(base['p99'])} ms."),
         "",
     ]
     rows = []
@@ -224,8 +224,8 @@ def _e2e(e2e: dict[str, Any], rel: str) -> list[str]:
             f"{p['accepted']:,} ({_pct(p['accepted_share'])})", p["rejected_503"], p["failed_other"],
             lat["p50"], lat["p99"], p.get("ratio_p50_to_http_baseline"), http["p50"], http["p99"],
             p["lost"], p["duplicate_triggers"], p["drain_s_after_last_send"], p["trigger_throughput_per_s"],
-            c.get("rss_mb_max"), f"{_f(c.get('cpu_percent_of_one_core'))} ({_f(c.get('cpu_main_thread_percent'))} / "
-            f"{_f(c.get('cpu_other_threads_percent'))})", p["generator_lag_ms"]["p99"],
+            c.get("rss_mb_max"), (f"{_f(c.get('cpu_percent_of_one_core'))} ({_f(c.get('cpu_main_thread_percent'))} / "
+            f"{_f(c.get('cpu_other_threads_percent'))})"), p["generator_lag_ms"]["p99"],
         ])
     lines += _table(["phase", "offered alerts/s", "accepted", "503", "other failures", "→ sink p50 ms", "→ sink p99 ms",
                      "×HTTP baseline (p50)", "POST→2xx p50 ms", "POST→2xx p99 ms", "lost", "duplicate triggers",
@@ -234,24 +234,24 @@ def _e2e(e2e: dict[str, Any], rel: str) -> list[str]:
     lines.append("")
     storm = next((p for p in e2e["phases"] if p["phase"] == "storm"), None)
     if storm:
-        lines += [f"Storm shape: one Alertmanager group of {storm['alerts']} alerts in a single payload: answered after "
+        lines += [(f"Storm shape: one Alertmanager group of {storm['alerts']} alerts in a single payload: answered after "
                   f"{_f(storm['post_to_2xx_ms']['p50'])} ms (all {storm['alerts']} recorded in one transaction); first "
                   f"trigger after {_f(storm['webhook_to_sink_ms']['min'])} ms, median "
                   f"{_f(storm['webhook_to_sink_ms']['p50'])} ms, last after {_f(storm['webhook_to_sink_ms']['max'])} ms; {storm['triggered']} triggered, "
                   f"{storm['lost']} lost. The bench policy's storm breaker allows 100,000 triggers per window so that "
-                  "this measures throughput; with the default (20 per 10 minutes) all but 20 would be escalated, by design.",
+                  "this measures throughput; with the default (20 per 10 minutes) all but 20 would be escalated, by design."),
                   ""]
     lines += _plot(e2e.get("plots"), "e2e", rel, "End-to-end latency by phase")
     metrics = e2e.get("controller_metrics")
     if metrics:
-        lines += [f"The controller's own count at the end: {metrics.get('alerts_received', 0):,.0f} alerts received, "
+        lines += [(f"The controller's own count at the end: {metrics.get('alerts_received', 0):,.0f} alerts received, "
                   f"{metrics.get('triggers_sent', 0):,.0f} triggers sent, "
-                  f"{metrics.get('triggers_dead_lettered', 0):,.0f} dead-lettered.", ""]
+                  f"{metrics.get('triggers_dead_lettered', 0):,.0f} dead-lettered."), ""]
     if e2e.get("rss_breakdown"):
         b = e2e["rss_breakdown"]
-        lines += [f"RSS of the controller after the 100 alerts/s phase, by mapping (from /proc/PID/smaps): "
+        lines += [(f"RSS of the controller after the 100 alerts/s phase, by mapping (from /proc/PID/smaps): "
                   f"anonymous {_f(b.get('anonymous_mb'))} MB, CUDA libraries {_f(b.get('cuda_libraries_mb'))} MB, "
-                  f"torch CPU libraries {_f(b.get('torch_libraries_mb'))} MB, other files {_f(b.get('other_files_mb'))} MB.", ""]
+                  f"torch CPU libraries {_f(b.get('torch_libraries_mb'))} MB, other files {_f(b.get('other_files_mb'))} MB."), ""]
     return lines
 
 
@@ -260,9 +260,9 @@ def _scale(scale: dict[str, Any], rel: str) -> list[str]:
     lines += _error(scale)
     if "curves" not in scale:
         return lines
-    lines += ["Each cell: p50 of many timed calls (µs-scale calls are timed in groups), in ms. Growth: the log-log slope "
+    lines += [("Each cell: p50 of many timed calls (µs-scale calls are timed in groups), in ms. Growth: the log-log slope "
               "over the upper half of the range (0 = flat, 1 = linear) and the class it puts the curve in; last/first is "
-              "the cost at the largest size over the cost at the smallest.", ""]
+              "the cost at the largest size over the cost at the smallest."), ""]
     for curve in scale["curves"]:
         lines += [f"### {curve['title']}", ""]
         if curve["name"] == "trm_batch":
@@ -289,9 +289,9 @@ def _coldstart(cold: dict[str, Any]) -> list[str]:
     lines += _error(cold)
     ready = cold.get("readyz")
     if ready:
-        lines += [f"Process spawned → first `/readyz` 200 (polled every 20 ms on a port chosen beforehand), "
+        lines += [(f"Process spawned → first `/readyz` 200 (polled every 20 ms on a port chosen beforehand), "
                   f"{ready['repeats']} starts each, a fresh state directory each time. Baselines in the same run: a bare "
-                  "interpreter and `import torch` alone.", ""]
+                  "interpreter and `import torch` alone."), ""]
         rows = [[name, s["p50"] / 1000, s["max"] / 1000, ready["ratio_p50_to_bare_interpreter"][name]]
                 for name, s in ready["ms"].items()]
         lines += _table(["process", "median s", "slowest s", "× bare interpreter (median)"], rows)
@@ -307,9 +307,9 @@ def _coldstart(cold: dict[str, Any]) -> list[str]:
             ["policy created (kubectl apply returned) → indexed, median of 3", op["created_to_indexed_ms"]["p50"]],
             ["controller in cluster mode: process start → /readyz 200", op.get("cluster_mode_process_start_to_readyz_ms")],
         ]
-        lines += [f"Against a real kube-apiserver + etcd (`tests/envtest/controlplane.start_control_plane`, itself "
+        lines += [(f"Against a real kube-apiserver + etcd (`tests/envtest/controlplane.start_control_plane`, itself "
                   f"{_f(op.get('control_plane_start_s'))} s to start), {op['policies']} RemediationPolicies created "
-                  "before the operator starts:", ""]
+                  "before the operator starts:"), ""]
         lines += _table(["measure", "ms"], rows)
         lines.append("")
     return lines
@@ -324,12 +324,12 @@ def _profile(prof: dict[str, Any]) -> list[str]:
     ph = prof["phase"]
     c = ph["controller"]
     lines += [
-        f"The controller under pyinstrument (1 ms sampling of the main thread) at {prof['rate']} alerts/s for "
+        (f"The controller under pyinstrument (1 ms sampling of the main thread) at {prof['rate']} alerts/s for "
         f"{_f(prof['seconds'])} s ({ph['accepted']} accepted, {ph['lost']} lost; under the profiler's overhead "
         f"→ sink p50 {_f(ph['webhook_to_sink_ms']['p50'])} ms, p99 {_f(ph['webhook_to_sink_ms']['p99'])} ms). "
         f"CPU over the phase (/proc): {_f(c.get('cpu_percent_of_one_core'))}% of one core, main thread "
         f"{_f(c.get('cpu_main_thread_percent'))}%, other threads {_f(c.get('cpu_other_threads_percent'))}%. "
-        f"Event loop busy {_pct(p.get('loop_busy_share'))} of the sampled time. {prof['note']}.",
+        f"Event loop busy {_pct(p.get('loop_busy_share'))} of the sampled time. {prof['note']}."),
         "",
     ]
     rows = [[x["component"], x["seconds"], _pct(x["share_of_busy"]) if x["share_of_busy"] is not None else "—"]
@@ -353,11 +353,11 @@ def render(results: dict[str, Any], out_path: Path, plots_dir: Path | None) -> s
     lines = [
         "# Benchmarks",
         "",
-        f"Generated by `{results['command']}` on {results['date']} ({mode['name']} mode, {_f(results['duration_s'] / 60)} min). "
+        (f"Generated by `{results['command']}` on {results['date']} ({mode['name']} mode, {_f(results['duration_s'] / 60)} min). "
         "Re-run with `make bench` (quick, about 5 minutes) or `make bench BENCH=full` (long: 60 s phases, every "
         "held-out alert); the machine-readable results are in "
         f"`{results.get('json_path', 'bench/results/latest.json')}`. These machines are shared and noisy: compare ratios "
-        "to the baselines measured in the same run, and medians and p99, not single absolute times.",
+        "to the baselines measured in the same run, and medians and p99, not single absolute times."),
         "",
         "## Machine",
         "",

@@ -72,9 +72,10 @@ def policies_curve(seconds: float) -> dict[str, Any]:
 
         points.append({
             "n": n,
-            "named (alertNames)": summarize(time_calls(lambda: named.matching(event), min_seconds=seconds)),
-            "unnamed (label matchers)": summarize(time_calls(lambda: unnamed.matching(event), min_seconds=seconds)),
-            "select_policy, unnamed": summarize(time_calls(lambda: select_policy(event, unnamed), min_seconds=seconds)),
+            "named (alertNames)": summarize(time_calls(lambda index=named: index.matching(event), min_seconds=seconds)),
+            "unnamed (label matchers)": summarize(time_calls(lambda index=unnamed: index.matching(event), min_seconds=seconds)),
+            "select_policy, unnamed": summarize(time_calls(lambda index=unnamed: select_policy(event, index),
+                                                           min_seconds=seconds)),
             "change + next match (rebuild)": summarize(time_calls(rebuild, min_seconds=seconds, min_calls=3)),
         })
     series = ["named (alertNames)", "unnamed (label matchers)", "select_policy, unnamed", "change + next match (rebuild)"]
@@ -172,7 +173,11 @@ def labels_curve(seconds: float, trm: Any) -> dict[str, Any]:
     from controller.decision.chain import StageClients, decide
     from controller.defaults import load_default_policy
     from controller.policy_index import PolicyIndex
-    from controller.schemas.alerts import AlertmanagerPayload, label_fingerprint, split_payload
+    from controller.schemas.alerts import (
+        AlertmanagerPayload,
+        label_fingerprint,
+        split_payload,
+    )
     from runbooks import default_catalog
 
     catalog = default_catalog()

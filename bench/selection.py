@@ -202,7 +202,7 @@ async def _function_calling(events: Sequence[Any], policy: Any, catalog: Any) ->
 
 def _sweep_point(selector: Any, lat_alerts: Sequence[dict[str, Any]], acc_rows: Sequence[dict[str, Any]],
                  run_one: Callable[[dict[str, Any]], Any], run_batch: Callable[[list[dict[str, Any]]], list[Any]]) -> dict[str, Any]:
-    decisions, lat = _time_each(lat_alerts, run_one)
+    _, lat = _time_each(lat_alerts, run_one)
     batched: list[Any] = []
     alerts = [r["alert"] for r in acc_rows]
     for start in range(0, len(alerts), 256):

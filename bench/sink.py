@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -42,7 +42,7 @@ class TriggerSink:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
 
-    def __enter__(self) -> TriggerSink:
+    def __enter__(self) -> Self:
         ready = threading.Event()
         errors: list[BaseException] = []
 

@@ -177,6 +177,8 @@ def _json_object(body: bytes, what: str) -> dict[str, Any]:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HTTPException(status_code=400, detail=f"{what}: body is not valid JSON ({exc})") from exc
+    except RecursionError:  # `[[[[...` within the size limit: Python's parser recurses per level
+        raise HTTPException(status_code=400, detail=f"{what}: body is nested too deeply") from None
     if not isinstance(doc, dict):
         raise HTTPException(status_code=400, detail=f"{what}: body must be a JSON object")
     return doc

@@ -19,6 +19,7 @@ import base64
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -141,6 +142,10 @@ def load_model(enabled: bool, checkpoint_dir: Path | None, device: str, catalog:
     except (CheckpointError, OSError) as exc:
         log.error("TRM model not loaded: %s", exc)
         return ModelState(None, "unavailable", str(exc))
+    except Exception as exc:  # noqa: BLE001 - corrupt sizes fail anywhere inside torch; that must only disable the stage
+        detail = f"checkpoint {checkpoint_dir or 'shipped with the package'} cannot be loaded: {type(exc).__name__}: {exc}"
+        log.error("TRM model not loaded: %s", detail)
+        return ModelState(None, "unavailable", detail)
     log.info("TRM model loaded", extra={"seconds": round(time.perf_counter() - started, 2)})
     return ModelState(selector, "loaded", "loaded")
 
@@ -254,13 +259,13 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
     if model is None:
         model = load_model(settings.model_enabled, settings.checkpoint_dir, settings.device, catalog)
     metrics.model_loaded.set(1 if model.selector is not None else 0)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open(settings.state_dir)
+    store = Store.open(settings.state_dir)  # creates the directory; an unusable one is a StoreError (exit 1)
     http = httpx.AsyncClient(follow_redirects=False)
     clients = StageClients(trm=model.selector, http=http, secrets=None if settings.standalone else KubernetesSecrets())
     recorder = PolicyStatusRecorder()
     pipeline_settings = PipelineSettings(
-        sink=settings.sink, ce_source=settings.ce_source, ce_overrides=dict(settings.ce_overrides)
+        sink=settings.sink, ce_source=settings.ce_source, ce_overrides=dict(settings.ce_overrides),
+        queue_size=settings.queue_size,
     )
     pipeline = Pipeline(pipeline_settings, store, index, catalog, clients, recorder, metrics)
     readiness = Readiness(standalone=settings.standalone, index=index, model=model)
@@ -288,6 +293,17 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
         api=api,
         http=http,
     )
+
+
+def _tls_options(settings: RunSettings) -> dict[str, Any]:
+    """uvicorn's ssl options: HTTPS with the given certificate; client certificates required with a client CA."""
+    tls = settings.tls
+    if tls is None:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
+    if tls.client_ca_file is not None:
+        options |= {"ssl_ca_certs": str(tls.client_ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
 
 
 class _Server(uvicorn.Server):
@@ -340,6 +356,7 @@ class Controller:
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=5,
+            **_tls_options(settings),
         )
         self.server = _Server(config)
         self.port: int | None = None
@@ -405,7 +422,7 @@ class Controller:
             scope = f"{count} {'policy' if count == 1 else 'policies'}"
         else:
             scope = "policies in " + (", ".join(s.namespaces) if s.namespaces else "all namespaces")
-        self.announce(f"trm-sre listening on http://{s.host}:{self.port} ({mode} mode, {scope})")
+        self.announce(f"trm-sre listening on {s.scheme}://{s.host}:{self.port} ({mode} mode, {scope})")
         self.announce(f"triggers go to: {s.trigger_destination}")
         self.announce(f"authentication: {auth}; model: {self.c.model.status}")
         log.info(

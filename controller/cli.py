@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sink", metavar="URL", help="default CloudEvents sink for triggers (default: $K_SINK; none: <state dir>/triggers.jsonl)")
     run.add_argument("--liveness-port", type=int, default=8081, help="kopf's liveness endpoint port, cluster mode (default: 8081; 0 disables)")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper, help="default: INFO")
+    tls = run.add_argument_group("TLS (optional; the bearer token is still checked)")
+    tls.add_argument("--tls-cert-file", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
+    tls.add_argument("--tls-key-file", metavar="FILE", help="the PEM private key of --tls-cert-file")
+    tls.add_argument("--client-ca-file", metavar="FILE",
+                     help="require client certificates signed by this PEM CA (mutual TLS)")
+    limits = run.add_argument_group("limits")
+    limits.add_argument("--max-body-bytes", type=int, metavar="N",
+                        help="largest request body; larger ones get 413 (default: 4194304, 4 MiB)")
+    limits.add_argument("--queue-size", type=int, metavar="N",
+                        help="alerts waiting for a decision; beyond it 503 + Retry-After (default: 10000)")
     _add_model_options(run)
     run.set_defaults(handler=cmd_run)
 
@@ -187,6 +197,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             sink=args.sink,
             liveness_port=args.liveness_port,
             log_level=args.log_level,
+            tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file,
+            client_ca_file=args.client_ca_file,
+            max_body_bytes=args.max_body_bytes,
+            queue_size=args.queue_size,
         )
         return asyncio.run(run_controller(settings, announce=_announce))
     except SettingsError as exc:

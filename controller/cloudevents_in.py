@@ -110,8 +110,11 @@ def read_cloudevent(headers: Mapping[str, str], body: bytes) -> Decoded:
             doc = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CloudEventRejected(f"structured CloudEvent body is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise CloudEventRejected("structured CloudEvent body is nested too deeply") from None
         if not isinstance(doc, dict):
             raise CloudEventRejected("structured CloudEvent body must be a JSON object")
+        _require_unicode(doc, "structured CloudEvent body")
         missing = [name for name in _REQUIRED if not doc.get(name)]
         sent_time = bool(doc.get("time"))
         # Only the body counts in structured mode; drop ce-* headers so the SDK does not read it as binary.
@@ -128,8 +131,12 @@ def read_cloudevent(headers: Mapping[str, str], body: bytes) -> Decoded:
         raise CloudEventRejected(f"invalid CloudEvent: missing required attribute(s) {', '.join(missing)}")
     try:
         event = from_http_event(HTTPMessage(headers=lowered, body=body))
-    except (BaseCloudEventException, ValueError, TypeError) as exc:
+    except (BaseCloudEventException, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # AttributeError/OverflowError: the SDK hands a structured `time` that is not a timestamp string
+        # (a long JSON list, a year out of range) to dateutil, which fails with those.
         raise CloudEventRejected(f"invalid CloudEvent: {exc}") from exc
+    except RecursionError:  # binary mode: the SDK parses a JSON body nested beyond Python's recursion limit
+        raise CloudEventRejected("invalid CloudEvent: the data is nested too deeply") from None
     return Decoded(event, mode, sent_time)
 
 
@@ -169,7 +176,22 @@ def _data_object(event: BaseCloudEvent) -> dict[str, Any]:
             raise CloudEventRejected(f"{event.get_type()}: data must be a JSON object ({exc})") from exc
     if not isinstance(data, dict):
         raise CloudEventRejected(f"{event.get_type()}: data must be a JSON object, got {type(data).__name__}")
+    _require_unicode(data, f"{event.get_type()}: data")
     return data
+
+
+def _require_unicode(value: Any, what: str) -> None:
+    """Refuse JSON whose strings are not Unicode text (a "\\ud800" escape decodes to a lone surrogate).
+
+    Such a string passes as `str` but fails wherever it is encoded later (the
+    store, the reply, the sink): refused here it is a 400, not a 500.
+    """
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CloudEventRejected(f"{what} holds text that is not valid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise CloudEventRejected(f"{what} is nested too deeply") from None
 
 
 def alert_event_from_data(data: dict[str, Any], ce_type: str, ce_time: datetime | None = None) -> AlertEvent:

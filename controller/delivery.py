@@ -191,8 +191,10 @@ def _retry_after(response: httpx.Response) -> float | None:
         return float(value.strip())
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:  # an HTTP-date without a zone ("-0000", or none at all) is UTC (RFC 9110)
+        when = when.replace(tzinfo=UTC)
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
@@ -220,6 +222,7 @@ class SinkClient:
         self._attempts = max(attempts, 1)
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
+        self._timeout_s = timeout_s
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
         self._file_lock = threading.Lock()
@@ -260,13 +263,20 @@ class SinkClient:
         return DeliveryResult(False, False, status, f"{url} answered {status}: not retryable", tries)
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> int:
+        # Only the status (and Retry-After) matter: the answer's body is never read, so a sink that drips
+        # or streams one cannot hold a delivery slot. The deadline bounds the whole exchange; httpx's own
+        # timeouts bound each read and write separately, which a slow trickle never trips.
         try:
-            response = await self._http.post(url, headers=headers, content=body)
+            async with asyncio.timeout(self._timeout_s):
+                async with self._http.stream("POST", url, headers=headers, content=body) as response:
+                    status = response.status_code
+                    retry_after = _retry_after(response)
+        except TimeoutError as exc:
+            raise RetryableDeliveryError(f"{url}: no answer within {self._timeout_s:g}s") from exc
         except httpx.TransportError as exc:  # refused, reset, timed out, protocol errors: the sink may be back soon
             raise RetryableDeliveryError(f"{url}: {type(exc).__name__}: {exc}") from exc
-        status = response.status_code
         if status >= 500 or status in RETRYABLE_STATUS:
-            raise RetryableDeliveryError(f"{url} answered {status}", status, _retry_after(response))
+            raise RetryableDeliveryError(f"{url} answered {status}", status, retry_after)
         return status
 
     def _wait(self, state: RetryCallState) -> float:

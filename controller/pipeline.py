@@ -241,7 +241,12 @@ class Pipeline:
         tasks = [*self._tasks, *self._deliveries]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a task stuck in a worker thread (SQLite waiting on a lock, say) must not
+            # hold the shutdown past the pod's grace period; its work is still in the store.
+            _, stuck = await asyncio.wait(tasks, timeout=5)
+            if stuck:
+                log.warning("stopping with %d task(s) still running in worker threads", len(stuck))
         self._tasks, self._deliveries = [], set()
         self._delivering.clear()
         self._in_flight = 0
@@ -289,11 +294,14 @@ class Pipeline:
         # An oversized batch is still taken when nothing else waits, or it could never get in.
         if waiting and waiting + firing > self._settings.queue_size:
             raise Overloaded(f"{waiting} alerts are waiting for a decision", self._settings.overload_retry_after_s)
+        # Reserved before the first await: the shielded task below starts a loop tick later, and concurrent
+        # ingests checked meanwhile must see these slots as taken (or a flood would pass the bound at once).
+        self._reserved += firing
         # Shielded: once the transaction may commit, the enqueue after it must run even if the caller goes away.
         return await asyncio.shield(self._record_and_enqueue(events, firing))
 
     async def _record_and_enqueue(self, events: Sequence[AlertEvent], firing: int) -> IngestResult:
-        self._reserved += firing
+        """Record, then queue; `firing` queue slots were reserved by `ingest` and are released here."""
         try:
             records = await asyncio.to_thread(self._store.record_alerts, list(events), self._clock())
         except StoreError as exc:

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,49 @@ def parse_ce_overrides(raw: str | None) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """HTTPS for the API: the server's certificate and key, and optionally a CA for client certificates.
+
+    With `client_ca_file` every connection must present a certificate signed by
+    that CA (mutual TLS, `ssl.CERT_REQUIRED`); the bearer token is still checked.
+    """
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+
+def tls_from_args(cert_file: str | None, key_file: str | None, client_ca_file: str | None) -> TLSFiles | None:
+    """Check the TLS flags together, and that the files load, so a mistake fails at start-up, not at a handshake."""
+    if not (cert_file or key_file or client_ca_file):
+        return None
+    if not cert_file or not key_file:
+        missing = "--tls-key-file" if cert_file else "--tls-cert-file"
+        given = [flag for flag, value in (("--tls-cert-file", cert_file), ("--tls-key-file", key_file),
+                                          ("--client-ca-file", client_ca_file)) if value]
+        raise SettingsError(f"{' and '.join(given)} also needs {missing} (TLS needs a certificate and its key)")
+    paths = {"--tls-cert-file": Path(cert_file), "--tls-key-file": Path(key_file)}
+    if client_ca_file:
+        paths["--client-ca-file"] = Path(client_ca_file)
+    for flag, path in paths.items():
+        if not path.is_file():
+            raise SettingsError(f"{flag} {path} does not exist or is not a file")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(str(paths["--tls-cert-file"]), str(paths["--tls-key-file"]))
+    except (ssl.SSLError, OSError) as exc:
+        raise SettingsError(
+            f"--tls-cert-file {cert_file} with --tls-key-file {key_file}: not a PEM certificate and its key ({exc})"
+        ) from exc
+    if client_ca_file:
+        try:
+            context.load_verify_locations(cafile=str(paths["--client-ca-file"]))
+        except (ssl.SSLError, OSError) as exc:
+            raise SettingsError(f"--client-ca-file {client_ca_file}: not a PEM CA certificate ({exc})") from exc
+    return TLSFiles(paths["--tls-cert-file"], paths["--tls-key-file"], paths.get("--client-ca-file"))
+
+
 def default_state_dir() -> Path:
     import platformdirs  # only when no --state-dir is given
 
@@ -180,10 +224,18 @@ class RunSettings:
     #: SIGTERM to exit: Kubernetes' default grace period is 30 s, so finish within 25.
     shutdown_timeout_s: float = 25.0
     ce_source: str = "/trm-sre"
+    #: HTTPS (and optionally mutual TLS) for the API; None: plain HTTP.
+    tls: TLSFiles | None = None
+    #: Alerts waiting for a decision; beyond it new alerts get 503 + Retry-After (bounds memory under a flood).
+    queue_size: int = 10_000
 
     @property
     def authenticated(self) -> bool:
         return self.token.configured
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def triggers_file(self) -> Path:
@@ -220,6 +272,11 @@ def settings_from_args(
     liveness_port: int,
     log_level: str,
     environ: Mapping[str, str] | None = None,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+    client_ca_file: str | None = None,
+    max_body_bytes: int | None = None,
+    queue_size: int | None = None,
 ) -> RunSettings:
     """Combine command-line values with the environment; raise SettingsError on anything invalid."""
     env = os.environ if environ is None else environ
@@ -249,6 +306,14 @@ def settings_from_args(
             raise SettingsError(f"--policies {path} does not exist or is not a file")
     if files and not standalone:
         raise SettingsError("--policies only applies with --standalone (in a cluster, policies are custom resources)")
+    tls = tls_from_args(tls_cert_file, tls_key_file, client_ca_file)
+    limits = Limits()
+    if max_body_bytes is not None:
+        if max_body_bytes < 1024:
+            raise SettingsError(f"--max-body-bytes {max_body_bytes} is too small (at least 1024)")
+        limits = Limits(max_body_bytes=max_body_bytes)
+    if queue_size is not None and queue_size < 1:
+        raise SettingsError(f"--queue-size {queue_size} must be at least 1")
     return RunSettings(
         standalone=standalone,
         policy_files=files,
@@ -264,4 +329,7 @@ def settings_from_args(
         ce_overrides=parse_ce_overrides(env.get(CE_OVERRIDES_ENV)),
         liveness_port=liveness_port,
         log_level=log_level.upper(),
+        limits=limits,
+        tls=tls,
+        queue_size=queue_size if queue_size is not None else RunSettings.queue_size,
     )

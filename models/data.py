@@ -34,7 +34,7 @@ from typing import Any
 
 from runbooks import Catalog, InvalidCall, default_catalog
 
-DATA_VERSION = "2026.11.4"
+DATA_VERSION = "2026.11.5"
 DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
 
 # Name buckets (percent of canonical names): test-heldout / validation-heldout / train.
@@ -481,7 +481,7 @@ def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> tuple[dict[
 
 def build_flux_generic(rng: random.Random) -> Draft:
     """A kind-agnostic Flux alert (ReconciliationFailure, FluxResourceNotReady): the kind label decides."""
-    kind = rng.choice(list(FLUX_ACTION_KINDS) * 3 + list(FLUX_OTHER_KINDS))
+    kind = rng.choice(list(FLUX_ACTION_KINDS) * 4 + list(FLUX_OTHER_KINDS) * 1)
     labels, ptr = _flux_labels(rng, kind, kind_label=True)
     fn = FLUX_ACTION_KINDS.get(kind)
     return Draft(labels, Target(fn, ptr) if fn else NONE, {"kind": kind})
@@ -791,7 +791,7 @@ SITUATIONS: tuple[Situation, ...] = (
          "Volume is almost full (< 10% left)"),
     ),
     Situation(
-        "flux-generic", 8.0,
+        "flux-generic", 10.0,
         ("ReconciliationFailure", "FluxReconciliationFailure", "FluxResourceNotReady", "FluxReconcileFailed",
          "GitOpsReconciliationFailure", "FluxObjectNotReady", "FluxResourceFailing", "GotkReconcileFailed",
          "FluxReconciliationFailed", "FluxCDResourceNotReady"),

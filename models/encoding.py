@@ -57,6 +57,7 @@ class EncoderSettings:
     max_labels: int = 20           # label slots (kube-prometheus alerts carry 6-14 labels besides alertname)
     max_annotation_words: int = 16  # first words of runbook_url / summary / description
     scan_labels: int = 512         # labels looked at beyond the priority keys (10,000-label alerts stay cheap)
+    value_feature: bool = False    # also hash a short label value whole ("kind=HelmRepository" vs "GitRepository")
     segment_vocab: tuple[str, ...] = ()  # known words for splitting run-together names ("kubepodcrashlooping")
     priority_keys: tuple[str, ...] = ()  # labels kept first when an alert has more than max_labels
 
@@ -177,6 +178,8 @@ class AlertEncoder:
         shape.append(f"s:len{min(len(text), 64).bit_length()}")
         vwords = [normalise_value_word(w) for w in words_of(text)[:5]]
         feats += shape + ["w:" + w for w in vwords]
+        if self.s.value_feature and 0 < len(text) <= 40 and "<id>" not in vwords:
+            feats.append("v:" + key + "=" + text.lower())
         for w in vwords[:2]:
             if w[0] != "<":
                 padded = f"^{w}$"

@@ -54,6 +54,8 @@ class TRMConfig:
     calib_scale: float = 1.0    # Platt scaling of the halting logit, fitted on validation after training
     calib_bias: float = 0.0
     default_threshold: float = 0.5  # the eval's own abstention threshold on calibrated confidence
+    # --- decoding safety rail ---
+    strict_sources: bool = True  # a parameter copied from a label the catalog does not list as its source -> abstain
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -151,24 +153,32 @@ class TinyNet(nn.Module):
 
 
 class AlertEmbedding(nn.Module):
-    """Bag of hashed features per token + token kind + position within its segment -> x (B, L, D)."""
+    """Bag of hashed features per token + token kind + position within its segment -> x (B, L, D).
+
+    The content (mean of the token's feature vectors, projected) is normalised on its own before
+    the small kind/position embeddings are added, so at initialisation the words dominate the
+    input instead of being drowned by the (shared, uninformative) kind/position vectors.
+    """
 
     def __init__(self, cfg: TRMConfig) -> None:
         super().__init__()
         d = cfg.d_model
         self.features = nn.EmbeddingBag(cfg.encoder.buckets, cfg.feature_dim, mode="mean", padding_idx=0)
         self.project = nn.Linear(cfg.feature_dim, d, bias=False)
+        self.content_norm = RMSNorm(d)
         self.segment = nn.Embedding(N_SEGMENTS, d)
         self.position = nn.Embedding(32, d)
         self.norm = RMSNorm(d)
         nn.init.normal_(self.features.weight, std=1.0)
+        nn.init.normal_(self.segment.weight, std=0.2)
+        nn.init.normal_(self.position.weight, std=0.1)
         with torch.no_grad():
             self.features.weight[0].zero_()
 
     def forward(self, batch: Batch) -> torch.Tensor:
         B, L, Fn = batch.feats.shape
         bag = self.project(self.features(batch.feats.reshape(B * L, Fn))).view(B, L, -1)  # (B, L, D)
-        return self.norm(bag + self.segment(batch.segments) + self.position(batch.positions))
+        return self.norm(self.content_norm(bag) + self.segment(batch.segments) + self.position(batch.positions))
 
 
 class Heads(nn.Module):

@@ -4,7 +4,8 @@
     decision = selector.select(alert)             # one Alertmanager v4 alert object
     decision.lambda_function, decision.parameters, decision.confidence, decision.steps
 
-Every decoded call goes through `catalog.validate_call`; if it is refused (a hostile or
+Every decoded call goes through `catalog.validate_call`, and every copied parameter must come
+from a label the catalog lists among that parameter's `sources` (else: abstain); if it is refused (a hostile or
 malformed label value, a missing required label), the decision is an abstention
 (`lambda_function=None`). A parameter value that fails the runbook's validation is never
 emitted. `lambda_function` is the model's argmax even at low confidence: the caller applies
@@ -100,6 +101,8 @@ class Decoder:
             elif param.name in self.cfg.pointer_params:
                 j = int(np.argmax(pointers[self.cfg.pointer_params.index(param.name)]))
                 if j < len(enc.slot_values):
+                    if self.cfg.strict_sources and param.sources and enc.slot_keys[j] not in param.sources:
+                        return None, {}  # e.g. a deployment name read from `service`: refuse rather than guess
                     raw[param.name] = enc.slot_values[j]  # copied verbatim: never generated
         return function, raw
 

@@ -60,6 +60,7 @@ def build_config(catalog: Catalog, **overrides: Any) -> TRMConfig:
             elif p.name not in pointer:
                 pointer.append(p.name)
     enc_over = overrides.pop("encoder", {})
+    enc_over = {"value_feature": True} | enc_over
     encoder = EncoderSettings(segment_vocab=datagen.segment_vocabulary(), priority_keys=default_priority_keys(catalog), **enc_over)
     return TRMConfig(functions=("none",) + catalog.names, pointer_params=tuple(pointer), enum_params=enums,
                      encoder=encoder, **overrides)
@@ -273,9 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=None, help=f"reports dir (default {REPORTS_DIR})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=60000)
-    parser.add_argument("--batches", type=int, default=1200, help="batches; each gives up to max_steps optimizer steps (TRM)")
+    parser.add_argument("--batches", type=int, default=1500, help="batches; each gives up to max_steps optimizer steps (TRM)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2.5e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--ema", type=float, default=0.998)
     parser.add_argument("--d-model", type=int, default=96)

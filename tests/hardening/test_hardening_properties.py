@@ -46,7 +46,7 @@ from controller.settings import Limits
 from runbooks import InvalidCall, default_catalog
 
 CATALOG = default_catalog()
-PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 # ----------------------------------------------------------------------------------- strategies
 

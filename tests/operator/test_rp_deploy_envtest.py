@@ -60,8 +60,8 @@ def test_operator_role_grants_no_workload_access_and_no_wildcards(control_plane:
     role = render(control_plane, DEPLOY / "base")["ClusterRole", "trm-sre-operator"]
     granted = {(group, res): set(rule["verbs"]) for rule in role["rules"] for group in rule["apiGroups"] for res in rule["resources"]}
     assert granted == {
-        ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
-        ("remediation.homelab.io", "remediationpolicies"): {"get", "list", "watch"},
+        ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+        ("remediation.homelab.io", "remediationpolicies"): {"list", "watch"},
         ("remediation.homelab.io", "remediationpolicies/status"): {"patch"},
         ("", "events"): {"create"},
     }

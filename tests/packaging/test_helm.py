@@ -286,7 +286,7 @@ def test_rendered_rbac_grants_what_the_controller_needs_and_no_more(
 
     try:
         # kopf and the application.
-        for verb in ("get", "list", "watch"):
+        for verb in ("list", "watch"):
             assert can(verb, "remediationpolicies.remediation.homelab.io", "--all-namespaces")
         assert can("patch", "remediationpolicies.remediation.homelab.io", "--subresource=status", "-n", other)
         assert can("watch", "customresourcedefinitions.apiextensions.k8s.io")
