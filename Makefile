@@ -30,7 +30,7 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)-$(TREE_HASH)
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 TRAIN_ARGS ?=
-EVAL_ARGS ?=
+EVAL_ARGS ?= models/datasets/test-heldout-names.jsonl --selector trm --json
 BENCH ?=
 BENCH_ARGS ?=
 

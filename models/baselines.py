@@ -80,7 +80,7 @@ class OriginalSubstringRules:
         params = {k: v for k, v in params.items() if v is not None}
         try:
             clean = self.catalog.validate_call(function, params)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any refusal is an abstention
             return BaselineDecision(None, {}, self.CONFIDENCE)
         return BaselineDecision(function, clean, self.CONFIDENCE)
 

@@ -57,7 +57,7 @@ gitea jenkins sonarqube nextcloud homepage podinfo whoami immich jellyfin paperl
 home-assistant uptime-kuma vaultwarden agent-sre knative-serving activator autoscaler
 controller webhook operator image-reflector notification-controller sealed-secrets
 kyverno falco trivy-operator longhorn-manager csi-attacher rook-ceph-mgr etcd-backup
-report-generator ml-inference feature-store etl-runner batch-api events-api""".split()
+report-generator ml-inference feature-store etl-runner batch-api events-api""".split()  # noqa: SIM905 - readable as prose
 
 APP_SUFFIXES = ["", "", "", "", "-api", "-worker", "-server", "-svc", "-v2", "-web", "-app",
                 "-consumer", "-producer", "-cron", "-backend", "-frontend", "-controller", "-main"]
@@ -67,14 +67,14 @@ ingress-nginx shop payments prod staging dev qa web data databases db storage lo
 tracing istio-system linkerd knative-serving knative-eventing ai ml ml-platform agent-sre
 homelab media apps backend frontend platform infra security vault kafka redis postgres
 team-a team-b team-checkout tenant-1 tenant-42 longhorn-system rook-ceph velero harbor
-gitea ci jenkins tekton-pipelines keda kyverno falco sre-tools default-ns api""".split()
+gitea ci jenkins tekton-pipelines keda kyverno falco sre-tools default-ns api""".split()  # noqa: SIM905
 
 FLUX_OBJECTS = """apps infrastructure infra-controllers infra-configs flux-system cluster-apps
 podinfo cert-manager ingress-nginx kube-prometheus-stack monitoring loki grafana tempo
 homelab homepage agent-sre redis postgres-operator cloudnative-pg external-dns sealed-secrets
 metallb cilium longhorn velero traefik tenants tenant-a platform crds config secrets
 apps-staging apps-production infra-production renovate weave-gitops knative-serving
-rabbitmq minio harbor immich nextcloud""".split()
+rabbitmq minio harbor immich nextcloud""".split()  # noqa: SIM905
 
 FLUX_NAMESPACES = ["flux-system"] * 6 + NAMESPACES
 
@@ -1110,8 +1110,7 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n")
+        fh.writelines(json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n" for row in rows)
 
 
 # What the committed files hold; training regenerates its (larger) train set from the same seed.

@@ -194,7 +194,7 @@ class AlertEncoder:
             try:
                 if key in labels:
                     picked[key] = labels[key]
-            except Exception:  # a hostile mapping whose __contains__/__getitem__ raises
+            except Exception:  # noqa: BLE001 - a hostile mapping whose __contains__/__getitem__ raises
                 break
         rest: list[tuple[str, Any]] = []
         try:
@@ -202,7 +202,7 @@ class AlertEncoder:
                 k = as_text(key, 128)
                 if k != "alertname" and k not in picked:
                     rest.append((k, value))
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - hostile input: keep what was read so far
             pass
         rest.sort(key=lambda kv: kv[0])
         out = list(picked.items()) + rest
@@ -229,7 +229,7 @@ class AlertEncoder:
                     out += [(seg, normalise_value_word(w)) for w in words_of(as_text(text, MAX_ANNOTATION_CHARS))]
                 if len(out) >= self.s.max_annotation_words:
                     break
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - hostile input: keep what was read so far
             pass
         return out[: self.s.max_annotation_words]
 
@@ -253,7 +253,7 @@ class AlertEncoder:
         put(0, self._ids(["cls"]), CLS, 0)
         try:
             alertname = labels.get("alertname", "")
-        except Exception:
+        except Exception:  # noqa: BLE001 - hostile mapping
             alertname = ""
         for j, w in enumerate(self._name_words(alertname)):
             put(1 + j, self._word_features(w), NAME, j)

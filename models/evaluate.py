@@ -185,7 +185,11 @@ def builtin_selectors() -> dict[str, Callable[[], Any]]:
         return TRMSelector.load()
 
     def plain() -> Any:
-        from models.selector import DEFAULT_CHECKPOINT_DIR, ThresholdedSelector, TRMSelector
+        from models.selector import (
+            DEFAULT_CHECKPOINT_DIR,
+            ThresholdedSelector,
+            TRMSelector,
+        )
         return ThresholdedSelector(TRMSelector.load(DEFAULT_CHECKPOINT_DIR.parent / "plain"))
 
     def original_rules() -> Any:
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
     selector = factories[args.selector]()
     rows = load_dataset(args.dataset)
     if args.command == "steps":
-        print(json.dumps(steps_table(selector, rows, getattr(getattr(selector, "inner", selector), "cfg").max_steps), indent=2))
+        print(json.dumps(steps_table(selector, rows, getattr(selector, "inner", selector).cfg.max_steps), indent=2))
         return 0
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
@@ -294,8 +298,7 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         with open(args.predictions, "w", encoding="utf-8") as fh:
-            for p, ms in zip(preds, lats):
-                fh.write(json.dumps(p | {"latency_ms": round(ms, 4)}, sort_keys=True) + "\n")
+            fh.writelines(json.dumps(p | {"latency_ms": round(ms, 4)}, sort_keys=True) + "\n" for p, ms in zip(preds, lats))
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:

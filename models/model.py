@@ -259,14 +259,14 @@ class TRM(nn.Module):
         mask = self.attention_mask(batch)
         B = x.shape[0]
         carry = self.initial_carry(x)
-        active = torch.arange(B)
-        steps = torch.zeros(B, dtype=torch.long)
+        active = torch.arange(B, device=x.device)
+        steps = torch.zeros(B, dtype=torch.long, device=x.device)
         final: list[torch.Tensor] | None = None
         for step in range(1, max_steps + 1):
             sub = Batch(*(t[active] for t in batch)) if len(active) < B else batch
             carry, out = self.step(x[active] if len(active) < B else x, carry, sub, mask[active] if len(active) < B else mask)
             if final is None:
-                final = [torch.empty((B, *t.shape[1:]), dtype=t.dtype) for t in out]
+                final = [torch.empty((B, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in out]
             done = torch.sigmoid(out.halt) >= threshold if step < max_steps else torch.ones_like(out.halt, dtype=torch.bool)
             idx = active[done]
             for f, t in zip(final, out):

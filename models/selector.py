@@ -115,7 +115,7 @@ class Decoder:
             return make_decision(None, {}, confidence, steps)
         try:
             clean = self.catalog.validate_call(function, raw)
-        except Exception:  # InvalidCall, or a hostile value whose comparison raised: abstain
+        except Exception:  # noqa: BLE001 - InvalidCall, or a hostile value whose comparison raised: abstain
             return make_decision(None, {}, confidence, steps)
         return make_decision(function, clean, confidence, steps)
 
@@ -220,6 +220,7 @@ class TRMSelector:
         encoded = [self.encoder.encode(a) for a in alerts]
         out, steps = self.model.infer(to_batch(encoded, self.cfg, self.device), max_steps=max_steps)
         out = Outputs(*(t.float().cpu() for t in out))
+        steps = steps.cpu()
         return [self.decoder.decide(out, i, enc, int(steps[i])) for i, enc in enumerate(encoded)]
 
     def select_batch_forced(self, alerts: Sequence[Mapping[str, Any]], *, steps: int) -> list[ModelDecision]:

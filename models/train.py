@@ -32,10 +32,20 @@ import torch
 import torch.nn.functional as F
 
 from models import data as datagen
-from models.encoding import AlertEncoder, EncodedAlert, EncoderSettings, default_priority_keys
+from models.encoding import (
+    AlertEncoder,
+    EncodedAlert,
+    EncoderSettings,
+    default_priority_keys,
+)
 from models.evaluate import evaluate_rows, is_exact
 from models.model import TRM, Batch, Outputs, TRMConfig
-from models.selector import DEFAULT_CHECKPOINT_DIR, TRMSelector, save_checkpoint, to_batch
+from models.selector import (
+    DEFAULT_CHECKPOINT_DIR,
+    TRMSelector,
+    save_checkpoint,
+    to_batch,
+)
 from runbooks import Catalog, default_catalog
 
 REPO = Path(__file__).resolve().parent.parent
@@ -331,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = make_optimizer(model, args.lr, args.weight_decay)
     ema = EMA(model, args.ema if not args.smoke else 0.5)
     steps_per_batch = cfg.max_steps
-    n_batches = args.batches * (1 if cfg.recursive else 1)
+    n_batches = args.batches
     # The plain model takes one optimizer step per batch: give it the same number of optimizer steps.
     if not cfg.recursive:
         n_batches = args.batches * build_config(catalog).max_steps
@@ -340,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reports.mkdir(parents=True, exist_ok=True)
     log_path = reports / f"train-{kind}.jsonl"
-    log = open(log_path, "w", encoding="utf-8")
+    log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed after the training loop
     from tqdm import tqdm
 
     bar = tqdm(total=n_batches, disable=quiet, desc=f"train {kind}", unit="batch")
@@ -397,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     # --- calibration on validation (names never seen in training) ---
     final = ema.shadow
     selector = TRMSelector(final, catalog)
-    val_metrics, val_preds, _ = evaluate_rows(selector, val_rows, batch_size=256)
+    _, val_preds, _ = evaluate_rows(selector, val_rows, batch_size=256)
     correct = np.array([float(is_exact(r["expected"], p)) for p, r in zip(val_preds, val_rows)])
     a, b = fit_platt(halting_logits(selector, val_rows), correct)
     final.cfg = replace(final.cfg, calib_scale=a, calib_bias=b)

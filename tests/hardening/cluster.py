@@ -80,7 +80,7 @@ def granted(roles: Iterable[dict[str, Any]]) -> set[Call]:
 
 
 def audit_time(event: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(event["requestReceivedTimestamp"]).replace("Z", "+00:00"))
+    return datetime.fromisoformat(str(event["requestReceivedTimestamp"]))
 
 
 def calls_by(cp: ControlPlane, user: str, since: datetime | None = None) -> tuple[set[Call], list[dict[str, Any]]]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.hardening.support import RunningServer, server_settings, start_server
+from tests.hardening.support import (
+    RunningServer,
+    StartServer,
+    server_settings,
+    start_server,
+)
 from tests.pipeline.sink import CaptureSink
-
-StartServer = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture

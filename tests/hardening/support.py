@@ -14,9 +14,10 @@ import copy
 import dataclasses
 import json
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -106,6 +107,10 @@ class RunningServer:
         return await asyncio.wait_for(self.task, 60)
 
 
+#: The `controller` fixture: `await controller(token=..., sink=..., limits=..., policies=[...], **RunSettings fields)`.
+StartServer = Callable[..., Awaitable[RunningServer]]
+
+
 async def start_server(settings: RunSettings, *, model: ModelState | None = None,
                        scheme: str = "http") -> RunningServer:
     """Build and run a controller in this event loop; returns once it listens."""
@@ -173,7 +178,7 @@ class FakeLLM:
         self.requests = 0
         self.url = ""
 
-    def __enter__(self) -> FakeLLM:
+    def __enter__(self) -> Self:
         from aiohttp import web
 
         ready = self._threading.Event()
@@ -286,7 +291,7 @@ class RawSink:
         finally:
             self._writers.discard(writer)
 
-    def __enter__(self) -> RawSink:
+    def __enter__(self) -> Self:
         ready = self._threading.Event()
 
         def run() -> None:

@@ -33,8 +33,7 @@ import pytest
 
 from controller import settings as settings_module
 from controller.settings import BearerToken, SettingsError, check_bind
-from tests.hardening.conftest import StartServer
-from tests.hardening.support import REPO, crashloop
+from tests.hardening.support import REPO, StartServer, crashloop
 
 TOKEN = "hardening-" + "s3cr3t" * 4
 

@@ -21,9 +21,14 @@ import pytest
 from controller.app import ModelState, load_model
 from controller.schemas.decision import LAMBDA_TRIGGER
 from runbooks import default_catalog
-from tests.e2e.harness import ControllerProcess, child_env, http, metric_value, wait_until
-from tests.hardening.conftest import StartServer
-from tests.hardening.support import RULES_POLICY, crashloop, write_policy
+from tests.e2e.harness import (
+    ControllerProcess,
+    child_env,
+    http,
+    metric_value,
+    wait_until,
+)
+from tests.hardening.support import RULES_POLICY, StartServer, crashloop, write_policy
 from tests.pipeline.sink import CaptureSink
 
 CATALOG = default_catalog()

@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 
 from controller.schemas.decision import LAMBDA_TRIGGER
-from tests.hardening.conftest import StartServer
-from tests.hardening.support import RULES_POLICY, write_policy
+from tests.hardening.support import RULES_POLICY, StartServer, write_policy
 from tests.pipeline.sink import CaptureSink
 
 TOKEN = "clock-token"

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from controller.decision import StageClients, decide
 from controller.decision.function_calling import read_reply
-from controller.decision.parsing import ParseError, ParsedCall
+from controller.decision.parsing import ParsedCall, ParseError
 from controller.schemas.decision import StageOutcome
 from runbooks import default_catalog
 from tests.unit.decision.helpers import event, policy

@@ -27,12 +27,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from controller.schemas.decision import LAMBDA_TRIGGER
 from runbooks import default_catalog
-from tests.hardening.conftest import StartServer
-from tests.hardening.support import FakeLLM, write_policy
+from tests.hardening.support import FakeLLM, StartServer, write_policy
 from tests.pipeline.sink import CaptureSink
 
 ESCALATED = "io.homelab.agent-sre.remediation.escalated"

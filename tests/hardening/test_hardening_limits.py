@@ -34,8 +34,13 @@ from cloudevents.core.v1.event import CloudEvent
 
 from controller.schemas.decision import LAMBDA_TRIGGER
 from controller.settings import Limits
-from tests.hardening.conftest import StartServer
-from tests.hardening.support import REPO, RULES_POLICY, crashloop, write_policy
+from tests.hardening.support import (
+    REPO,
+    RULES_POLICY,
+    StartServer,
+    crashloop,
+    write_policy,
+)
 from tests.pipeline.sink import CaptureSink
 
 TOKEN = "limits-token"
@@ -336,8 +341,8 @@ NOT_UNICODE = [
     ("/events", _CE_STRUCTURED,
      '{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.knative.lambda.response.success", "data": {"correlationId": S}}'),
     ("/events", _CE_STRUCTURED,
-     '{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.homelab.reasoning.requested", '
-     '"data": {"task_type": "remediation", "context": {"labels": {"alertname": S}}}}'),
+     ('{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.homelab.reasoning.requested", '
+      '"data": {"task_type": "remediation", "context": {"labels": {"alertname": S}}}}')),
     ("/reason", {"content-type": "application/json"}, '{"task_type": "remediation", "context": {"labels": {"alertname": S}}}'),
     ("/reason", {"content-type": "application/json"}, '{"task_type": "remediation", "conversation_id": S, "context": {}}'),
     ("/approvals/abc", {"content-type": "application/json"}, '{"decision": "approve", "actor": S}'),
@@ -369,8 +374,8 @@ NESTED_BODIES = [
     ("/alertmanager", {"content-type": "application/json"}, '{"extra": N, "alerts": []}'),
     ("/events", {**_CE_BINARY, "ce-type": "io.homelab.prometheus.alert.fired"}, '{"labels": {"alertname": "A"}, "x": N}'),
     ("/events", {**_CE_BINARY, "ce-type": "io.knative.lambda.response.success"}, '{"correlationId": "c", "result": N}'),
-    ("/events", _CE_STRUCTURED, '{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.homelab.reasoning.requested", '
-                                '"data": {"task_type": "remediation", "context": {"deep": N, "labels": {"alertname": "A"}}}}'),
+    ("/events", _CE_STRUCTURED, ('{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.homelab.reasoning.requested", '
+                                 '"data": {"task_type": "remediation", "context": {"deep": N, "labels": {"alertname": "A"}}}}')),
     ("/reason", {"content-type": "application/json"},
      '{"task_type": "remediation", "context": {"deep": N, "labels": {"alertname": "A"}}}'),
     ("/reason", {"content-type": "application/json"}, '{"task_type": "remediation", "context": {"alert": N}}'),

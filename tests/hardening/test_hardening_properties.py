@@ -37,9 +37,22 @@ from controller.cloudevents_in import (
     parse_inbound,
 )
 from controller.decision import StageClients, decide
-from controller.decision.parsing import MAX_DEPTH, ParseError, ParsedCall, _depth, call_from_object, parse_call
+from controller.decision.parsing import (
+    MAX_DEPTH,
+    ParsedCall,
+    ParseError,
+    _depth,
+    call_from_object,
+    parse_call,
+)
 from controller.decision.validation import validate_proposal
-from controller.schemas.alerts import ALERT_FIRED, ALERT_RESOLVED, AlertEvent, AlertmanagerPayload, split_payload
+from controller.schemas.alerts import (
+    ALERT_FIRED,
+    ALERT_RESOLVED,
+    AlertEvent,
+    AlertmanagerPayload,
+    split_payload,
+)
 from controller.schemas.decision import StageOutcome
 from controller.schemas.policy import Policy, PolicySpec
 from controller.settings import Limits

@@ -30,7 +30,15 @@ import pytest
 
 from controller.schemas.decision import decision_id
 from tests.hardening.support import RawSink
-from tests.pipeline.engine.builders import Engine, alert_dict, build_engine, eventually, payload, policy, trigger_id
+from tests.pipeline.engine.builders import (
+    Engine,
+    alert_dict,
+    build_engine,
+    eventually,
+    payload,
+    policy,
+    trigger_id,
+)
 from tests.pipeline.sink import Answer, CaptureSink
 
 MakeEngine = Callable[..., Awaitable[Engine]]
@@ -133,7 +141,7 @@ async def test_every_non_retryable_4xx_is_dead_lettered_at_once_and_recorded(
     assert engine.metric("agent_sre_triggers_total", result="dead_lettered") == 1
     assert engine.counters()["deadLetters"] == 1
     sink.answer(202)
-    await engine.pipeline._replay_due()  # noqa: SLF001 - a replay round now: a dead letter is not in it
+    await engine.pipeline._replay_due()
     await engine.settle()
     assert len(sink.requests) == 1
 

@@ -35,8 +35,7 @@ import pytest
 
 from controller.schemas.decision import LAMBDA_TRIGGER
 from controller.store import DB_FILENAME
-from tests.hardening.conftest import StartServer
-from tests.hardening.support import REPO, RULES_POLICY, write_policy
+from tests.hardening.support import REPO, RULES_POLICY, StartServer, write_policy
 from tests.pipeline.sink import CaptureSink
 
 TOKEN = "store-fault-token"

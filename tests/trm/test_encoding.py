@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models.encoding import AlertEncoder, words_of, segment
+from models.encoding import AlertEncoder, segment, words_of
 from models.train import build_config
 
 
