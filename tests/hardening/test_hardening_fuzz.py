@@ -86,25 +86,29 @@ def test_a_thousand_generated_requests_yield_no_server_error(fuzz_target: tuple[
     session = requests.Session()
     auth = {"Authorization": f"Bearer {TOKEN}"}
 
+    def fuzz(operation: Any, mode: GenerationMode, examples: int) -> None:
+        path = operation.path
+
+        @given(case=operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                  derandomize=True)
+        def call(case: schemathesis.Case) -> None:
+            response = case.call(base_url=url, session=session, headers=auth, timeout=30)
+            sent[path] += 1
+            statuses[response.status_code] += 1
+            if response.status_code >= 500 and not _deliberate_unavailable(path, response):
+                server_errors.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
+                                     f"{response.text[:200]}")
+
+        try:
+            call()
+        except Unsatisfiable:
+            # Nothing to break in an operation without inputs (the probes): no negative examples exist.
+            assert mode is GenerationMode.NEGATIVE, path
+
     for operation in operations:
         for mode, examples in EXAMPLES.items():
-
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None,
-                      derandomize=True)
-            def call(case: schemathesis.Case, path: str = operation.path) -> None:
-                response = case.call(base_url=url, session=session, headers=auth, timeout=30)
-                sent[path] += 1
-                statuses[response.status_code] += 1
-                if response.status_code >= 500 and not _deliberate_unavailable(path, response):
-                    server_errors.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                                         f"{response.text[:200]}")
-
-            try:
-                call()
-            except Unsatisfiable:
-                # Nothing to break in an operation without inputs (the probes): no negative examples exist.
-                assert mode is GenerationMode.NEGATIVE, operation.path
+            fuzz(operation, mode, examples)
 
     total = sum(sent.values())
     print(f"schemathesis sent {total} requests: {dict(sent)}; statuses {dict(sorted(statuses.items()))}")
