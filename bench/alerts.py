@@ -26,7 +26,8 @@ def fingerprint(run: str, phase: str, index: int) -> str:
 
 
 def crashloop_alert(run: str, phase: str, index: int, starts_at: str, extra_labels: int = 0) -> dict[str, Any]:
-    pod = f"bench-{phase}-{index}"
+    # The run goes into the pod name too: the same state directory used twice must not see cooldowns from the last run.
+    pod = f"bench-{phase}-{zlib.crc32(run.encode()):08x}-{index}"
     labels = {
         "alertname": "KubePodCrashLooping",
         "container": "app",

@@ -24,6 +24,8 @@ class Mode:
     storm_alerts: int
     max_phase: bool
     max_rate: int
+    max_seconds: float
+    max_drain_wait_s: float
     drain_wait_s: float
     # scale curves: points per curve and the time spent per point
     scale_seconds_per_point: float
@@ -43,25 +45,27 @@ class Mode:
 
 QUICK = Mode(
     name="quick",
-    selection_alerts=300,
-    sweep_latency_alerts=80,
-    sweep_accuracy_alerts=600,
-    sweep_max_steps=8,
-    recursion_grid=((1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (4, 1), (4, 2), (4, 3)),
-    halt_thresholds=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01),
+    selection_alerts=200,
+    sweep_latency_alerts=50,
+    sweep_accuracy_alerts=250,
+    sweep_max_steps=6,
+    recursion_grid=((1, 2), (2, 1), (2, 2), (2, 3), (4, 2)),
+    halt_thresholds=(0.5, 0.7, 0.8, 0.9, 0.99, 1.01),
     footprint=True,
     rates=(10, 100, 500),
     phase_seconds=10.0,
     storm_alerts=500,
     max_phase=True,
     max_rate=1500,
+    max_seconds=5.0,
+    max_drain_wait_s=10.0,
     drain_wait_s=60.0,
-    scale_seconds_per_point=0.15,
+    scale_seconds_per_point=0.08,
     batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
-    coldstart_repeats=3,
+    coldstart_repeats=2,
     operator_coldstart=True,
     operator_policies=50,
-    profile_seconds=10.0,
+    profile_seconds=8.0,
     e2e_model=True,
 )
 
@@ -79,7 +83,9 @@ FULL = Mode(
     storm_alerts=500,
     max_phase=True,
     max_rate=1500,
-    drain_wait_s=180.0,
+    max_seconds=30.0,
+    max_drain_wait_s=60.0,
+    drain_wait_s=60.0,
     scale_seconds_per_point=0.5,
     batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
     coldstart_repeats=7,
@@ -103,6 +109,8 @@ SMOKE = Mode(
     storm_alerts=20,
     max_phase=False,
     max_rate=0,
+    max_seconds=0.0,
+    max_drain_wait_s=0.0,
     drain_wait_s=30.0,
     scale_seconds_per_point=0.02,
     batch_sizes=(1, 4),

@@ -29,6 +29,7 @@ from bench.e2e import Phase, run_phase
 from bench.modes import Mode, Options
 from bench.procs import ControllerProcess, child_env, controller_argv
 from bench.sink import TriggerSink
+from bench.stacks import StackSampler
 
 # (substring of the file path, component), checked from the leaf of each stack upwards.
 _COMPONENTS: tuple[tuple[str, str], ...] = (
@@ -89,6 +90,10 @@ def summarize_session(session: Any, top: int = 12) -> dict[str, Any]:
         stack.append(frame)
         # Only samples inside the event loop's iterations count: start-up (imports, model load) is not serving.
         serving = serving or (frame.function == "_run_once" and "base_events" in (frame.file_path or ""))
+        if frame.function in ("build_components", "load_model"):
+            # The first task builds the components (imports, model load) inside the loop: start-up, not serving.
+            stack.pop()
+            return
         own = frame.time - sum(child.time for child in frame.children)
         if own > 0 and serving:
             total += own
@@ -128,15 +133,19 @@ def child_main(argv: list[str]) -> int:
     from controller.cli import main as cli_main
 
     profiler = Profiler(interval=0.001, async_mode="disabled")
+    sampler = StackSampler()
     code = 1
     profiler.start()
+    sampler.start()
     try:
         code = cli_main(cli_args)
     finally:
+        sampler.stop()
         session = profiler.stop()
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / "profile.txt").write_text(profiler.output_text(unicode=True, color=False, show_all=False))
         summary = summarize_session(session)
+        summary["all_threads"] = sampler.summary()
         (args.out_dir / "profile.json").write_text(json.dumps(summary))
     return code
 
@@ -156,7 +165,8 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
         try:
             ctl.wait_ready()
             run_phase(ctl, sink, Phase("profwarm", 20, 1.0, drain_wait_s=30), run_id, workdir)
-            phase = run_phase(ctl, sink, Phase("prof100", 100, mode.profile_seconds, drain_wait_s=60), run_id, workdir)
+            phase = run_phase(ctl, sink, Phase("prof100", 100, mode.profile_seconds, drain_wait_s=15), run_id, workdir)
+            phase.pop("_untriggered", None)
         finally:
             code = ctl.stop()
     if not (out_dir / "profile.json").exists():
@@ -169,7 +179,8 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
         "note": "pyinstrument samples the main thread; only samples inside the event loop's iterations count "
                 "(start-up is left out, a one-second warm-up and the waits around the phase are in); "
                 "the phase's CPU split between the main thread and the others is from /proc",
-        "phase": {k: phase[k] for k in ("accepted", "lost", "rejected_503", "webhook_to_sink_ms", "controller")},
+        "phase": {k: phase[k] for k in ("accepted", "untriggered_after_wait", "rejected_503", "webhook_to_sink_ms",
+                                         "trigger_throughput_per_s", "controller")},
         "profile": summary,
         "text_head": "\n".join(text.splitlines()[:80]),
         "controller_exit_code": code,

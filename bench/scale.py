@@ -272,10 +272,12 @@ def batch_curve(trm: Any, sizes: tuple[int, ...], seconds: float) -> dict[str, A
         "growth": {s: growth([p["n"] for p in points], [p[s]["batch_ms_p50"] for p in points]) for s in series},
         "growth_of": "the whole batch call (per-decision cost is this divided by the batch size)",
         "why": {
-            "1 thread": "a batch call pays Python, encoding and per-step kernel launches once; the matrix work grows with the "
-            "batch, so the call's cost grows slower than linearly until the matrices are large enough to be compute-bound",
-            "2 threads": "torch's intra-op pool splits the larger matrices over both cores; at small batches the "
-            "threads only add synchronisation",
+            "1 thread": "a batch call pays the Python and per-op dispatch overhead of each recursion once for the whole "
+            "batch, so the cost per decision falls while that overhead dominates (small batches); past that the "
+            "matrix work, linear in the batch, dominates and the call grows linearly (a constant cost per decision)",
+            "2 threads": "torch's intra-op pool splits each op over both cores; on a 2-core machine shared with anything "
+            "else (here: other processes, and in the controller the event loop) its threads spin-wait on each other, "
+            "which is why the controller loads the model with one thread",
         },
     }
 

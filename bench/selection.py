@@ -356,7 +356,7 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
                 chunks = [alerts[i : i + size] for i in range(0, len(alerts) - size + 1, size)]
                 trm.select_batch(chunks[0])
                 batch_lat = []
-                for _ in range(-(-5 // len(chunks))):  # at least 5 batch calls
+                for _ in range(-(-3 // len(chunks))):  # at least 3 batch calls
                     for chunk in chunks:
                         t0 = time.perf_counter()
                         trm.select_batch(chunk)

@@ -138,7 +138,12 @@ def load_model(enabled: bool, checkpoint_dir: Path | None, device: str, catalog:
         return ModelState(None, "unavailable", f"the models package cannot be imported: {exc}")
     started = time.perf_counter()
     try:
-        selector = TRMSelector.load(checkpoint_dir=checkpoint_dir, device=resolve_device(device), catalog=catalog)
+        # One intra-op thread: decisions already run concurrently in worker threads next to the event loop, and
+        # on a small node torch's default (one thread per core) makes those calls spin against each other and the
+        # loop; BENCHMARKS.md (profile) measured the model path several times slower under load with two.
+        selector = TRMSelector.load(
+            checkpoint_dir=checkpoint_dir, device=resolve_device(device), catalog=catalog, threads=1
+        )
     except (CheckpointError, OSError) as exc:
         log.error("TRM model not loaded: %s", exc)
         return ModelState(None, "unavailable", str(exc))
