@@ -45,12 +45,12 @@ class Mode:
 
 QUICK = Mode(
     name="quick",
-    selection_alerts=200,
-    sweep_latency_alerts=50,
-    sweep_accuracy_alerts=250,
-    sweep_max_steps=6,
-    recursion_grid=((1, 2), (2, 1), (2, 2), (2, 3), (4, 2)),
-    halt_thresholds=(0.5, 0.7, 0.8, 0.9, 0.99, 1.01),
+    selection_alerts=150,
+    sweep_latency_alerts=40,
+    sweep_accuracy_alerts=200,
+    sweep_max_steps=4,
+    recursion_grid=((1, 2), (2, 1), (2, 2), (4, 2)),
+    halt_thresholds=(0.5, 0.8, 0.9, 0.99, 1.01),
     footprint=True,
     rates=(10, 100, 500),
     phase_seconds=10.0,
@@ -60,12 +60,12 @@ QUICK = Mode(
     max_seconds=5.0,
     max_drain_wait_s=10.0,
     drain_wait_s=60.0,
-    scale_seconds_per_point=0.08,
+    scale_seconds_per_point=0.06,
     batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     coldstart_repeats=2,
     operator_coldstart=True,
     operator_policies=50,
-    profile_seconds=8.0,
+    profile_seconds=5.0,
     e2e_model=True,
 )
 

@@ -164,8 +164,8 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
         ctl.start()
         try:
             ctl.wait_ready()
-            run_phase(ctl, sink, Phase("profwarm", 20, 1.0, drain_wait_s=30), run_id, workdir)
-            phase = run_phase(ctl, sink, Phase("prof100", 100, mode.profile_seconds, drain_wait_s=15), run_id, workdir)
+            run_phase(ctl, sink, Phase("profwarm", 20, 1.0, drain_wait_s=10), run_id, workdir)
+            phase = run_phase(ctl, sink, Phase("prof100", 100, mode.profile_seconds, drain_wait_s=5), run_id, workdir)
             phase.pop("_untriggered", None)
         finally:
             code = ctl.stop()

@@ -45,6 +45,8 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                         help="where the PNG plots go (default: docs/reports for the default report, else beside the report)")
     parser.add_argument("--checkpoint", default=None, help="TRM checkpoint directory (default: models/checkpoints/trm)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temporary one)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: re-write the report from the existing JSON (after editing bench/analysis.md)")
     return parser
 
 
@@ -87,6 +89,11 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench", comman
     default_out = out == DEFAULT_OUT.resolve()
     json_path = (args.json or (DEFAULT_JSON if default_out else out.with_suffix(".json"))).resolve()
     plots_dir = (args.plots_dir or (DEFAULT_PLOTS if default_out else out.parent)).resolve()
+    if args.render_only:
+        results = json.loads(json_path.read_text())
+        out.write_text(report.render(results, out, plots_dir))
+        print(f"bench: re-wrote {out} from {json_path}", file=sys.stderr)
+        return 0
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="trm-sre-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     plots_dir.mkdir(parents=True, exist_ok=True)
