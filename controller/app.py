@@ -39,6 +39,7 @@ from controller.cloudevents_in import summarize_validation
 from controller.decision.stages import StageClients
 from controller.defaults import load_default_policy, policy_from_manifest
 from controller.metrics import Metrics
+from controller.model_batcher import ModelBatcher
 from controller.pipeline import Pipeline, PipelineSettings
 from controller.policy_index import PolicyIndex
 from controller.schemas.policy import Policy, SecretKeyRef
@@ -266,7 +267,10 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
     metrics.model_loaded.set(1 if model.selector is not None else 0)
     store = Store.open(settings.state_dir)  # creates the directory; an unusable one is a StoreError (exit 1)
     http = httpx.AsyncClient(follow_redirects=False)
-    clients = StageClients(trm=model.selector, http=http, secrets=None if settings.standalone else KubernetesSecrets())
+    # Batched: under a storm the pipeline's workers ask the model together, and one call for many alerts
+    # costs little more than one for a single alert (controller/model_batcher.py).
+    trm = ModelBatcher(model.selector, on_batch=metrics.trm_batch_size.observe) if model.selector is not None else None
+    clients = StageClients(trm=trm, http=http, secrets=None if settings.standalone else KubernetesSecrets())
     recorder = PolicyStatusRecorder()
     pipeline_settings = PipelineSettings(
         sink=settings.sink, ce_source=settings.ce_source, ce_overrides=dict(settings.ce_overrides),
@@ -469,6 +473,8 @@ class Controller:
             await _settle(tasks["operator"], left(10))
         if self.c.store.is_open:
             self.c.store.close()
+        if isinstance(self.c.clients.trm, ModelBatcher):
+            await self.c.clients.trm.aclose()
         await self.c.http.aclose()
         log.info("stopped")
 

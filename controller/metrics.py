@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 # Stage latencies span a static annotation (microseconds) to an LLM call (seconds).
 STAGE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 REASONING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -51,6 +52,12 @@ class Metrics:
             "agent_sre_trm_confidence_score",
             "Confidence the TRM stage reported for its proposal (accepted or not).",
             buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.trm_batch_size = Histogram(
+            "agent_sre_trm_batch_size",
+            "Alerts decided together in one TRM call (concurrent decisions share a call under load).",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.triggers = Counter(

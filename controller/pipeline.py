@@ -27,6 +27,7 @@ operator) stays responsive.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -90,8 +91,15 @@ class PipelineSettings:
     ce_overrides: dict[str, str] = field(default_factory=dict)
     #: Alerts waiting for a decision; beyond this `ingest` raises Overloaded (Alertmanager retries on 503).
     queue_size: int = 10_000
-    #: Concurrent decisions (each may wait on a model or an LLM server).
-    workers: int = 4
+    #: Also refuse once the waiting alerts would take longer than this to decide at the rate measured
+    #: under backlog: an alert acknowledged now should still be acted on while it matters, and one
+    #: answered 503 is retried by Alertmanager (a fixed count means minutes of work on a slow node).
+    max_queue_wait_s: float = 30.0
+    #: The decision rate assumed until one has been measured under backlog.
+    assumed_decisions_per_s: float = 50.0
+    #: Concurrent decisions. Each mostly waits (the model batcher, a thread hand-off, an LLM server),
+    #: and concurrent TRM asks become one batch, so this is also the largest batch the model sees.
+    workers: int = 32
     #: Requests per delivery before the entry is left to the replay loop; Knative's default retry is similar.
     delivery_attempts: int = 6
     backoff_initial_s: float = 0.2
@@ -136,6 +144,37 @@ class _Committed:
     event_ids: tuple[str, ...]
 
 
+class DrainRate:
+    """Decisions per second while every worker is busy: what a queued alert can expect.
+
+    Measured only while alerts wait in the queue (a free worker would have
+    taken them), so a quiet hour does not make the controller look slow;
+    between backlogs the last measurement is kept. Completions come in
+    bursts (a model batch finishes many at once), hence a window, not gaps.
+    """
+
+    _WINDOW_S = 5.0
+    _MIN_SAMPLES = 16
+
+    def __init__(self, assumed_per_s: float) -> None:
+        self.per_s = max(assumed_per_s, 1e-3)
+        self._times: collections.deque[float] = collections.deque()
+
+    def completed(self, now: float, backlog: bool) -> None:
+        if not backlog:
+            self._times.clear()  # the next gap would include idle time
+            return
+        self._times.append(now)
+        while now - self._times[0] > self._WINDOW_S:
+            self._times.popleft()
+        span = now - self._times[0]
+        if len(self._times) >= self._MIN_SAMPLES and span > 0:
+            self.per_s = (len(self._times) - 1) / span
+
+    def seconds_for(self, alerts: int) -> float:
+        return alerts / self.per_s
+
+
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -175,6 +214,7 @@ class Pipeline:
         self._sink: SinkClient | None = None
         self._delivery_slots = asyncio.Semaphore(max(settings.delivery_concurrency, 1))
         self._outbox_depth = 0
+        self._drain_rate = DrainRate(settings.assumed_decisions_per_s)
         self._gauges_refreshing = False
         self._gauges_dirty = False
         self._running = False
@@ -292,8 +332,14 @@ class Pipeline:
         firing = sum(1 for e in events if e.alert.status == "firing")
         waiting = self._queue.qsize() + self._reserved
         # An oversized batch is still taken when nothing else waits, or it could never get in.
-        if waiting and waiting + firing > self._settings.queue_size:
-            raise Overloaded(f"{waiting} alerts are waiting for a decision", self._settings.overload_retry_after_s)
+        if waiting:
+            wait_s = self._drain_rate.seconds_for(waiting + firing)
+            if waiting + firing > self._settings.queue_size or wait_s > self._settings.max_queue_wait_s:
+                raise Overloaded(
+                    f"{waiting} alerts are waiting for a decision (about {wait_s:.0f} s of work at "
+                    f"{self._drain_rate.per_s:.0f} decisions/s)",
+                    self._settings.overload_retry_after_s,
+                )
         # Reserved before the first await: the shielded task below starts a loop tick later, and concurrent
         # ingests checked meanwhile must see these slots as taken (or a flood would pass the bound at once).
         self._reserved += firing
@@ -355,6 +401,7 @@ class Pipeline:
             finally:
                 self._in_flight -= 1
                 self._queue.task_done()
+                self._drain_rate.completed(time.monotonic(), backlog=not self._queue.empty())
 
     async def _handle(self, work: _Work) -> None:
         event = work.event

@@ -55,6 +55,7 @@ from controller.schemas.policy import (
 from runbooks import Catalog
 
 if TYPE_CHECKING:
+    from controller.model_batcher import ModelBatcher
     from models.selector import TRMSelector
 
 # Bound what a trace keeps of a stage's raw output and proposed values: traces are stored and emitted.
@@ -85,12 +86,13 @@ SecretResolver = Callable[[str, SecretKeyRef], str | None]
 class StageClients:
     """The I/O the stages may use, injected so the decision core stays testable without a cluster.
 
-    trm: the loaded model; None = disabled or unavailable (the TRM stage reports ERROR and hands over).
+    trm: the loaded model, usually behind a `ModelBatcher`; None = disabled or unavailable (the TRM
+        stage reports ERROR and hands over).
     http: shared client for functionCalling stages; None = functionCalling stages report ERROR.
     secrets: resolves (policy namespace, secretRef) to a bearer token, or None if not found.
     """
 
-    trm: TRMSelector | ModelSelector | None = None
+    trm: ModelBatcher | TRMSelector | ModelSelector | None = None
     http: httpx.AsyncClient | None = None
     secrets: SecretResolver | None = None
 
@@ -206,11 +208,16 @@ async def run_trm(ctx: StageContext, stage: TRMStage, clients: StageClients) -> 
         return ctx.trace(StageOutcome.ERROR, "model not loaded")
     alert = ctx.event.as_alert_dict()
     try:
-        # The thread keeps running after a timeout (threads cannot be cancelled); the model is
-        # small and bounded by max_steps, so it finishes shortly after and its answer is dropped.
-        output = await asyncio.wait_for(
-            asyncio.to_thread(model.select, alert, max_steps=stage.max_steps), timeout=stage.timeout_ms / 1000
+        # The controller hands us a `ModelBatcher` (concurrent asks share one model call); anything
+        # else is called directly in a thread. Either way a timed-out call's thread keeps running
+        # (threads cannot be cancelled); it is small and bounded by max_steps, and its answer is dropped.
+        select_async = getattr(model, "select_async", None)
+        call = (
+            select_async(alert, max_steps=stage.max_steps)
+            if select_async is not None
+            else asyncio.to_thread(model.select, alert, max_steps=stage.max_steps)
         )
+        output = await asyncio.wait_for(call, timeout=stage.timeout_ms / 1000)
     except TimeoutError:
         return ctx.trace(StageOutcome.TIMEOUT, f"the model did not answer within {stage.timeout_ms} ms")
     except Exception as exc:  # any model failure hands over to the next stage; the trace says what it was
