@@ -23,6 +23,7 @@ from bench.env import REPO, environment, load_average
 from bench.modes import FULL, QUICK, SMOKE, Mode
 from bench.procs import child_env
 from bench.section import SECTIONS
+from controller.progress import Progress
 
 DEFAULT_OUT = REPO / "BENCHMARKS.md"
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"
@@ -47,6 +48,7 @@ def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temporary one)")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: re-write the report from the existing JSON (after editing bench/analysis.md)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)")
     return parser
 
 
@@ -108,8 +110,11 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench", comman
         "workdir": str(workdir),
         "sections": {},
     }
-    for name in names:
-        results["sections"][name] = run_section(name, mode, workdir, plots_dir, args.checkpoint)
+    with Progress(len(names), "bench", unit="section", quiet=args.quiet) as bar:
+        for name in names:
+            bar.set_description(f"bench: {name}")
+            results["sections"][name] = run_section(name, mode, workdir, plots_dir, args.checkpoint)
+            bar.update()
     e2e = results["sections"].get("e2e")
     if e2e and "phases" in e2e:
         from bench import plots

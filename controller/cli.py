@@ -36,6 +36,40 @@ examples:
   trm-sre select < tests/fixtures/alerts/crashloop.json
   trm-sre explain 3f2a9c0d1e4b5a6f7081928374655647
   trm-sre catalog
+  trm-sre validate-policy deploy/samples/*.yaml
+"""
+
+_VALIDATE_DESCRIPTION = """\
+Check RemediationPolicy manifests without a cluster. Each file may hold several
+YAML documents; documents of other kinds are skipped. Every policy is checked,
+in order, against:
+
+  1. the CRD's OpenAPI schema (crds/remediationpolicy.yaml): types, required
+     fields, enums, bounds, lengths, patterns, item counts, duplicates in sets,
+     and unknown fields, which kubectl's default strict field validation refuses;
+  2. what the operator checks before it marks a policy Ready: every function in
+     the runbook catalog and every rule's function in allowedFunctions, rule
+     parameters and their templates, regexes that compile, and the CRD's CEL
+     rules (the policy model enforces the same constraints).
+
+A CEL rule the policy model does not enforce is named in a note: only the
+apiserver checks it (kubectl apply --dry-run=server -f FILE)."""
+
+_VALIDATE_EPILOG = """\
+output:
+  FILE: NAMESPACE/NAME: valid (N stages, M allowed functions)
+  FILE:DOCUMENT: NAMESPACE/NAME: FIELD: PROBLEM      one line per problem, e.g.
+  policies.yaml:2: shop/restarts: spec.chain[1].trm.minConfidence: must be <= 1 (got 1.5)
+  (DOCUMENT counts the file's YAML documents from 1; without metadata.namespace a policy is in "default")
+
+examples:
+  trm-sre validate-policy deploy/samples/*.yaml
+  trm-sre validate-policy --quiet policies/             # every .yaml, .yml and .json file in policies/
+  helm template trm-sre deploy/helm/trm-sre | trm-sre validate-policy -   # other kinds are skipped
+  trm-sre validate-policy --json policies.yaml | jq '.[] | select(.status != "valid")'
+
+exit status: 0 every policy is valid; 1 a policy is invalid; 2 a file is missing,
+unreadable or not valid YAML (the message names the file and the line).
 """
 
 _RUN_EPILOG = """\
@@ -64,6 +98,16 @@ def _add_policy_option(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--policies", nargs="+", metavar="FILE", help=help_text)
 
 
+def _add_command(
+    sub: Any, name: str, handler: Any, *, help_text: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand whose parsed arguments go to `handler`; with an epilog (examples), line breaks are kept."""
+    layout: dict[str, Any] = {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter} if epilog else {}
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description, **layout)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=_DESCRIPTION, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -71,13 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = sub.add_parser(
+    run = _add_command(
+        sub,
         "run",
-        help="run the controller (HTTP API + pipeline, and the kopf operator in cluster mode)",
+        cmd_run,
+        help_text="run the controller (HTTP API + pipeline, and the kopf operator in cluster mode)",
         description="Run the controller: the HTTP API and the pipeline; in cluster mode also the kopf operator "
         "that indexes RemediationPolicies and writes their status.",
         epilog=_RUN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--standalone", action="store_true", help="no cluster: policies come from --policies (or the embedded default)")
     _add_policy_option(run, "RemediationPolicy YAML files (multi-document OK); standalone only; default: the embedded default policy")
@@ -100,30 +145,30 @@ def build_parser() -> argparse.ArgumentParser:
     limits.add_argument("--queue-size", type=int, metavar="N",
                         help="alerts waiting for a decision; beyond it 503 + Retry-After (default: 10000)")
     _add_model_options(run)
-    run.set_defaults(handler=cmd_run)
 
-    select = sub.add_parser(
+    select = _add_command(
+        sub,
         "select",
-        help="decide for one alert (or one webhook payload) read from stdin; print the decision as JSON",
+        cmd_select,
+        help_text="decide for one alert (or one webhook payload) read from stdin; print the decision as JSON",
         description="Read one Alertmanager alert object, or one whole webhook payload, from stdin and print the "
         "decision the policy chain makes (one object for an alert, a list for a payload). Nothing is emitted.",
         epilog="example:\n  trm-sre select --no-model < tests/fixtures/alerts/crashloop.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_policy_option(select, "RemediationPolicy YAML files (default: the embedded default policy)")
     _add_model_options(select)
-    select.set_defaults(handler=cmd_select)
 
-    explain = sub.add_parser(
+    explain = _add_command(
+        sub,
         "explain",
-        help="show a decision's trace stage by stage (a decision id from the store, or a fresh decision for an alert file)",
+        cmd_explain,
+        help_text="show a decision's trace stage by stage (a decision id from the store, or a fresh decision for an alert file)",
         description="Explain a decision: with a decision id, read it (and its delivery, approval and outcome history) "
         "from the store in --state-dir, or from a running server with --url; with an alert (or payload) JSON file, "
         "make a fresh decision and explain it.",
         epilog="examples:\n  trm-sre explain 3f2a9c0d1e4b5a6f7081928374655647 --state-dir /var/lib/trm-sre\n"
         "  trm-sre explain --url http://127.0.0.1:8080 3f2a9c0d1e4b5a6f7081928374655647\n"
         "  trm-sre explain tests/fixtures/alerts/crashloop.json --no-model",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     explain.add_argument("target", metavar="DECISION_ID_OR_ALERT_FILE")
     explain.add_argument("--state-dir", metavar="DIR", help="the store to read the decision from (default: the user data dir)")
@@ -132,16 +177,30 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="print the raw JSON instead of text")
     _add_policy_option(explain, "for an alert file: RemediationPolicy YAML files (default: the embedded default policy)")
     _add_model_options(explain)
-    explain.set_defaults(handler=cmd_explain)
 
-    catalog = sub.add_parser(
+    catalog = _add_command(
+        sub,
         "catalog",
-        help="list the remediation functions and their parameters",
+        cmd_catalog,
+        help_text="list the remediation functions and their parameters",
         description="The runbook catalog: every remediation function, its risk, and its parameters "
         "(type, required, default, the alert labels that usually carry it).",
     )
     catalog.add_argument("--json", action="store_true", help="print the tool schemas as JSON instead")
-    catalog.set_defaults(handler=cmd_catalog)
+
+    validate = _add_command(
+        sub,
+        "validate-policy",
+        cmd_validate_policy,
+        help_text="check RemediationPolicy YAML files offline, as the apiserver and the operator would",
+        description=_VALIDATE_DESCRIPTION,
+        epilog=_VALIDATE_EPILOG,
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="YAML or JSON files (multi-document OK), directories, or - for stdin")
+    validate.add_argument("-q", "--quiet", action="store_true",
+                          help="print only the problems and errors (with --json: only the documents that have some)")
+    validate.add_argument("--json", action="store_true", help="print a JSON list, one entry per document")
+    validate.add_argument("--crd", metavar="FILE", help="the CRD to check against (default: crds/remediationpolicy.yaml of this checkout)")
 
     for name, text in (
         ("train", "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`)"),
@@ -525,6 +584,86 @@ def cmd_catalog(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     else:
         render_catalog(catalog, stdout, rich=stdout.isatty())
     return 0
+
+
+# --------------------------------------------------------------------------
+# validate-policy
+# --------------------------------------------------------------------------
+
+_POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _policy_inputs(names: list[str], stdin: TextIO) -> list[tuple[str, str | Exception]]:
+    """(source, text) for every file named (a directory: its YAML and JSON files; `-`: stdin), or the read error."""
+    inputs: list[tuple[str, str | Exception]] = []
+    for name in names:
+        path = Path(name)
+        if name == "-":
+            inputs.append(("<stdin>", stdin.read()))
+        elif path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in _POLICY_SUFFIXES and p.is_file())
+            inputs += [(str(p), _read_text(p)) for p in found] or [(name, FileNotFoundError("no .yaml, .yml or .json file in it"))]
+        else:
+            inputs.append((name, _read_text(path)))
+    return inputs
+
+
+def _read_text(path: Path) -> str | Exception:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return FileNotFoundError("no such file")
+    except (OSError, UnicodeDecodeError) as exc:
+        return exc
+
+
+def cmd_validate_policy(
+    args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    from controller.policy_validation import DEFAULT_CRD_PATH, CrdSchema, DocumentResult, PolicyInputError, Validator
+    from runbooks import default_catalog
+
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    notes: list[str] = []
+    crd: CrdSchema | None = None
+    try:
+        crd = CrdSchema.load(Path(args.crd) if args.crd else DEFAULT_CRD_PATH)
+    except PolicyInputError as exc:
+        if args.crd:
+            print(f"{PROG} validate-policy: error: {exc}", file=stderr)
+            return 2
+        notes.append(f"{exc}: the CRD schema is not checked, only the operator's checks run (pass --crd FILE)")
+    notes += [
+        f"{rule.path}: the CEL rule {rule.rule!r} is checked only by the apiserver (kubectl apply --dry-run=server -f FILE)"
+        for rule in (crd.unchecked_rules if crd else ())
+    ]
+    validator = Validator(default_catalog(), crd)
+    results: list[DocumentResult] = []
+    for source, text in _policy_inputs(args.files, stdin):
+        if isinstance(text, Exception):
+            reason = str(text) if isinstance(text, FileNotFoundError) else f"cannot read it: {text}"
+            results.append(DocumentResult.failed(PolicyInputError(source, reason)))
+        else:
+            results += validator.validate_text(text, source)
+    failed = [r for r in results if r.status == "error"]
+    for result in failed:
+        print(f"{PROG} validate-policy: error: {result.lines()[0]}", file=stderr)
+    if not args.quiet:
+        for note in notes:
+            print(f"{PROG} validate-policy: note: {note}", file=stderr)
+    if args.json:
+        listed = [r for r in results if not args.quiet or r.status in ("invalid", "error")]
+        json.dump([r.as_json() for r in listed], stdout, indent=2)
+        stdout.write("\n")
+    else:  # errors are on stderr already
+        listed = [r for r in results if r.status == "invalid" or (not args.quiet and r.status != "error")]
+        stdout.writelines(line + "\n" for result in listed for line in result.lines())
+        counts = {s: sum(r.status == s for r in results) for s in ("valid", "invalid", "skipped", "error")}
+        if not args.quiet and len(results) > 1:
+            stdout.write(", ".join(f"{n} {s}" for s, n in counts.items() if n) + "\n")
+    if failed:
+        return 2
+    return 1 if any(r.status == "invalid" for r in results) else 0
 
 
 def cmd_train(argv: list[str]) -> int:

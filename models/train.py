@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from controller.progress import Progress
 from models import data as datagen
 from models.encoding import (
     AlertEncoder,
@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=150, help="batches between validation checks")
     parser.add_argument("--time-budget", type=float, default=26.0,
                         help="minutes; the learning-rate schedule follows max(steps, time) progress and training stops at it")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (there is none when stderr is not a terminal or CI is set)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -320,7 +322,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.plain:
         overrides |= {"recursive": False, "max_steps": 1}
     cfg = build_config(catalog, **overrides)
-    quiet = not sys.stderr.isatty() or os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
     # --- data ---
     t0 = time.time()
@@ -351,9 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     reports.mkdir(parents=True, exist_ok=True)
     log_path = reports / f"train-{kind}.jsonl"
     log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed after the training loop
-    from tqdm import tqdm
-
-    bar = tqdm(total=n_batches, disable=quiet, desc=f"train {kind}", unit="batch")
+    bar = Progress(n_batches, f"train {kind}", unit="batch", quiet=args.quiet)
+    quiet = not bar.enabled  # without a bar, a plain line at each validation check says how far it got
     opt_step, t_start = 0, time.time()
     model.train()
     stopped_early = False
@@ -386,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 batch, tgt = Batch(*(t[keep] for t in batch)), Targets(*(t[keep] for t in tgt))
                 carry = (carry[0][keep], carry[1][keep])
-        bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", exact=f"{stats['exact']:.3f}")
+        bar.update(1, loss=f"{stats['loss']:.3f}", exact=f"{stats['exact']:.3f}")
         if (it + 1) % args.eval_every == 0 or it + 1 == n_batches:
             val_exact = quick_exact(ema.shadow, val_rows[:600], catalog)
             log.write(json.dumps({"kind": "val", "opt_step": opt_step, "batch": it + 1, "val_exact": round(val_exact, 5),
