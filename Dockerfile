@@ -59,6 +59,7 @@ RUN set -eu; \
     esac
 
 COPY pyproject.toml README.md ./
+COPY crds/ crds/
 COPY controller/ controller/
 COPY runbooks/ runbooks/
 COPY models/ models/

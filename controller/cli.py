@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-q", "--quiet", action="store_true",
                           help="print only the problems and errors (with --json: only the documents that have some)")
     validate.add_argument("--json", action="store_true", help="print a JSON list, one entry per document")
-    validate.add_argument("--crd", metavar="FILE", help="the CRD to check against (default: crds/remediationpolicy.yaml of this checkout)")
+    validate.add_argument("--crd", metavar="FILE", help="the CRD to check against (default: the one shipped with trm-sre)")
 
     for name, text in (
         ("train", "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`)"),

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
     from runbooks.catalog import Catalog
 
 GROUP = API_VERSION.split("/", 1)[0]
-#: The CRD in a checkout of the repository (an installed package does not ship it: pass --crd).
-DEFAULT_CRD_PATH = Path(__file__).resolve().parent.parent / "crds" / "remediationpolicy.yaml"
+#: The CRD: `controller/crds` links to the repository's `crds/` and is package data, so an installed
+#: package carries the same file.
+DEFAULT_CRD_PATH = Path(__file__).resolve().parent / "crds" / "remediationpolicy.yaml"
 #: What a manifest without metadata.namespace gets, as with `kubectl apply` and `trm-sre run --policies`.
 DEFAULT_NAMESPACE = "default"
 

@@ -484,3 +484,15 @@ def test_without_a_crd_file_a_note_says_the_schema_is_not_checked(
     code, out, err = run([str(SAMPLES[0])], capsys)
     assert code == 0 and ": valid (" in out
     assert "the CRD schema is not checked" in err and "--crd FILE" in err
+
+
+def test_the_package_carries_the_same_crd_as_the_repository() -> None:
+    """`controller/crds` links to `crds/` and is package data, so an installed `validate-policy` has the CRD."""
+    import tomllib
+
+    from controller.policy_validation import DEFAULT_CRD_PATH
+
+    repo = Path(__file__).resolve().parents[2]
+    assert DEFAULT_CRD_PATH.read_bytes() == (repo / "crds" / "remediationpolicy.yaml").read_bytes()
+    package_data = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "crds/*.yaml" in package_data["controller"]
