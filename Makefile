@@ -81,6 +81,10 @@ eval: venv ## evaluate a trained model (EVAL_ARGS=...)
 bench: venv ## run the benchmarks, write BENCHMARKS.md + bench/results/latest.json (BENCH=full for the long run)
 	$(PY) -m controller bench $(if $(filter full,$(BENCH)),--full,) $(BENCH_ARGS)
 
+.PHONY: docs
+docs: venv ## regenerate docs/policy-reference.md from the CRD
+	$(PY) -m controller.policy_reference --write
+
 lock: ## regenerate requirements.lock from pyproject.toml
 	uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 -o requirements.lock
 

@@ -3,6 +3,7 @@
     python -m models.evaluate eval DATASET.jsonl --selector trm|<extra> [--json] [--predictions OUT.jsonl] [--batch-size N]
     python -m models.evaluate compare DATASET.jsonl [DATASET2.jsonl ...] [--selectors trm,plain,original-rules] [--markdown]
     python -m models.evaluate steps DATASET.jsonl        # accuracy by number of supervision steps, mean halting step
+    python -m models.evaluate eval DATASET.jsonl --by-family  # plus one row per alert family (pods, flux, storage, ...)
 
 Input line: {"alert": <Alertmanager v4 alert>, "expected": {"lambda_function": name|null, "parameters": {...}}, ...}.
 `--predictions` writes, per input line and in order:
@@ -25,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from controller.progress import Progress
 
 MIN_CONFIDENCE = 0.8  # the sample policies' minConfidence: precision is reported at and above it
 N_BINS = 10
@@ -153,7 +156,7 @@ def _as_dict(decision: Any) -> dict[str, Any]:
 
 
 def run_selector(selector: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 1,
-                 **select_kwargs: Any) -> tuple[list[dict[str, Any]], list[float]]:
+                 progress: Progress | None = None, **select_kwargs: Any) -> tuple[list[dict[str, Any]], list[float]]:
     preds: list[dict[str, Any]] = []
     lats: list[float] = []
     for start in range(0, len(rows), batch_size):
@@ -163,6 +166,8 @@ def run_selector(selector: Any, rows: Sequence[Mapping[str, Any]], batch_size: i
         ms = (time.perf_counter() - t0) * 1000.0
         preds += [_as_dict(d) for d in decisions]
         lats += [ms] * len(alerts)
+        if progress is not None:
+            progress.update(len(alerts))
     return preds, lats
 
 
@@ -203,7 +208,8 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
-def _compare(paths: Sequence[Path], names: Sequence[str], factories: Mapping[str, Callable[[], Any]], markdown: bool, batch_size: int) -> int:
+def _compare(paths: Sequence[Path], names: Sequence[str], factories: Mapping[str, Callable[[], Any]], markdown: bool, batch_size: int,
+             quiet: bool = False) -> int:
     cols = ["exact_match", "function_accuracy", "action_recall", "abstain_recall", "wrong_action_rate",
             "wrong_parameters_rate", "ece", "precision_at_min_confidence", "automated_recall"]
     selectors = {name: factories[name]() for name in names}
@@ -211,7 +217,8 @@ def _compare(paths: Sequence[Path], names: Sequence[str], factories: Mapping[str
     for path in paths:
         rows = load_dataset(path)
         for name, sel in selectors.items():
-            metrics, _, _ = evaluate_rows(sel, rows, batch_size)
+            with Progress(len(rows), f"{path.name} {name}", unit="alert", quiet=quiet) as bar:
+                metrics, _, _ = evaluate_rows(sel, rows, batch_size, progress=bar)
             results[(path.name, name)] = metrics
     if markdown:
         print("| dataset | selector | " + " | ".join(cols) + " |")
@@ -248,6 +255,91 @@ def steps_table(selector: Any, rows: Sequence[Mapping[str, Any]], max_steps: int
             "hard_situations": sorted(_HARD_SITUATIONS), "n_hard": len(hard)}
 
 
+# Alert families: the situations of models/data.py grouped the way an operator thinks of alerts. A row whose
+# situation is not listed here counts as "other"; one without a `situation` key as "unlabelled".
+ALERT_FAMILIES: dict[str, tuple[str, ...]] = {
+    "pods": ("pod-crash", "pod-waiting"),
+    "deployments": ("deployment-stuck", "scale-request", "deployment-load"),
+    "flux": (
+        "flux-kustomization",
+        "flux-helmrelease",
+        "flux-gitrepository",
+        "flux-generic",
+        "flux-other-kind",
+        "flux-suspended",
+    ),
+    "storage": ("pvc-filling", "pvc-other"),
+    "other workloads": ("statefulset", "daemonset", "job", "hpa"),
+    "resources and quotas": ("container-resources", "quota"),
+    "nodes and hosts": ("node", "host"),
+    "control plane and certificates": ("control-plane", "certificate"),
+    "monitoring": ("monitoring-internals", "meta"),
+    "applications": ("application",),
+}
+_FAMILY_OF = {situation: family for family, situations in ALERT_FAMILIES.items() for situation in situations}
+
+
+def family_of(row: Mapping[str, Any]) -> str:
+    situation = row.get("situation")
+    return "unlabelled" if situation is None else _FAMILY_OF.get(str(situation), "other")
+
+
+def family_breakdown(rows: Sequence[Mapping[str, Any]], predicted: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """compute_metrics per alert family (in ALERT_FAMILIES order, then "other", "unlabelled"), with raw counts."""
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(family_of(row), []).append(i)
+    order = [*ALERT_FAMILIES, "other", "unlabelled"]
+    table = []
+    for family in sorted(groups, key=order.index):
+        idx = groups[family]
+        expected = [rows[i]["expected"] for i in idx]
+        preds = [predicted[i] for i in idx]
+        m = compute_metrics(expected, preds)
+        fn_ok = [e.get("lambda_function") == p.get("lambda_function") for e, p in zip(expected, preds)]
+        table.append(
+            {
+                "family": family,
+                "situations": sorted({str(rows[i].get("situation")) for i in idx}),
+                "n": m["n"],
+                "n_expected_action": m["n_expected_action"],
+                "exact": sum(is_exact(e, p) for e, p in zip(expected, preds)),
+                "wrong_actions": sum(p.get("lambda_function") is not None and not ok for p, ok in zip(preds, fn_ok)),
+                "wrong_parameters": sum(ok and not is_exact(e, p) for e, p, ok in zip(expected, preds, fn_ok)),
+                **{
+                    k: m[k]
+                    for k in (
+                        "exact_match",
+                        "action_recall",
+                        "abstain_recall",
+                        "wrong_action_rate",
+                        "wrong_parameters_rate",
+                    )
+                },
+            }
+        )
+    return table
+
+
+def family_markdown(table: Sequence[Mapping[str, Any]]) -> str:
+    """The breakdown as a Markdown table (rates to 4 places; "—" where a family has no such examples)."""
+    header = (
+        "| family | situations | n | expect an action | exact_match | wrong actions | wrong parameters "
+        "| action_recall | abstain_recall |"
+    )
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        n_abstain = r["n"] - r["n_expected_action"]
+        recall = _fmt(r["action_recall"]) if r["n_expected_action"] else "—"
+        abstain = _fmt(r["abstain_recall"]) if n_abstain else "—"
+        lines.append(
+            f"| {r['family']} | {', '.join(r['situations'])} | {r['n']} | {r['n_expected_action']} "
+            f"| {_fmt(r['exact_match'])} ({r['exact']}) | {r['wrong_actions']} | {r['wrong_parameters']} "
+            f"| {recall} | {abstain} |"
+        )
+    return "\n".join(lines)
+
+
 # Situations whose decision hinges on a single label or word (kind value, pod vs deployment, replica target).
 _HARD_SITUATIONS = {"flux-generic", "flux-other-kind", "scale-request", "deployment-load", "container-resources",
                     "pvc-other", "certificate", "monitoring-internals"}
@@ -264,11 +356,15 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
     ev.add_argument("--predictions", type=Path, help="write one prediction per input line (JSONL)")
     ev.add_argument("--batch-size", type=int, default=1)
     ev.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)")
+    ev.add_argument("--by-family", action="store_true",
+                    help="also break the metrics down by alert family (JSON: by_family; text: a Markdown table)")
     cmp_ = sub.add_parser("compare", help="side-by-side metrics of several selectors on the same data")
     cmp_.add_argument("datasets", type=Path, nargs="+")
     cmp_.add_argument("--selectors", default="trm,plain,original-rules")
     cmp_.add_argument("--markdown", action="store_true")
     cmp_.add_argument("--batch-size", type=int, default=64)
+    cmp_.add_argument("--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)")
     st = sub.add_parser("steps", help="accuracy by number of supervision steps")
     st.add_argument("dataset", type=Path)
     st.add_argument("--selector", default="trm-raw")
@@ -282,7 +378,7 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
         unknown = [s for s in names if s not in factories]
         if unknown:
             parser.error(f"unknown selector(s) {unknown}; known: {sorted(factories)}")
-        return _compare(args.datasets, names, factories, args.markdown, args.batch_size)
+        return _compare(args.datasets, names, factories, args.markdown, args.batch_size, args.quiet)
     if args.selector not in factories:
         parser.error(f"unknown selector {args.selector!r}; known: {sorted(factories)}")
     selector = factories[args.selector]()
@@ -292,9 +388,13 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
         return 0
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
-    metrics, preds, lats = evaluate_rows(selector, rows, args.batch_size)
+    with Progress(len(rows), f"eval {args.selector}", unit="alert", quiet=args.quiet) as bar:
+        metrics, preds, lats = evaluate_rows(selector, rows, args.batch_size, progress=bar)
     metrics["selector"] = args.selector
     metrics["dataset"] = str(args.dataset)
+    families = family_breakdown(rows, preds) if args.by_family else None
+    if families is not None:
+        metrics["by_family"] = families
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         with open(args.predictions, "w", encoding="utf-8") as fh:
@@ -306,6 +406,9 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
                     "wrong_parameters_rate", "ece", "precision_at_min_confidence", "automated_recall"):
             print(f"{key:30s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"{key:30s} {metrics[key]}")
         print(f"{'latency_ms p50 / p99':30s} {metrics['latency_ms']['p50']:.2f} / {metrics['latency_ms']['p99']:.2f}")
+        if families is not None:
+            print()
+            print(family_markdown(families))
     return 0
 
 
