@@ -1,10 +1,6 @@
-"""The TRM stage with the real trained checkpoint (skipped until models/checkpoints/trm exists)."""
+"""The TRM stage with the real trained checkpoint shipped in models/checkpoints/trm."""
 
 from __future__ import annotations
-
-from pathlib import Path
-
-import pytest
 
 from controller.decision import StageClients, decide
 from controller.schemas.decision import StageOutcome
@@ -12,10 +8,7 @@ from runbooks import default_catalog
 
 from .helpers import fixture_events, policy
 
-CHECKPOINT = Path(__file__).resolve().parents[3] / "models" / "checkpoints" / "trm" / "model.safetensors"
 
-
-@pytest.mark.skipif(not CHECKPOINT.exists(), reason="no trained TRM checkpoint in models/checkpoints/trm")
 async def test_the_trm_stage_runs_the_real_model_on_the_crashloop_fixture() -> None:
     from models.selector import TRMSelector
 
