@@ -242,14 +242,9 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True)
-class DecisionRow:
-    decision: Decision
-    policy_generation: int
-    mode: str
-    on_resolved: str
-    state: str
-    reason: str
-    budgeted: bool
+class DecisionRow(DecisionRecord):
+    """A decision as stored: its record, when it was written and last changed, and its result (if any)."""
+
     created_at: float
     updated_at: float
     result: str | None

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.alerts import fixture_payload
+
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures" / "alerts"
 _LISTENING = re.compile(r"trm-sre listening on (http://[0-9.]+:[0-9]+)")
 _children: set[subprocess.Popen[bytes]] = set()
 
@@ -39,11 +40,6 @@ def _kill_children() -> None:
 
 
 atexit.register(_kill_children)
-
-
-def fixture_payload(name: str) -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads((FIXTURES / name).read_text())
-    return payload
 
 
 def child_env(**extra: str | None) -> dict[str, str]:
@@ -129,6 +125,18 @@ class ControllerProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def cluster_controller(kubeconfig: Path, sink_url: str, token: str, tmp_path: Path) -> ControllerProcess:
+    """`trm-sre run` in cluster mode (cluster-wide, as deployed), no model, as the user of `kubeconfig`.
+
+    Triggers go to `sink_url`; the webhook token is `token`; state and log under `tmp_path`. Not started.
+    """
+    return ControllerProcess(
+        ["--port", "0", "--no-model", "--state-dir", str(tmp_path / "state"), "--liveness-port", "0"],
+        child_env(KUBECONFIG=str(kubeconfig), K_SINK=sink_url, TRM_SRE_WEBHOOK_TOKEN=token),
+        tmp_path / "trm-sre.log",
+    )
 
 
 def http(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 15) -> tuple[int, Any]:

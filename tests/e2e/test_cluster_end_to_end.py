@@ -21,8 +21,7 @@ import pytest
 from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.e2e.harness import (
     REPO,
-    ControllerProcess,
-    child_env,
+    cluster_controller,
     crashloop_payload,
     http,
     wait_until,
@@ -89,13 +88,9 @@ def test_one_incident_one_trigger_and_the_policy_status_counts_it(
 ) -> None:
     pod = f"cart-{secrets.token_hex(3)}"
     cluster.kubectl("apply", "-f", "-", input=POLICY.format(namespace=namespace, pod=pod))
-    proc = ControllerProcess(
-        # Cluster-wide, as deployed (a fresh namespace and a matcher on a unique pod keep other tests'
-        # policies out of this one's way).
-        ["--port", "0", "--no-model", "--state-dir", str(tmp_path / "state"), "--liveness-port", "0"],
-        child_env(KUBECONFIG=str(cluster.operator_kubeconfig), K_SINK=sink.url, TRM_SRE_WEBHOOK_TOKEN=TOKEN),
-        tmp_path / "trm-sre.log",
-    )
+    # Cluster-wide, as deployed (a fresh namespace and a matcher on a unique pod keep other tests'
+    # policies out of this one's way).
+    proc = cluster_controller(cluster.operator_kubeconfig, sink.url, TOKEN, tmp_path)
     proc.start()
     url = proc.url
     try:

@@ -106,6 +106,17 @@ def policy_manifest(name: str, namespace: str, spec: dict[str, Any]) -> str:
                        "metadata": {"name": name, "namespace": namespace}, "spec": spec})
 
 
+def alert_body(alertname: str, pod: str) -> dict[str, Any]:
+    """A webhook body with one firing alert `alertname` for `pod` in namespace shop."""
+    alert = {
+        "status": "firing",
+        "startsAt": "2026-05-01T10:00:00Z",
+        "annotations": {},
+        "labels": {"alertname": alertname, "namespace": "shop", "pod": pod},
+    }
+    return {"version": "4", "status": "firing", "receiver": "trm-sre", "alerts": [alert]}
+
+
 def policy_status(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
     res = cp.kubectl("get", "remediationpolicy", name, "-n", namespace, "-o", "json", check=False)
     if res.returncode != 0:

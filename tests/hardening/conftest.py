@@ -8,13 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.hardening.support import (
-    RunningServer,
-    StartServer,
-    server_settings,
-    start_server,
-)
+from tests.hardening.support import RunningServer, StartServer, start_server
 from tests.pipeline.sink import CaptureSink
+from tests.support.controllers import server_settings
 
 
 @pytest.fixture

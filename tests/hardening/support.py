@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
-import json
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,18 +19,14 @@ from typing import Any, Self
 
 import httpx
 
-from controller.app import Components, Controller, ModelState, build_components
-from controller.settings import Limits, RunSettings, settings_from_args
+from controller.app import Components, Controller, ModelState
+from controller.settings import RunSettings
 from controller.store import DB_FILENAME
+from tests.support.alerts import fixture_payload
+from tests.support.controllers import launch, wait_listening
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures" / "alerts"
 STARTS = "2026-05-01T10:04:30Z"
-
-
-def fixture_payload(name: str = "crashloop.json") -> dict[str, Any]:
-    payload: dict[str, Any] = json.loads((FIXTURES / name).read_text())
-    return payload
 
 
 def crashloop(pod: str = "cart-7f9c6d5b8-x2k4q", *, starts: str = STARTS, namespace: str | None = None,
@@ -51,28 +45,6 @@ def crashloop(pod: str = "cart-7f9c6d5b8-x2k4q", *, starts: str = STARTS, namesp
     payload["commonLabels"] = {}
     payload["alerts"] = [alert]
     return payload
-
-
-def server_settings(
-    state_dir: Path,
-    *,
-    token: str | None = None,
-    sink: str | None = None,
-    limits: Limits | None = None,
-    policies: list[Path] | None = None,
-    token_file: Path | None = None,
-    **overrides: Any,
-) -> RunSettings:
-    """Standalone settings on 127.0.0.1, a free port, no model; `overrides` replace RunSettings fields."""
-    settings = settings_from_args(
-        standalone=True, policy_files=[str(p) for p in policies or []], host="127.0.0.1", port=0,
-        state_dir=str(state_dir), token_file=str(token_file) if token_file else None, namespaces=None,
-        device="cpu", no_model=True, checkpoint=None, sink=sink, liveness_port=0, log_level="INFO",
-        environ={"TRM_SRE_WEBHOOK_TOKEN": token} if token else {},
-    )
-    if limits is not None:
-        overrides["limits"] = limits
-    return dataclasses.replace(settings, **overrides) if overrides else settings
 
 
 @dataclass
@@ -114,17 +86,8 @@ StartServer = Callable[..., Awaitable[RunningServer]]
 async def start_server(settings: RunSettings, *, model: ModelState | None = None,
                        scheme: str = "http") -> RunningServer:
     """Build and run a controller in this event loop; returns once it listens."""
-    components = build_components(settings, model=model or ModelState(None, "disabled", "tests"))
-    announced: list[str] = []
-    controller = Controller(components, announce=announced.append)
-    task = asyncio.create_task(controller.run(install_signal_handlers=False))
-    for _ in range(3000):
-        if controller.port or task.done():
-            break
-        await asyncio.sleep(0.01)
-    if task.done():
-        task.result()
-    assert controller.port, "the server did not start"
+    components, controller, task, announced = launch(settings, model=model)
+    await wait_listening(controller, task, attempts=3000)
     token = settings.token.current() if settings.token.configured else None
     return RunningServer(f"{scheme}://127.0.0.1:{controller.port}", components, controller, task, token, announced)
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from controller.schemas.decision import LAMBDA_TRIGGER
-from tests.e2e.harness import ControllerProcess, child_env, http, wait_until
+from tests.e2e.harness import cluster_controller, http, wait_until
 from tests.envtest.controlplane import ControlPlane
-from tests.hardening.cluster import is_ready, policy_manifest, policy_status
+from tests.hardening.cluster import alert_body, is_ready, policy_manifest, policy_status
 from tests.pipeline.sink import CaptureSink
 
 pytestmark = [pytest.mark.envtest, pytest.mark.slow]
@@ -42,12 +42,6 @@ def _spec(alertname: str, priority: int = 0) -> dict[str, Any]:
     }
 
 
-def _alert(alertname: str, pod: str) -> dict[str, Any]:
-    alert = {"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "annotations": {},
-             "labels": {"alertname": alertname, "namespace": "shop", "pod": pod}}
-    return {"version": "4", "status": "firing", "receiver": "trm-sre", "alerts": [alert]}
-
-
 def test_an_apiserver_restart_loses_no_policy_and_fires_nothing_twice(
     audited_control_plane: ControlPlane, sink: CaptureSink, tmp_path: Path
 ) -> None:
@@ -55,16 +49,12 @@ def test_an_apiserver_restart_loses_no_policy_and_fires_nothing_twice(
     namespace = f"restart-{secrets.token_hex(3)}"
     cp.kubectl("create", "namespace", namespace)
     cp.kubectl("apply", "-f", "-", input=policy_manifest("before", namespace, _spec("RestartProbeBefore")))
-    proc = ControllerProcess(
-        ["--port", "0", "--no-model", "--state-dir", str(tmp_path / "state"), "--liveness-port", "0"],
-        child_env(KUBECONFIG=str(cp.operator_kubeconfig), K_SINK=sink.url, TRM_SRE_WEBHOOK_TOKEN=TOKEN),
-        tmp_path / "trm-sre.log",
-    )
+    proc = cluster_controller(cp.operator_kubeconfig, sink.url, TOKEN, tmp_path)
     url = proc.start()
     try:
         wait_until("/readyz", lambda: http("GET", f"{url}/readyz")[0] == 200, 120, proc)
         wait_until("the first policy Ready", lambda: is_ready(cp, namespace, "before", 1), 60, proc)
-        status, body = http("POST", f"{url}/alertmanager", _alert("RestartProbeBefore", "cart-a"), token=TOKEN)
+        status, body = http("POST", f"{url}/alertmanager", alert_body("RestartProbeBefore", "cart-a"), token=TOKEN)
         assert (status, body["new_incidents"]) == (200, 1)
         wait_until("the first trigger", lambda: len(sink.accepted_of(LAMBDA_TRIGGER)) == 1, 60, proc)
 
@@ -73,9 +63,9 @@ def test_an_apiserver_restart_loses_no_policy_and_fires_nothing_twice(
 
         # The index survived: the policy indexed before the restart still decides, and the old incident
         # is still known (a re-send is a duplicate, not a second trigger).
-        status, body = http("POST", f"{url}/alertmanager", _alert("RestartProbeBefore", "cart-a"), token=TOKEN)
+        status, body = http("POST", f"{url}/alertmanager", alert_body("RestartProbeBefore", "cart-a"), token=TOKEN)
         assert (status, body["duplicates"]) == (200, 1)
-        status, body = http("POST", f"{url}/alertmanager", _alert("RestartProbeBefore", "cart-b"), token=TOKEN)
+        status, body = http("POST", f"{url}/alertmanager", alert_body("RestartProbeBefore", "cart-b"), token=TOKEN)
         assert (status, body["new_incidents"]) == (200, 1)
         status, reasoned = http("POST", f"{url}/reason", {"task_type": "remediation",
                                                            "context": {"labels": {"alertname": "RestartProbeBefore",
@@ -89,7 +79,7 @@ def test_an_apiserver_restart_loses_no_policy_and_fires_nothing_twice(
         wait_until("the new policy Ready after the restart", lambda: is_ready(cp, namespace, "after", 1), 180, proc)
         cp.kubectl("apply", "-f", "-", input=policy_manifest("before", namespace, _spec("RestartProbeBefore", 5)))
         wait_until("the edit seen after the restart", lambda: is_ready(cp, namespace, "before", 2), 180, proc)
-        status, body = http("POST", f"{url}/alertmanager", _alert("RestartProbeAfter", "cart-c"), token=TOKEN)
+        status, body = http("POST", f"{url}/alertmanager", alert_body("RestartProbeAfter", "cart-c"), token=TOKEN)
         assert (status, body["new_incidents"]) == (200, 1)
 
         wait_until("three triggers", lambda: len(sink.accepted_of(LAMBDA_TRIGGER)) >= 3, 60, proc)

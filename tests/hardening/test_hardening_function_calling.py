@@ -35,6 +35,7 @@ from controller.decision.function_calling import read_reply
 from controller.decision.parsing import ParsedCall, ParseError
 from controller.schemas.decision import StageOutcome
 from runbooks import default_catalog
+from tests.support.loopback import serving
 from tests.unit.decision.helpers import event, policy
 
 CATALOG = default_catalog()
@@ -59,13 +60,9 @@ async def server() -> AsyncIterator[Server]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    state.url = f"http://{host}:{port}"
-    yield state
-    await runner.cleanup()
+    async with serving(app, shutdown_timeout=0.2) as url:
+        state.url = url
+        yield state
 
 
 RULES = {"rules": [{"function": "pod-restart",

@@ -11,7 +11,6 @@ schema that silently stopped generating would fail the test.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import threading
 from collections.abc import Iterator
@@ -26,8 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from controller.app import Controller, ModelState, build_components
-from tests.hardening.support import server_settings
+from tests.support.controllers import controller_in_thread, server_settings
 
 TOKEN = "fuzz-" + "x" * 24
 MIN_REQUESTS = 1_000
@@ -40,30 +38,8 @@ EXAMPLES = {GenerationMode.POSITIVE: 140, GenerationMode.NEGATIVE: 80}
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, threading.Thread, dict[str, Any]]]:
     """A controller in a thread with its own event loop (schemathesis calls it synchronously over HTTP)."""
     settings_ = server_settings(Path(tmp_path_factory.mktemp("fuzz")) / "state", token=TOKEN)
-    holder: dict[str, Any] = {}
-    loop = asyncio.new_event_loop()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        components = build_components(settings_, model=ModelState(None, "disabled", "tests"))
-        controller = Controller(components, announce=lambda line: None)
-        holder["controller"] = controller
-        holder["exit"] = loop.run_until_complete(controller.run(install_signal_handlers=False))
-
-    thread = threading.Thread(target=serve, name="fuzz-server", daemon=True)
-    thread.start()
-    for _ in range(6000):
-        controller = holder.get("controller")
-        if controller is not None and controller.port:
-            break
-        if not thread.is_alive():
-            raise RuntimeError("the fuzz server exited at start")
-        threading.Event().wait(0.01)
-    else:
-        raise RuntimeError("the fuzz server did not start")
-    yield f"http://127.0.0.1:{controller.port}", thread, holder
-    loop.call_soon_threadsafe(controller.request_stop)
-    thread.join(60)
+    with controller_in_thread(settings_, attempts=6000, join_timeout=60) as target:
+        yield target
 
 
 def _deliberate_unavailable(path: str, response: requests.Response) -> bool:

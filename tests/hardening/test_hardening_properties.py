@@ -39,7 +39,6 @@ from controller.cloudevents_in import (
 from controller.decision import StageClients, decide
 from controller.decision.parsing import (
     MAX_DEPTH,
-    ParsedCall,
     ParseError,
     _depth,
     call_from_object,
@@ -57,6 +56,7 @@ from controller.schemas.decision import StageOutcome
 from controller.schemas.policy import Policy, PolicySpec
 from controller.settings import Limits
 from runbooks import InvalidCall, default_catalog
+from tests.unit.decision.helpers import assert_call_or_parse_error
 
 CATALOG = default_catalog()
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
@@ -342,13 +342,7 @@ POLICY = _policy()
 @PROPERTY
 @given(json_values)
 def test_any_decoded_tool_call_is_a_call_or_a_parse_error(value: Any) -> None:
-    try:
-        parsed = call_from_object(value)
-    except ParseError:
-        return
-    assert isinstance(parsed, ParsedCall)
-    assert parsed.function is None or isinstance(parsed.function, str)
-    assert isinstance(parsed.parameters, dict)
+    assert_call_or_parse_error(call_from_object, value)
 
 
 @PROPERTY

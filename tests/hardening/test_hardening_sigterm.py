@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from controller.pipeline import PipelineSettings
 from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.e2e.harness import ControllerProcess, child_env, http, wait_until
 from tests.hardening.support import RULES_POLICY, FakeLLM
@@ -30,8 +31,10 @@ from tests.pipeline.sink import CaptureSink
 
 GRACE_PERIOD_S = 30
 TOKEN = "sigterm-token"
-ALERTS = 40
 MODEL_DELAY_S = 4.0
+# More than the workers can finish in the grace period (each round of decisions takes MODEL_DELAY_S),
+# so work is still queued at the exit whatever the worker count.
+ALERTS = PipelineSettings().workers * (GRACE_PERIOD_S // int(MODEL_DELAY_S) + 1)
 
 
 def test_the_grace_period_in_deploy_base_is_the_one_tested() -> None:

@@ -32,8 +32,8 @@ from controller.schemas.decision import decision_id
 from tests.hardening.support import RawSink
 from tests.pipeline.engine.builders import (
     Engine,
+    Engines,
     alert_dict,
-    build_engine,
     eventually,
     payload,
     policy,
@@ -46,20 +46,19 @@ MakeEngine = Callable[..., Awaitable[Engine]]
 
 @pytest.fixture
 async def make_engine(tmp_path: Path) -> AsyncIterator[MakeEngine]:
-    engines: list[Engine] = []
+    engines = Engines()
 
     async def make(sink_url: str, **settings: Any) -> Engine:
         settings.setdefault("sink_timeout_s", 0.5)
-        engine = build_engine(tmp_path / f"state{len(engines)}", [policy(actions={"maxTriggersPerWindow": 1000})],
-                              sink=sink_url, **settings)
-        engines.append(engine)
-        await engine.pipeline.start()
-        return engine
+        return await engines.make(
+            tmp_path / f"state{len(engines.built)}",
+            [policy(actions={"maxTriggersPerWindow": 1000})],
+            sink=sink_url,
+            **settings,
+        )
 
     yield make
-    for engine in reversed(engines):
-        await engine.pipeline.stop(drain_timeout_s=0)
-        engine.store.close()
+    await engines.close()
 
 
 def _state(engine: Engine, event: Any) -> str | None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.envtest.controlplane import ControlPlane
-from tests.operator.support import SAMPLES_DIR, Kube, policy_manifest, simple_spec
+from tests.operator.support import CRD_FILE, SAMPLES_DIR, Kube, policy_manifest, simple_spec, wait_for
 
 pytestmark = pytest.mark.envtest
 
@@ -35,18 +37,166 @@ def test_defaults_from_the_schema_are_filled_in(kube: Kube) -> None:
     assert spec["priority"] == 0 and spec["match"] == {}
 
 
-def test_kubectl_explain_teaches_the_chain(control_plane: ControlPlane, crd: str) -> None:
-    out = control_plane.kubectl("explain", "remediationpolicy.spec.chain").stdout
-    assert "The fallback chain, tried in order" in out
-    for stage in ("staticAnnotation", "trm", "functionCalling", "rules"):
-        assert stage in out
-    deeper = control_plane.kubectl("explain", "rp.spec.chain.trm.minConfidence").stdout
-    assert "confidence is below this" in deeper
+def _crd_doc() -> dict[str, Any]:
+    return yaml.safe_load(CRD_FILE.read_text(encoding="utf-8"))
 
 
-def test_short_names_and_category_resolve(control_plane: ControlPlane, crd: str) -> None:
-    for name in ("rp", "rempol", "trm-sre"):
-        control_plane.kubectl("get", name, "-A")
+def _schema_at(path: str) -> dict[str, Any]:
+    """The CRD's schema node at a dotted path, stepping into list items as `kubectl explain` does."""
+    node = _crd_doc()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for name in path.split("."):
+        node = node["properties"][name]
+        if node.get("type") == "array" and "properties" in node.get("items", {}):
+            node = {**node["items"], "description": node.get("description", "")}
+    return node
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _explain(control_plane: ControlPlane, *args: str) -> str:
+    """`kubectl explain`, once the apiserver publishes the CRD's OpenAPI (a moment after Established)."""
+
+    def attempt() -> str | None:
+        res = control_plane.kubectl("explain", *args, check=False)
+        if res.returncode != 0 and "couldn't find resource" not in res.stderr:
+            raise AssertionError(f"kubectl explain {' '.join(args)} failed: {res.stderr}")
+        return res.stdout if res.returncode == 0 else None
+
+    return wait_for(f"kubectl explain {' '.join(args)}", attempt)
+
+
+# Every object in the schema with fields of its own.
+EXPLAINED = [
+    "spec",
+    "spec.match",
+    "spec.match.matchers",
+    "spec.chain",
+    "spec.chain.trm",
+    "spec.chain.functionCalling",
+    "spec.chain.functionCalling.secretRef",
+    "spec.chain.rules",
+    "spec.chain.rules.match",
+    "spec.actions",
+    "status",
+    "status.conditions",
+    "status.counters",
+    "status.lastDecision",
+]
+
+
+@pytest.mark.parametrize("path", EXPLAINED)
+def test_kubectl_explain_shows_every_field_with_its_description(
+    control_plane: ControlPlane, crd: str, path: str
+) -> None:
+    """`kubectl explain` serves the CRD's own text: each field's name, type, description, enum and required mark."""
+    plural = _crd_doc()["spec"]["names"]["plural"]
+    out = _explain(control_plane, f"{plural}.{path}")
+    flat = _flat(out)
+    node = _schema_at(path)
+    assert _flat(node["description"]) in flat, f"{path}: its own description is missing:\n{out}"
+    required = set(node.get("required") or ())
+    for name, child in node["properties"].items():
+        line = re.search(rf"^  {re.escape(name)}\t<(?P<type>[^>]+)>(?P<req> -required-)?$", out, re.MULTILINE)
+        assert line, f"{path}.{name} is not listed:\n{out}"
+        assert bool(line["req"]) == (name in required), f"{path}.{name}: required mark"
+        assert _flat(child["description"]) in flat, f"{path}.{name}: description missing:\n{out}"
+        if "enum" in child:
+            # kubectl prints the first four values, then "....".
+            shown = ", ".join(str(v) for v in child["enum"][:4]) + (", ...." if len(child["enum"]) > 4 else "")
+            assert f"enum: {shown}" in flat, f"{path}.{name}: enum missing"
+
+
+def test_kubectl_explain_reaches_leaves_through_a_short_name(control_plane: ControlPlane, crd: str) -> None:
+    short = _crd_doc()["spec"]["names"]["shortNames"][0]
+    for path in ("spec.chain.trm.minConfidence", "spec.actions.onResolved", "status.lastDecision.decisionId"):
+        out = _explain(control_plane, f"{short}.{path}")
+        assert _flat(_schema_at(path)["description"]) in _flat(out), path
+    recursive = _explain(control_plane, f"{short}.spec", "--recursive")
+    for name in ("staticAnnotation", "functionCalling", "secretRef", "alertNameRegex", "maxTriggersPerWindow"):
+        assert re.search(rf"^\s+{name}\t<", recursive, re.MULTILINE), name
+
+
+def test_short_names_and_categories_list_the_policies(kube: Kube) -> None:
+    names = _crd_doc()["spec"]["names"]
+    assert names["shortNames"] and names["categories"]
+    kube.apply(policy_manifest("listed", simple_spec()))
+    expected = [f"{names['kind'].lower()}.{_crd_doc()['spec']['group']}/listed"]
+    for resource in (*names["shortNames"], *names["categories"], names["plural"], names["singular"]):
+        assert kube.run("get", resource, "-n", kube.namespace, "-o", "name").stdout.split() == expected, resource
+
+
+def test_printer_columns_show_the_status(kube: Kube) -> None:
+    """`kubectl get rp` shows each additionalPrinterColumn of the CRD, filled from a status written via the subresource."""
+    kube.apply(
+        policy_manifest(
+            "columns", simple_spec(allowedFunctions=["pod-restart", "pod-check-status"], actions={"dryRun": True})
+        )
+    )
+    decided = datetime.now(UTC) - timedelta(hours=30, minutes=10)  # kubectl prints 30h anywhere in [30h, 31h)
+    status = {
+        "observedGeneration": 1,
+        "mode": "dry-run",
+        "allowedFunctionCount": 2,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Indexed",
+                "message": "indexed generation 1",
+                "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "observedGeneration": 1,
+            }
+        ],
+        "counters": {
+            "alertsMatched": 9,
+            "triggers": 7,
+            "escalations": 1,
+            "dryRunDecisions": 0,
+            "deadLetters": 0,
+            "approvalsRequested": 0,
+        },
+        "lastDecision": {
+            "time": decided.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "alertname": "KubePodCrashLooping",
+            "function": "pod-restart",
+            "stage": "trm",
+            "confidence": 0.97,
+            "outcome": "dry_run",
+            "decisionId": "d-1",
+        },
+    }
+    kube.run(
+        "patch",
+        "rp",
+        "columns",
+        "-n",
+        kube.namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    assert kube.policy_status("columns")["counters"]["triggers"] == 7  # the status subresource kept it
+    header, row = kube.run("get", "rp", "columns", "-n", kube.namespace).stdout.splitlines()
+    columns = _crd_doc()["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert header.split() == ["NAME", *(c["name"].upper() for c in columns)]
+    shown = dict(zip(header.split(), row.split(), strict=True))
+    expected = {
+        "NAME": "columns",
+        "MODE": "dry-run",
+        "FUNCTIONS": "2",
+        "TRIGGERS": "7",
+        "LAST-DECISION": "30h",
+        "READY": "True",
+    }
+    assert {k: shown[k] for k in expected} == expected
+    assert re.fullmatch(r"\d+s|\d+m(\d+s)?", shown["AGE"]), shown["AGE"]
+    # Without a status the status columns are blank, never an error: only NAME and AGE show.
+    kube.apply(policy_manifest("fresh", simple_spec()))
+    fresh = kube.run("get", "rp", "fresh", "-n", kube.namespace, "--no-headers").stdout.split()
+    assert fresh[0] == "fresh" and len(fresh) == 2
 
 
 def _fc(**fields: Any) -> dict[str, Any]:

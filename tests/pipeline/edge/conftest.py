@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from controller.app import Controller, ModelState, build_components
-from tests.pipeline.edge.servers import EdgeServer, StartServer, edge_settings
+from controller.app import Controller, ModelState
+from tests.pipeline.edge.servers import EdgeServer, StartServer
 from tests.pipeline.sink import CaptureSink
+from tests.support.controllers import launch, server_settings, wait_listening
 
 
 @pytest.fixture
@@ -20,21 +21,11 @@ async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
     running: list[tuple[Controller, asyncio.Task[int]]] = []
 
     async def start(*, model: ModelState | None = None, **kwargs: Any) -> EdgeServer:
-        settings = edge_settings(tmp_path / f"server{len(running)}", **kwargs)
-        components = build_components(settings, model=model or ModelState(None, "disabled", "tests"))
-        announced: list[str] = []
-        controller = Controller(components, announce=announced.append)
-        task = asyncio.create_task(controller.run(install_signal_handlers=False))
+        settings = server_settings(tmp_path / f"server{len(running)}" / "state", **kwargs)
+        components, controller, task, announced = launch(settings, model=model)
         running.append((controller, task))
-        for _ in range(500):
-            if controller.port or task.done():
-                break
-            await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-        assert controller.port, "the server did not start"
-        return EdgeServer(f"http://127.0.0.1:{controller.port}", components, controller,
-                          kwargs.get("token"), announced)
+        await wait_listening(controller, task, attempts=500)
+        return EdgeServer(f"http://127.0.0.1:{controller.port}", components, controller, kwargs.get("token"), announced)
 
     yield start
     for controller, task in running:

@@ -7,8 +7,6 @@ CloudEvents, reasoning requests and approvals.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,37 +16,16 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from controller.app import Controller, ModelState, build_components
-from tests.pipeline.edge.servers import edge_settings
+from tests.support.controllers import controller_in_thread, server_settings
 
 TOKEN = "fuzz-token"
 
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings_ = edge_settings(Path(tmp_path_factory.mktemp("fuzz")), token=TOKEN)
-    holder: dict[str, Controller] = {}
-    loop = asyncio.new_event_loop()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        components = build_components(settings_, model=ModelState(None, "disabled", "tests"))
-        controller = Controller(components, announce=lambda line: None)
-        holder["controller"] = controller
-        loop.run_until_complete(controller.run(install_signal_handlers=False))
-
-    thread = threading.Thread(target=serve, name="fuzz-server", daemon=True)
-    thread.start()
-    for _ in range(3000):
-        controller = holder.get("controller")
-        if controller is not None and controller.port:
-            break
-        threading.Event().wait(0.01)
-    else:
-        raise RuntimeError("the fuzz server did not start")
-    yield f"http://127.0.0.1:{controller.port}"
-    loop.call_soon_threadsafe(controller.request_stop)
-    thread.join(30)
+    settings_ = server_settings(Path(tmp_path_factory.mktemp("fuzz")) / "state", token=TOKEN)
+    with controller_in_thread(settings_, attempts=3000, join_timeout=30) as (url, _, _):
+        yield url
 
 
 def test_no_request_makes_the_server_fail(fuzz_server: str) -> None:

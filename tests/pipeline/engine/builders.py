@@ -175,6 +175,26 @@ def build_engine(
     return Engine(pipeline, store, index, recorder, metrics, state_dir)
 
 
+class Engines:
+    """Engines built for one test, stopped and closed (newest first) by `close()`: the `make_engine` fixtures."""
+
+    def __init__(self) -> None:
+        self.built: list[Engine] = []
+
+    async def make(self, state_dir: Path, policies: list[Policy], *, start: bool = True, **kwargs: Any) -> Engine:
+        """`build_engine(state_dir, policies, **kwargs)`, kept for `close()`, and started unless `start=False`."""
+        engine = build_engine(state_dir, policies, **kwargs)
+        self.built.append(engine)
+        if start:
+            await engine.pipeline.start()
+        return engine
+
+    async def close(self) -> None:
+        for engine in reversed(self.built):
+            await engine.pipeline.stop(drain_timeout_s=0)
+            engine.store.close()
+
+
 async def eventually(predicate: Any, timeout_s: float = 20.0) -> bool:
     """Poll `predicate` until it holds (background loops run meanwhile); never a timing assertion."""
     deadline = time.monotonic() + timeout_s

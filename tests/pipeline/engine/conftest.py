@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline.engine.builders import Engine, build_engine
+from tests.pipeline.engine.builders import Engine, Engines
 from tests.pipeline.sink import CaptureSink
 
 
@@ -21,16 +21,10 @@ def sink() -> Iterator[CaptureSink]:
 @pytest.fixture
 async def make_engine(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Engine]]]:
     """`await make_engine(policies, sink=url, start=True, state_dir=..., **settings)`."""
-    engines: list[Engine] = []
+    engines = Engines()
 
     async def make(policies: list[Any], *, start: bool = True, state_dir: Path | None = None, **kwargs: Any) -> Engine:
-        engine = build_engine(state_dir or tmp_path / "state", policies, **kwargs)
-        engines.append(engine)
-        if start:
-            await engine.pipeline.start()
-        return engine
+        return await engines.make(state_dir or tmp_path / "state", policies, start=start, **kwargs)
 
     yield make
-    for engine in reversed(engines):
-        await engine.pipeline.stop(drain_timeout_s=0)
-        engine.store.close()
+    await engines.close()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controller.decision.parsing import ParsedCall, ParseError
 from controller.schemas.alerts import (
     Alert,
     AlertEvent,
@@ -114,3 +116,14 @@ class FakeTRM:
 def fixture_events(name: str) -> list[AlertEvent]:
     payload = AlertmanagerPayload.model_validate_json((FIXTURES / name).read_text())
     return split_payload(payload)
+
+
+def assert_call_or_parse_error(parse: Callable[[Any], ParsedCall], value: Any) -> None:
+    """`parse(value)` gives a well-typed ParsedCall or raises ParseError, and nothing else."""
+    try:
+        parsed = parse(value)
+    except ParseError:
+        return
+    assert isinstance(parsed, ParsedCall)
+    assert parsed.function is None or isinstance(parsed.function, str)
+    assert isinstance(parsed.parameters, dict)

@@ -21,6 +21,7 @@ from controller.decision.function_calling import (
 from controller.schemas.decision import Decision, StageOutcome
 from controller.schemas.policy import SecretKeyRef
 from runbooks import default_catalog
+from tests.support.loopback import serving
 
 from .helpers import event, policy
 
@@ -58,14 +59,10 @@ async def server() -> AsyncIterator[LLMServer]:
     app = web.Application()
     app.router.add_post("/api/chat", state.handle)
     app.router.add_post("/v1/chat/completions", state.handle)
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    state.url = f"http://{host}:{port}"
-    yield state
-    state.release.set()
-    await runner.cleanup()
+    async with serving(app, shutdown_timeout=0.5) as url:
+        state.url = url
+        yield state
+        state.release.set()
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from controller.decision.parsing import (
     parse_call,
 )
 
+from .helpers import assert_call_or_parse_error
+
 RESTART = {"name": "cart-7f9", "namespace": "shop"}
 
 ACCEPTED = [
@@ -166,20 +168,10 @@ def test_parameter_strings_must_hold_an_object() -> None:
 # --- property tests --------------------------------------------------------------------------
 
 
-def _outcome_is_clean(text: str) -> None:
-    try:
-        result = parse_call(text)
-    except ParseError:
-        return
-    assert isinstance(result, ParsedCall)
-    assert result.function is None or isinstance(result.function, str)
-    assert isinstance(result.parameters, dict)
-
-
 @settings(max_examples=400, deadline=None)
 @given(st.text(max_size=400))
 def test_any_text_gives_a_result_or_a_parse_error(text: str) -> None:
-    _outcome_is_clean(text)
+    assert_call_or_parse_error(parse_call, text)
 
 
 json_values = st.recursive(
@@ -203,10 +195,10 @@ def test_json_like_text_in_any_wrapping_gives_a_result_or_a_parse_error(
 ) -> None:
     body = json.dumps(value)
     text = f"{before}```json\n{body}\n```{after}" if fence else f"{before}{body}{after}"
-    _outcome_is_clean(text)
+    assert_call_or_parse_error(parse_call, text)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(alphabet='{}[]":,\\ aentu0123456789.-', max_size=300))
 def test_bracket_soup_gives_a_result_or_a_parse_error(text: str) -> None:
-    _outcome_is_clean(text)
+    assert_call_or_parse_error(parse_call, text)
