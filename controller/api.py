@@ -53,6 +53,7 @@ from controller.cloudevents_in import (
     parse_inbound,
     summarize_validation,
 )
+from controller.events_auth import EventsAuthenticator, ReviewUnavailable
 from controller.logging import correlation
 from controller.pipeline import Overloaded, StoreUnavailable
 from controller.schemas.alerts import (
@@ -122,6 +123,8 @@ class ApiDeps:
     # Reasons the process is not ready beyond the pipeline's own (policies not listed, model not loaded).
     readiness_checks: Callable[[], list[str]] = list
     ce_source: str = "/trm-sre"
+    # `/events` only: Knative's OIDC tokens (TokenReview) besides the static token; None: the static token only.
+    events_auth: EventsAuthenticator | None = None
 
 
 class LimitExceeded(ValueError):
@@ -146,6 +149,11 @@ class _Slots:
             yield
         finally:
             self._semaphore.release()
+
+
+def _unauthorized() -> HTTPException:
+    # One generic answer for a missing, wrong or refused token: nothing about which check failed.
+    return HTTPException(status_code=401, detail="unauthorized", headers={"WWW-Authenticate": "Bearer"})
 
 
 def _unavailable(reason: str, retry_after: int) -> HTTPException:
@@ -300,6 +308,14 @@ _ERRORS = {
     503: {"model": ErrorBody, "description": "overloaded or the store is unavailable; retry after Retry-After"},
 }
 
+_EVENTS_ERRORS = {
+    **_ERRORS,
+    401: {"model": ErrorBody, "description": "missing or wrong bearer token (static, or a Knative OIDC token "
+                                             "when --events-audience is set)"},
+    503: {"model": ErrorBody, "description": "overloaded, the store is unavailable, or the apiserver cannot check "
+                                             "a Knative token (TokenReview); retry after Retry-After"},
+}
+
 
 # The scheme only names where the token is read from; the token itself lives in ApiDeps.
 _BEARER = HTTPBearer(auto_error=False, description="TRM_SRE_WEBHOOK_TOKEN (or --token-file)")
@@ -322,7 +338,26 @@ class _Routes:
             return  # loopback-only mode: the CLI refuses any other bind without a token
         presented = credentials.credentials if credentials is not None else None
         if not self.deps.token.check(presented):
-            raise HTTPException(status_code=401, detail="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            raise _unauthorized()
+
+    async def events_authenticated(self, credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:  # noqa: B008
+        """`/events`: the static token, or (with --events-audience) a Knative OIDC token checked by TokenReview."""
+        auth = self.deps.events_auth
+        if auth is None:
+            await self.authenticated(credentials)
+            return
+        presented = credentials.credentials if credentials is not None else None
+        if presented is None:
+            raise _unauthorized()
+        if self.deps.token.configured and self.deps.token.check(presented):
+            return
+        try:
+            accepted = await auth.authenticate(presented)
+        except ReviewUnavailable:
+            # Not a refusal: Knative retries a 5xx, and a 401 would drop the event.
+            raise _unavailable("cannot check the token now", self.limits.retry_after_s) from None
+        if not accepted:
+            raise _unauthorized()
 
     async def overloaded(self, request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Overloaded)
@@ -482,6 +517,7 @@ def build_api(deps: ApiDeps) -> FastAPI:
     )
     r = _Routes(deps)
     auth = [Depends(r.authenticated)]
+    events_auth = [Depends(r.events_authenticated)]
     app.add_exception_handler(Overloaded, r.overloaded)
     app.add_exception_handler(StoreUnavailable, r.store_unavailable)
 
@@ -491,14 +527,16 @@ def build_api(deps: ApiDeps) -> FastAPI:
         summary="Alertmanager webhook (payload version 4)",
     )
     app.add_api_route(
-        "/events", r.events, methods=["POST"], dependencies=auth, status_code=202,
+        "/events", r.events, methods=["POST"], dependencies=events_auth, status_code=202,
         responses={
             200: {"description": f"{REASONING_COMPLETED} / {REASONING_FAILED} reply (binary mode)"},
             202: {"model": EventAccepted, "description": "alert recorded, or lambda response recorded"},
-            **_ERRORS,
+            **_EVENTS_ERRORS,
         },
         summary="CloudEvents (binary or structured mode)",
-        description="Accepted types: " + ", ".join(ACCEPTED_TYPES),
+        description="Accepted types: " + ", ".join(ACCEPTED_TYPES) + ". Authentication: the bearer token, or with "
+        "--events-audience a Knative Eventing OIDC token (a ServiceAccount token for that audience, checked with "
+        "the TokenReview API).",
     )
     app.add_api_route(
         "/reason", r.reason, methods=["POST"], response_model=ReasonResult, dependencies=auth,

@@ -38,6 +38,7 @@ from controller.api import ApiDeps, build_api
 from controller.cloudevents_in import summarize_validation
 from controller.decision.stages import StageClients
 from controller.defaults import load_default_policy, policy_from_manifest
+from controller.events_auth import EventsAuthenticator, KubernetesTokenReviewer
 from controller.metrics import Metrics
 from controller.model_batcher import ModelBatcher
 from controller.pipeline import Pipeline, PipelineSettings
@@ -252,6 +253,8 @@ class Components:
     readiness: Readiness
     api: FastAPI
     http: httpx.AsyncClient
+    #: `/events` accepts Knative OIDC tokens (--events-audience); None: the static token only.
+    events_auth: EventsAuthenticator | None = None
 
 
 def build_components(settings: RunSettings, *, model: ModelState | None = None) -> Components:
@@ -278,6 +281,14 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
     )
     pipeline = Pipeline(pipeline_settings, store, index, catalog, clients, recorder, metrics)
     readiness = Readiness(standalone=settings.standalone, index=index, model=model)
+    events_auth = None
+    if settings.events_oidc is not None:
+        events_auth = EventsAuthenticator(
+            settings.events_oidc.audience,
+            settings.events_oidc.allowed_subjects,
+            KubernetesTokenReviewer(),
+            observe=lambda result: metrics.token_reviews.labels(result=result).inc(),
+        )
     api = build_api(
         ApiDeps(
             pipeline=pipeline,
@@ -286,6 +297,7 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
             limits=settings.limits,
             readiness_checks=readiness,
             ce_source=settings.ce_source,
+            events_auth=events_auth,
         )
     )
     return Components(
@@ -301,6 +313,7 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
         readiness=readiness,
         api=api,
         http=http,
+        events_auth=events_auth,
     )
 
 
@@ -426,6 +439,10 @@ class Controller:
         s = self.c.settings
         mode = "standalone" if s.standalone else "cluster"
         auth = "bearer token (" + s.token.source + ")" if s.authenticated else "none (loopback only)"
+        if s.events_oidc is not None:
+            count = len(s.events_oidc.allowed_subjects)
+            auth += (f"; /events also Knative OIDC tokens for audience {s.events_oidc.audience!r} "
+                     f"from {count} {'subject' if count == 1 else 'subjects'} (TokenReview)")
         if s.standalone:
             count = len(self.c.index)
             scope = f"{count} {'policy' if count == 1 else 'policies'}"
@@ -476,6 +493,8 @@ class Controller:
         if isinstance(self.c.clients.trm, ModelBatcher):
             await self.c.clients.trm.aclose()
         await self.c.http.aclose()
+        if self.c.events_auth is not None:
+            self.c.events_auth.close()
         log.info("stopped")
 
 

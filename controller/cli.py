@@ -139,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--tls-key-file", metavar="FILE", help="the PEM private key of --tls-cert-file")
     tls.add_argument("--client-ca-file", metavar="FILE",
                      help="require client certificates signed by this PEM CA (mutual TLS)")
+    knative = run.add_argument_group(
+        "Knative sender identity on /events (cluster mode; the bearer token keeps working; docs/api.md)")
+    knative.add_argument("--events-audience", metavar="AUDIENCE",
+                         help="also accept Knative Eventing OIDC tokens issued for this audience on /events, checked "
+                              "with the TokenReview API (default: $TRM_SRE_EVENTS_AUDIENCE; none: off)")
+    knative.add_argument("--events-allowed-subject", action="append", metavar="USER",
+                         help="a ServiceAccount allowed to send them, system:serviceaccount:NS:NAME (repeatable; "
+                              "required with --events-audience; default: $TRM_SRE_EVENTS_ALLOWED_SUBJECTS, comma-separated)")
     limits = run.add_argument_group("limits")
     limits.add_argument("--max-body-bytes", type=int, metavar="N",
                         help="largest request body; larger ones get 413 (default: 4194304, 4 MiB)")
@@ -261,6 +269,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             client_ca_file=args.client_ca_file,
             max_body_bytes=args.max_body_bytes,
             queue_size=args.queue_size,
+            events_audience=args.events_audience,
+            events_allowed_subjects=args.events_allowed_subject,
         )
         return asyncio.run(run_controller(settings, announce=_announce))
     except SettingsError as exc:

@@ -114,6 +114,14 @@ class Metrics:
             ["route", "code"],
             registry=r,
         )
+        self.token_reviews = Counter(
+            "agent_sre_token_reviews",
+            "TokenReviews of Knative OIDC tokens on /events (--events-audience), by result: accepted, rejected, "
+            "error (the apiserver did not answer; the request got 503). Tokens remembered from an accepted review "
+            "are not counted again.",
+            ["result"],
+            registry=r,
+        )
         self.reasoning_requests = Counter(
             "agent_reasoning_requests",
             "Reasoning requests (the /reason API and io.homelab.reasoning.requested), by task type and status.",

@@ -1,10 +1,10 @@
 """Run-time settings of the controller process: one root object, built once at start-up.
 
 Everything the process reads from its environment (`K_SINK`, `K_CE_OVERRIDES`,
-`TRM_SRE_WEBHOOK_TOKEN`) is read here, in `settings_from_args`, when the CLI
-asks for it — never at import time — and passed down explicitly. Invalid
-settings fail at start-up with a message that names the setting
-(`SettingsError`), not at the first alert.
+`TRM_SRE_WEBHOOK_TOKEN`, `TRM_SRE_EVENTS_AUDIENCE`, `TRM_SRE_EVENTS_ALLOWED_SUBJECTS`)
+is read here, in `settings_from_args`, when the CLI asks for it — never at
+import time — and passed down explicitly. Invalid settings fail at start-up
+with a message that names the setting (`SettingsError`), not at the first alert.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Literal
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "TRM_SRE_WEBHOOK_TOKEN"
+EVENTS_AUDIENCE_ENV = "TRM_SRE_EVENTS_AUDIENCE"
+EVENTS_SUBJECTS_ENV = "TRM_SRE_EVENTS_ALLOWED_SUBJECTS"
 SINK_ENV = "K_SINK"
 CE_OVERRIDES_ENV = "K_CE_OVERRIDES"
 
@@ -31,6 +33,8 @@ CE_OVERRIDES_ENV = "K_CE_OVERRIDES"
 _CE_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 # Attributes an override must not touch: Knative's SinkBinding only adds extensions.
 _CE_CORE_ATTRIBUTES = {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
+# The username the apiserver gives a ServiceAccount token: system:serviceaccount:<namespace>:<name>.
+_SERVICE_ACCOUNT_USER = re.compile(r"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
 
 
 class SettingsError(ValueError):
@@ -117,6 +121,56 @@ class BearerToken:
         if expected is None or presented is None:
             return False
         return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+@dataclass(frozen=True)
+class EventsOIDC:
+    """Knative's sender identity on `/events`: service-account tokens for `audience`, from `allowed_subjects`.
+
+    Knative Eventing (feature `authentication-oidc`) sends each delivery with
+    `Authorization: Bearer <JWT>`, a token of the Trigger's own ServiceAccount
+    whose audience is the subscriber's. The controller checks it with the
+    TokenReview API (controller/events_auth.py); the static token keeps working.
+    """
+
+    audience: str
+    #: Usernames accepted, e.g. `system:serviceaccount:trm-sre:trm-sre-alert-fired-oidc-eventing.knative.dev-trigger`.
+    allowed_subjects: tuple[str, ...]
+
+
+def events_oidc_from_args(
+    audience: str | None, subjects: list[str] | None, env: Mapping[str, str]
+) -> EventsOIDC | None:
+    """`--events-audience` / `--events-allowed-subject` (or their environment variables), checked; None when unset."""
+    audience = (audience if audience is not None else env.get(EVENTS_AUDIENCE_ENV) or "").strip()
+    if subjects:
+        given = [s.strip() for s in subjects]
+    else:
+        given = [s.strip() for s in (env.get(EVENTS_SUBJECTS_ENV) or "").split(",") if s.strip()]
+    if not audience:
+        if given:
+            raise SettingsError(
+                f"--events-allowed-subject ({EVENTS_SUBJECTS_ENV}) needs --events-audience ({EVENTS_AUDIENCE_ENV})"
+            )
+        return None
+    if any(ch.isspace() or ch == "," for ch in audience) or len(audience) > 253:
+        raise SettingsError(
+            f"--events-audience {audience[:80]!r} is not a valid audience (no spaces or commas, at most 253 characters)"
+        )
+    if not given:
+        raise SettingsError(
+            f"--events-audience needs at least one --events-allowed-subject ({EVENTS_SUBJECTS_ENV}, comma-separated): "
+            "the ServiceAccount a Knative Trigger sends as, "
+            "e.g. system:serviceaccount:trm-sre:trm-sre-alert-fired-oidc-eventing.knative.dev-trigger "
+            "(kubectl get trigger NAME -o jsonpath='{.status.auth.serviceAccountName}')"
+        )
+    for subject in given:
+        if not _SERVICE_ACCOUNT_USER.match(subject):
+            raise SettingsError(
+                f"--events-allowed-subject {subject[:120]!r} is not a ServiceAccount username "
+                "(system:serviceaccount:NAMESPACE:NAME)"
+            )
+    return EventsOIDC(audience=audience, allowed_subjects=tuple(dict.fromkeys(given)))
 
 
 def is_loopback(host: str) -> bool:
@@ -228,6 +282,8 @@ class RunSettings:
     tls: TLSFiles | None = None
     #: Alerts waiting for a decision; beyond it new alerts get 503 + Retry-After (bounds memory under a flood).
     queue_size: int = 10_000
+    #: `/events` also accepts Knative's OIDC tokens (cluster mode only); None: only the static token.
+    events_oidc: EventsOIDC | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -277,6 +333,8 @@ def settings_from_args(
     client_ca_file: str | None = None,
     max_body_bytes: int | None = None,
     queue_size: int | None = None,
+    events_audience: str | None = None,
+    events_allowed_subjects: list[str] | None = None,
 ) -> RunSettings:
     """Combine command-line values with the environment; raise SettingsError on anything invalid."""
     env = os.environ if environ is None else environ
@@ -314,6 +372,18 @@ def settings_from_args(
         limits = Limits(max_body_bytes=max_body_bytes)
     if queue_size is not None and queue_size < 1:
         raise SettingsError(f"--queue-size {queue_size} must be at least 1")
+    events_oidc = events_oidc_from_args(events_audience, events_allowed_subjects, env)
+    if events_oidc is not None:
+        if standalone:
+            raise SettingsError(
+                "--events-audience needs cluster mode: tokens are checked with the Kubernetes TokenReview API, "
+                "and --standalone has no cluster"
+            )
+        if not token.configured:
+            raise SettingsError(
+                f"--events-audience needs the bearer token too ({TOKEN_ENV} or --token-file): "
+                "/alertmanager, /reason and /approvals still require it"
+            )
     return RunSettings(
         standalone=standalone,
         policy_files=files,
@@ -332,4 +402,5 @@ def settings_from_args(
         limits=limits,
         tls=tls,
         queue_size=queue_size if queue_size is not None else RunSettings.queue_size,
+        events_oidc=events_oidc,
     )

@@ -7,7 +7,8 @@ user bound only to deploy/base's ClusterRoles, and goes through everything it
 does in a cluster: list and watch policies cluster-wide, index a new policy,
 re-index an edited one, write status, post Events, flush counters after a
 trigger, read a functionCalling stage's token from its Secret (secretRef),
-and forget a deleted policy. Then, from the audit log:
+check a Knative Trigger's OIDC token on /events (TokenReview, with
+--events-audience), and forget a deleted policy. Then, from the audit log:
 
 - nothing missing: every call the user made is granted by the ClusterRoles,
   and none was refused (no 403);
@@ -26,13 +27,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from cloudevents.core.bindings.http import to_binary_event
+from cloudevents.core.v1.event import CloudEvent
 
+from controller.schemas.alerts import ALERT_FIRED
 from controller.schemas.decision import LAMBDA_TRIGGER
-from tests.e2e.harness import ControllerProcess, child_env, http, wait_until
+from tests.e2e.harness import cluster_controller, http, wait_until
 from tests.envtest.controlplane import OPERATOR_USER, ControlPlane
 from tests.hardening.cluster import (
     Call,
+    alert_body,
     audit_time,
     calls_by,
     cluster_roles,
@@ -48,12 +54,9 @@ pytestmark = [pytest.mark.envtest, pytest.mark.slow]
 
 TOKEN = "rbac-" + secrets.token_hex(8)
 LLM_TOKEN = "llm-" + secrets.token_hex(8)
-
-
-def _alert(alertname: str, pod: str) -> dict[str, Any]:
-    alert = {"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "annotations": {},
-             "labels": {"alertname": alertname, "namespace": "shop", "pod": pod}}
-    return {"version": "4", "status": "firing", "receiver": "trm-sre", "alerts": [alert]}
+# Knative's sender identity: the Trigger's ServiceAccount (Knative's naming) and the subscriber's audience.
+EVENTS_AUDIENCE = "trm-sre.trm-sre.svc"
+TRIGGER_SA = f"t{secrets.token_hex(3)}-oidc-eventing.knative.dev-trigger"
 
 
 RULES_SPEC: dict[str, Any] = {
@@ -87,11 +90,9 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
     answers = {"cart-llm": ("pod-check-status", {"name": "cart-llm", "namespace": "shop"})}
 
     with FakeLLM(answers, marker=r"cart-llm") as llm:
-        proc = ControllerProcess(
-            ["--port", "0", "--no-model", "--state-dir", str(tmp_path / "state"), "--liveness-port", "0"],
-            child_env(KUBECONFIG=str(cp.operator_kubeconfig), K_SINK=sink.url, TRM_SRE_WEBHOOK_TOKEN=TOKEN),
-            tmp_path / "trm-sre.log",
-        )
+        proc = cluster_controller(cp.operator_kubeconfig, sink.url, TOKEN, tmp_path)
+        proc.args += ["--events-audience", EVENTS_AUDIENCE,
+                      "--events-allowed-subject", f"system:serviceaccount:trm-sre:{TRIGGER_SA}"]
         url = proc.start()
         try:
             wait_until("/readyz", lambda: http("GET", f"{url}/readyz")[0] == 200, 120, proc)
@@ -105,7 +106,7 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
             wait_until("Ready=True for generation 2", lambda: is_ready(cp, namespace, "restart", 2), 60, proc)
 
             # A trigger: counters and lastDecision flushed into status, a Triggered Event.
-            status, body = http("POST", f"{url}/alertmanager", _alert("KubePodCrashLooping", "cart-1"), token=TOKEN)
+            status, body = http("POST", f"{url}/alertmanager", alert_body("KubePodCrashLooping", "cart-1"), token=TOKEN)
             assert status == 200, body
             wait_until("the trigger", lambda: sink.accepted_of(LAMBDA_TRIGGER), 60, proc)
             wait_until("a Triggered event", lambda: "Triggered" in {e["reason"] for e in events_for(cp, namespace, "restart")},
@@ -114,12 +115,23 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
             # A functionCalling stage with a secretRef: the token is read from its Secret (get secrets).
             cp.kubectl("apply", "-f", "-", input=policy_manifest("ask-llm", "trm-sre", _llm_spec(llm.url)))
             wait_until("the LLM policy Ready", lambda: is_ready(cp, "trm-sre", "ask-llm"), 60, proc)
-            status, body = http("POST", f"{url}/alertmanager", _alert("KubePodNotReady", "cart-llm"), token=TOKEN)
+            status, body = http("POST", f"{url}/alertmanager", alert_body("KubePodNotReady", "cart-llm"), token=TOKEN)
             assert status == 200, body
             wait_until("the LLM's trigger", lambda: len(sink.accepted_of(LAMBDA_TRIGGER)) == 2, 60, proc)
             llm_trigger = sink.accepted_of(LAMBDA_TRIGGER)[1].data()
             assert llm_trigger["lambda_function"] == "pod-check-status"
             assert llm.requests == 1
+
+            # A Knative Trigger's delivery with its OIDC token: checked with a TokenReview (create tokenreviews).
+            cp.kubectl("create", "serviceaccount", TRIGGER_SA, "-n", "trm-sre")
+            oidc = cp.kubectl("create", "token", TRIGGER_SA, "-n", "trm-sre", "--audience", EVENTS_AUDIENCE).stdout.strip()
+            event = CloudEvent(attributes={"type": ALERT_FIRED, "source": "/rbac-audit", "id": "oidc-1",
+                                           "datacontenttype": "application/json"},
+                               data=alert_body("KubePodCrashLooping", "cart-oidc")["alerts"][0])
+            message = to_binary_event(event)
+            delivered = httpx.post(f"{url}/events", content=message.body,
+                                   headers={**message.headers, "Authorization": f"Bearer {oidc}"}, timeout=30)
+            assert delivered.status_code == 202, delivered.text
 
             # Deleted: forgotten (nothing to write; the operator keeps no finalizer).
             cp.kubectl("delete", "remediationpolicy", "restart", "-n", namespace, "--timeout=60s")

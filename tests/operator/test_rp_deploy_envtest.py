@@ -64,6 +64,7 @@ def test_operator_role_grants_no_workload_access_and_no_wildcards(control_plane:
         ("remediation.homelab.io", "remediationpolicies"): {"list", "watch"},
         ("remediation.homelab.io", "remediationpolicies/status"): {"patch"},
         ("", "events"): {"create"},
+        ("authentication.k8s.io", "tokenreviews"): {"create"},  # Knative's OIDC tokens on /events
     }
     secret_reader = render(control_plane, DEPLOY / "base")["ClusterRole", "trm-sre-secret-reader"]
     assert secret_reader["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
@@ -129,7 +130,17 @@ def test_knative_overlay_binds_the_sink_and_routes_alert_events(control_plane: C
     assert set(routed) == {"io.homelab.prometheus.alert.fired", "io.homelab.prometheus.alert.resolved"}
     for subscriber in routed.values():
         assert subscriber["ref"] == {"apiVersion": "v1", "kind": "Service", "name": "trm-sre"}
-    assert "K_SINK" not in {e["name"] for e in container(objects)["env"]}  # the SinkBinding injects it
+    env = {e["name"]: e.get("value") for e in container(objects)["env"]}
+    assert "K_SINK" not in env  # the SinkBinding injects it
+    # Knative's sender identity: each Trigger's token is for the controller's audience, and the controller
+    # allows exactly the Triggers' ServiceAccounts (Knative names them <trigger>-oidc-<group>-<kind>).
+    assert {subscriber["audience"] for subscriber in routed.values()} == {env["TRM_SRE_EVENTS_AUDIENCE"]}
+    triggers = [obj for (kind, _), obj in objects.items() if kind == "Trigger"]
+    assert set(env["TRM_SRE_EVENTS_ALLOWED_SUBJECTS"].split(",")) == {
+        f"system:serviceaccount:{t['metadata']['namespace']}:{t['metadata']['name']}-oidc-eventing.knative.dev-trigger"
+        for t in triggers
+    }
+    assert "--token-file" in container(objects)["args"]  # the static token stays (/alertmanager, /reason, ...)
     assert ("Broker", "default") in objects
     # Third-party kinds live only in the overlay.
     base_kinds = {kind for kind, _ in render(control_plane, DEPLOY / "base")}
