@@ -2,9 +2,10 @@
 
 One alert's way through:
 
-1. `ingest` records a batch of alert events in one store transaction and
-   only then returns (the edge answers 2xx after that, so an acknowledged
-   alert is never lost). New firing incidents are queued for the workers;
+1. `ingest` records a batch of alert events in one durable store
+   transaction and only then returns (the edge answers 2xx after that, so an
+   acknowledged alert is never lost); webhooks that arrive together share
+   one transaction (a group commit: one fsync for all of them). New firing incidents are queued for the workers;
    re-sends are counted and dropped; resolved alerts are recorded against
    their incident and may cancel what is still pending.
 2. A worker selects the policy, runs the decision chain, and commits the
@@ -39,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.actions import ActionPlan, GuardState, plan_actions
+from controller.coalesce import Coalescer
 from controller.decision.chain import StageClients, decide, select_policy
 from controller.delivery import (
     JSONL_SINK_FILENAME,
@@ -55,11 +57,13 @@ from controller.schemas.alerts import AlertEvent
 from controller.schemas.decision import LAMBDA_TRIGGER, Decision
 from controller.schemas.policy import Policy
 from controller.status import PolicyStatusRecorder
-from controller.store import ApprovalRow, DecisionRecord, OutboxEntry, Store, StoreError
+from controller.store import ApprovalRow, DecisionRecord, OutboxEntry, RecordedAlert, Store, StoreError
 from runbooks import Catalog
 
 log = logging.getLogger(__name__)
 
+# Alerts per group commit; one webhook's payload is never split (Alertmanager sends at most a few hundred).
+_GROUP_COMMIT_MAX_ALERTS = 2000
 # How many due outbox entries one replay round reads (more are read in the next, immediate, round).
 _REPLAY_BATCH = 500
 # Backoff for a decision whose commit failed because the store was unavailable.
@@ -92,9 +96,10 @@ class PipelineSettings:
     #: Alerts waiting for a decision; beyond this `ingest` raises Overloaded (Alertmanager retries on 503).
     queue_size: int = 10_000
     #: Also refuse once the waiting alerts would take longer than this to decide at the rate measured
-    #: under backlog: an alert acknowledged now should still be acted on while it matters, and one
+    #: under backlog: an alert acknowledged now should still be acted on within a minute, and one
     #: answered 503 is retried by Alertmanager (a fixed count means minutes of work on a slow node).
-    max_queue_wait_s: float = 30.0
+    #: 45 s leaves a quarter of that minute for the rate to have been measured too high and for delivery.
+    max_queue_wait_s: float = 45.0
     #: The decision rate assumed until one has been measured under backlog.
     assumed_decisions_per_s: float = 50.0
     #: Concurrent decisions. Each mostly waits (the model batcher, a thread hand-off, an LLM server),
@@ -215,6 +220,10 @@ class Pipeline:
         self._delivery_slots = asyncio.Semaphore(max(settings.delivery_concurrency, 1))
         self._outbox_depth = 0
         self._drain_rate = DrainRate(settings.assumed_decisions_per_s)
+        # Group commit: the webhooks that arrive while one durable commit (an fsync) runs share the next.
+        self._alert_commits: Coalescer[list[AlertEvent], list[RecordedAlert]] = Coalescer(
+            self._record_payloads, max_items=_GROUP_COMMIT_MAX_ALERTS, size=len, name="trm-sre-alert-commits"
+        )
         self._gauges_refreshing = False
         self._gauges_dirty = False
         self._running = False
@@ -349,7 +358,7 @@ class Pipeline:
     async def _record_and_enqueue(self, events: Sequence[AlertEvent], firing: int) -> IngestResult:
         """Record, then queue; `firing` queue slots were reserved by `ingest` and are released here."""
         try:
-            records = await asyncio.to_thread(self._store.record_alerts, list(events), self._clock())
+            records = await self._alert_commits.submit(list(events))
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
         finally:
@@ -380,6 +389,20 @@ class Pipeline:
         if cancelled or any(r.cancelled_events for r in records):
             await self._refresh_gauges()
         return IngestResult(len(events), new, duplicates, resolved)
+
+    def _record_payloads(self, payloads: Sequence[list[AlertEvent]], _key: object) -> list[list[RecordedAlert]]:
+        """Runs in a thread: several webhooks' alerts in one transaction, each caller's records handed back.
+
+        The same as recording each payload in its own transaction, in arrival order: one payload's
+        alert re-sent in a later one is a duplicate either way. If the commit fails, every payload in
+        it is unrecorded and each caller answers 503.
+        """
+        records = self._store.record_alerts([e for events in payloads for e in events], self._clock())
+        answers, start = [], 0
+        for events in payloads:
+            answers.append(records[start : start + len(events)])
+            start += len(events)
+        return answers
 
     def _enqueue(self, work: _Work) -> None:
         self._queued_alerts.add(work.alert_id)
