@@ -18,6 +18,7 @@ record of what it would have sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -198,6 +199,24 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
+# A short answer is read so httpx can keep the connection for the next delivery (an unread body closes it:
+# one TCP connection per trigger, a quarter of the event loop's work at 100 alerts/s in BENCHMARKS.md).
+# Only a body that says it is short, and only briefly: the status is already known, so a sink that drips
+# its answer just loses the connection, never the delivery.
+_DRAIN_MAX_BYTES = 64 * 1024
+_DRAIN_S = 0.5
+_DRAIN_MARGIN_S = 0.05
+
+
+async def _drain_short_answer(response: httpx.Response, seconds: float) -> None:
+    length = response.headers.get("content-length", "")
+    if seconds <= 0 or not length.isdigit() or int(length) > _DRAIN_MAX_BYTES:
+        return
+    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+        async with asyncio.timeout(seconds):
+            await response.aread()
+
+
 class SinkClient:
     """Sends outbox entries to their sink (the policy's, else the default), or to the JSONL file."""
 
@@ -266,11 +285,14 @@ class SinkClient:
         # Only the status (and Retry-After) matter: the answer's body is never read, so a sink that drips
         # or streams one cannot hold a delivery slot. The deadline bounds the whole exchange; httpx's own
         # timeouts bound each read and write separately, which a slow trickle never trips.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout_at(deadline):
                 async with self._http.stream("POST", url, headers=headers, content=body) as response:
                     status = response.status_code
                     retry_after = _retry_after(response)
+                    await _drain_short_answer(response, min(_DRAIN_S, deadline - loop.time() - _DRAIN_MARGIN_S))
         except TimeoutError as exc:
             raise RetryableDeliveryError(f"{url}: no answer within {self._timeout_s:g}s") from exc
         except httpx.TransportError as exc:  # refused, reset, timed out, protocol errors: the sink may be back soon
