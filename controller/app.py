@@ -39,6 +39,7 @@ from controller.cloudevents_in import summarize_validation
 from controller.decision.stages import StageClients
 from controller.defaults import load_default_policy, policy_from_manifest
 from controller.events_auth import EventsAuthenticator, KubernetesTokenReviewer
+from controller.index_sync import IndexSync, KubernetesPolicyLister
 from controller.metrics import Metrics
 from controller.model_batcher import ModelBatcher
 from controller.pipeline import Pipeline, PipelineSettings
@@ -221,16 +222,21 @@ class Readiness:
     standalone: bool
     index: PolicyIndex
     model: ModelState
-    # Cluster mode: set once the operator has listed the RemediationPolicies.
-    policies_listed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Cluster mode: kopf's ready flag, raised once its startup activities ran and it starts watching.
+    operator_started: asyncio.Event = field(default_factory=asyncio.Event)
+    # Cluster mode: complete once the operator has handled every RemediationPolicy there is
+    # (controller/index_sync.py); until then alerts could find the index empty or partial.
+    index_sync: IndexSync | None = None
 
     def __call__(self) -> list[str]:
         problems = []
         if self.standalone:
             if len(self.index) == 0:
                 problems.append("no RemediationPolicy loaded")
-        elif not self.policies_listed.is_set():
-            problems.append("the operator has not listed RemediationPolicies yet")
+        elif not self.operator_started.is_set():
+            problems.append("the operator has not started watching RemediationPolicies yet")
+        elif self.index_sync is not None and (problem := self.index_sync.problem()):
+            problems.append(problem)
         model = self.model.readiness_problem()
         if model:
             problems.append(model)
@@ -277,10 +283,15 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
     recorder = PolicyStatusRecorder()
     pipeline_settings = PipelineSettings(
         sink=settings.sink, ce_source=settings.ce_source, ce_overrides=dict(settings.ce_overrides),
-        queue_size=settings.queue_size,
+        queue_size=settings.queue_size, retention_days=settings.retention_days,
     )
     pipeline = Pipeline(pipeline_settings, store, index, catalog, clients, recorder, metrics)
-    readiness = Readiness(standalone=settings.standalone, index=index, model=model)
+    readiness = Readiness(
+        standalone=settings.standalone,
+        index=index,
+        model=model,
+        index_sync=None if settings.standalone else IndexSync(KubernetesPolicyLister(settings.namespaces)),
+    )
     events_auth = None
     if settings.events_oidc is not None:
         events_auth = EventsAuthenticator(
@@ -395,6 +406,9 @@ class Controller:
         helpers = [asyncio.create_task(self._announce_when_started(), name="announce")]
         if not self.c.settings.standalone:
             tasks["operator"] = asyncio.create_task(self._run_operator(), name="operator")
+            if self.c.readiness.index_sync is not None:
+                sync = self.c.readiness.index_sync.run(self.c.readiness.operator_started)
+                helpers.append(asyncio.create_task(sync, name="index-sync"))
             if install_signal_handlers:
                 helpers.append(asyncio.create_task(self._reclaim_signals(), name="reclaim-signals"))
         stopper = asyncio.create_task(self.stop_requested.wait(), name="stop-request")
@@ -425,7 +439,7 @@ class Controller:
         pipeline has drained, and its last status flush misses the final
         decisions. With ours, the operator is stopped last, through its stop flag.
         """
-        await self.c.readiness.policies_listed.wait()  # raised after kopf's startup activities
+        await self.c.readiness.operator_started.wait()  # raised after kopf's startup activities
         self._handle_signals()
         # kopf adds its handlers one loop tick after it spawns its tasks, long before its startup
         # activities end; once more a second later in case a busy loop reordered that.
@@ -461,16 +475,16 @@ class Controller:
         from controller.operator import build_registry, run_operator
 
         s = self.c.settings
-        registry = build_registry(self.c.index, self.c.recorder, self.c.catalog)
+        registry = build_registry(self.c.index, self.c.recorder, self.c.catalog, index_sync=self.c.readiness.index_sync)
         liveness = f"http://{s.host}:{s.liveness_port}/healthz" if s.liveness_port else None
         await run_operator(
             registry,
             namespaces=list(s.namespaces),
             stop_flag=self.operator_stop,
             liveness_endpoint=liveness,
-            # Raised by kopf once its startup handlers ran and it starts watching: the closest
-            # signal kopf offers to "the policies have been listed".
-            ready_flag=self.c.readiness.policies_listed,
+            # Raised by kopf once its startup handlers ran and it starts watching; readiness then
+            # waits for the index too (Readiness.index_sync).
+            ready_flag=self.c.readiness.operator_started,
         )
 
     async def _shutdown(self, tasks: dict[str, asyncio.Task[Any]]) -> None:

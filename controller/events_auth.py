@@ -32,7 +32,6 @@ import binascii
 import hashlib
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -41,6 +40,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+
+from controller.kube import api_client
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +85,9 @@ class KubernetesTokenReviewer:
     def _authentication_api(self) -> Any:
         with self._lock:
             if self._api is None:
-                from kubernetes import client, config
+                from kubernetes import client
 
-                configuration = client.Configuration()
-                try:
-                    config.load_incluster_config(client_configuration=configuration)
-                except config.ConfigException:
-                    # $KUBECONFIG as it is now: the kubernetes package captured it at import.
-                    path = self._kubeconfig or os.environ.get("KUBECONFIG") or None
-                    config.load_kube_config(config_file=path, client_configuration=configuration)
-                # One quick retry (a pooled connection the apiserver closed), not urllib3's three.
-                configuration.retries = 1
-                self._api = client.AuthenticationV1Api(client.ApiClient(configuration))
+                self._api = client.AuthenticationV1Api(api_client(self._kubeconfig))
             return self._api
 
     def __call__(self, token: str, audience: str) -> Review:

@@ -11,6 +11,10 @@ thin and the work is in the plain functions below them:
   level-triggered, it needs no kopf progress state and no finalizer: the
   DELETED event (or an earlier deletionTimestamp) removes the policy, and
   deleting a policy never waits for the operator.
+- Every object the handler is done with (indexed, refused as invalid, or
+  removed) is reported to the `IndexSync` (controller/index_sync.py), which
+  keeps the process not ready until every policy that exists has been
+  handled.
 - `PolicyStatusSync` (controller/status.py) is the only writer: one task,
   started and stopped with the operator, that writes status and posts Events
   for every policy and retries what failed on its next tick.
@@ -34,6 +38,7 @@ import kopf
 from pydantic import ValidationError
 
 from controller.decision.templates import check_template
+from controller.index_sync import is_namespace_pattern
 from controller.schemas.policy import Policy, PolicySpec
 from controller.status import (
     GROUP,
@@ -49,6 +54,7 @@ from controller.status import (
 )
 
 if TYPE_CHECKING:
+    from controller.index_sync import IndexSync
     from controller.policy_index import PolicyIndex
     from runbooks.catalog import Catalog, Parameter
 
@@ -331,6 +337,8 @@ class PolicyHandlers:
     catalog: Catalog
     sync: PolicyStatusSync
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    #: Told about every policy handled, for readiness (None: nobody asks).
+    index_sync: IndexSync | None = None
     _sync_task: asyncio.Task[None] | None = None
 
     async def on_policy_event(self, event: Mapping[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
@@ -338,20 +346,27 @@ class PolicyHandlers:
         ref = ref_of(body)
         if event.get("type") == "DELETED":
             self._forget(ref.key, logger)
+            self._handled(ref)
             return
         if body.metadata.get("deletionTimestamp"):
             self.index.remove(ref.key)  # on its way out (other finalizers): it must not remediate anything more
+            self._handled(ref)
             return
         status = body.get("status") or {}
         self.recorder.seed(ref.key, status.get("counters"), status.get("lastDecision"))
         generation = int(body.metadata.get("generation") or 0)
         result = check_policy(ref.namespace, ref.name, generation, body.get("spec"), self.catalog)
         self._update_index(ref.key, result, logger)
+        self._handled(ref)  # indexed or refused: either way the index now says what it should about it
         # Our own last intent is newer than the cluster's copy until the sync has written it.
         current = self.sync.intended(ref.key) or status
         desired = validation_status(result, body.get("spec"), generation, current, self.clock())
         ready = desired["conditions"][-1]
         self.sync.observe(ref, status, desired, ready_event(ready, find_condition(current, READY)))
+
+    def _handled(self, ref: ObjectRef) -> None:
+        if self.index_sync is not None:
+            self.index_sync.seen(ref.key, ref.uid)
 
     def _forget(self, key: str, logger: logging.Logger) -> None:
         self.index.remove(key)
@@ -414,15 +429,17 @@ def build_registry(
     *,
     status_flush_seconds: float = STATUS_FLUSH_SECONDS,
     status_writer: StatusWriter | None = None,
+    index_sync: IndexSync | None = None,
 ) -> kopf.OperatorRegistry:
     """A fresh kopf registry with the policy handlers (never kopf's global default registry).
 
     `status_writer` defaults to the Kubernetes API with the operator's own
-    credentials (made at startup, not here).
+    credentials (made at startup, not here). `index_sync`, when given, is told
+    about every policy the handler is done with (readiness in the app).
     """
     registry = kopf.OperatorRegistry()
     sync = PolicyStatusSync(recorder, status_writer, interval=status_flush_seconds)
-    handlers = PolicyHandlers(index=index, recorder=recorder, catalog=catalog, sync=sync)
+    handlers = PolicyHandlers(index=index, recorder=recorder, catalog=catalog, sync=sync, index_sync=index_sync)
     # A fresh registry has none of kopf's default logins: use the kubernetes
     # client's (in-cluster service account, else KUBECONFIG / ~/.kube/config),
     # as `kopf run` would.
@@ -474,7 +491,7 @@ async def run_operator(
     `stop_flag` may also be a `threading.Event` (kopf accepts both).
     """
     settings = default_settings()
-    if namespaces and not any(ch in ns for ns in namespaces for ch in "*?[!"):
+    if namespaces and not any(is_namespace_pattern(ns) for ns in namespaces):
         # Exact namespace names need no namespace scanning; without this kopf would
         # retry listing namespaces (which our ClusterRole does not grant) for about a
         # minute before indexing anything. The CRD must then exist before start.
