@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; anything else needs a token)")
     run.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
     run.add_argument("--state-dir", metavar="DIR", help="where the SQLite store lives (default: the user data dir, e.g. ~/.local/share/trm-sre)")
+    run.add_argument("--retention-days", type=int, metavar="DAYS",
+                     help="delete finished incidents (and their alerts, decisions, events, approvals) idle this many days "
+                          "from the store; 0 keeps everything (default: $TRM_SRE_RETENTION_DAYS, else 30)")
     run.add_argument("--token-file", metavar="FILE", help="bearer token file, re-read when it changes (default: $TRM_SRE_WEBHOOK_TOKEN)")
     run.add_argument("--namespace", action="append", metavar="NS", help="watch policies in this namespace (repeatable; default: cluster-wide)")
     run.add_argument("--sink", metavar="URL", help="default CloudEvents sink for triggers (default: $K_SINK; none: <state dir>/triggers.jsonl)")
@@ -271,6 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             queue_size=args.queue_size,
             events_audience=args.events_audience,
             events_allowed_subjects=args.events_allowed_subject,
+            retention_days=args.retention_days,
         )
         return asyncio.run(run_controller(settings, announce=_announce))
     except SettingsError as exc:

@@ -97,6 +97,13 @@ class Metrics:
             "Approval requests waiting for a human.",
             registry=r,
         )
+        self.rows_swept = Counter(
+            "agent_sre_store_rows_swept",
+            "Rows the retention sweep deleted from the state store, by table (incidents, alerts, decisions, outbox, "
+            "approvals, responses, cooldowns): finished and idle longer than --retention-days.",
+            ["table"],
+            registry=r,
+        )
         self.model_loaded = Gauge(
             "agent_sre_trm_model_loaded",
             "1 when a TRM checkpoint is loaded and the TRM stage can run.",

@@ -17,6 +17,8 @@ One alert's way through:
    still pending after a sink outage is replayed by the outbox loop, one
    probe per sink per round, until it is delivered or dead-lettered.
 4. A timer loop expires approval requests nobody answered.
+5. A retention loop deletes what is finished and older than `retention_days`
+   (`sweep_retention`), in short transactions, so the store stops growing.
 
 The policy's `actions` (dry run, approval, cooldown, storm breaker) are
 applied by the pure `controller.actions.plan_actions`, inside the commit
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 _GROUP_COMMIT_MAX_ALERTS = 2000
 # How many due outbox entries one replay round reads (more are read in the next, immediate, round).
 _REPLAY_BATCH = 500
+# Incidents per retention-sweep transaction; also bounds the SQL variables one DELETE carries.
+_RETENTION_CHUNK_MAX = 500
 # Backoff for a decision whose commit failed because the store was unavailable.
 _COMMIT_RETRY_INITIAL_S = 0.5
 _COMMIT_RETRY_MAX_S = 30.0
@@ -120,6 +124,16 @@ class PipelineSettings:
     delivery_concurrency: int = 16
     #: Retry-After when overloaded or stopping.
     overload_retry_after_s: int = 5
+    #: Finished incidents (with their alerts, decision, outbox entries, approval, responses) and ended
+    #: cooldowns are deleted once idle this many days; 0 keeps everything. What is never deleted, and why
+    #: this must exceed Alertmanager's repeat_interval: `Store.sweep_finished_incidents`.
+    retention_days: int = 30
+    #: How often the retention sweep runs, and how soon after start the first one does.
+    retention_interval_s: float = 600.0
+    retention_first_sweep_s: float = 60.0
+    #: Incidents deleted per transaction (about five rows each; at most 500): the store's lock, which
+    #: the webhook path shares, is held for one chunk at a time, a few milliseconds.
+    retention_chunk: int = 200
 
 
 @dataclass(frozen=True)
@@ -262,6 +276,8 @@ class Pipeline:
         ]
         self._tasks.append(asyncio.create_task(self._outbox_loop(), name="trm-sre-outbox"))
         self._tasks.append(asyncio.create_task(self._approval_loop(), name="trm-sre-approvals"))
+        if self._settings.retention_days > 0:
+            self._tasks.append(asyncio.create_task(self._retention_loop(), name="trm-sre-retention"))
         self._wake_outbox.set()  # replay whatever the last run left pending, now
         await self._refresh_gauges()
 
@@ -786,6 +802,74 @@ class Pipeline:
             if approval.cooldown_seconds > 0 and decision.function:
                 tx.set_cooldown(decision.target, now + approval.cooldown_seconds, decision.id, approval.policy)
         return "approved", (decision, entry.event_id)
+
+    # retention
+
+    async def _retention_loop(self) -> None:
+        await asyncio.sleep(self._settings.retention_first_sweep_s)
+        while True:
+            try:
+                await self.sweep_retention()
+            except StoreError as exc:
+                log.warning("store unavailable; retention sweep skipped this round", extra={"error": str(exc)})
+            await asyncio.sleep(self._settings.retention_interval_s)
+
+    async def sweep_retention(self) -> dict[str, int]:
+        """One retention sweep: rows deleted per table ({} when `retention_days` is 0: keep everything).
+
+        Deletes finished incidents whose last activity is older than
+        `retention_days`, with everything hanging off them, and cooldowns that
+        ended before then. Never an undecided alert, a pending outbox entry,
+        a pending approval, or an incident still being re-sent: deleting a
+        decided incident's decision would let a re-send of it be decided and
+        triggered a second time, so an incident goes only after Alertmanager
+        has been silent about it for the whole retention (the full argument:
+        `Store.sweep_finished_incidents`).
+
+        Each chunk (`retention_chunk` incidents) is its own short transaction
+        in a worker thread; between chunks the store's lock is free for the
+        webhook path. Raises StoreError if the store fails (what earlier
+        chunks deleted stays deleted, and counted).
+        """
+        days = self._settings.retention_days
+        if days <= 0:
+            return {}
+        started = time.monotonic()
+        cutoff = self._clock() - days * 86_400
+        chunk = min(max(self._settings.retention_chunk, 1), _RETENTION_CHUNK_MAX)
+        swept: collections.Counter[str] = collections.Counter()
+        while not self._stopping:
+            counts = await asyncio.to_thread(self._store.sweep_finished_incidents, cutoff, chunk)
+            self._count_swept(swept, counts)
+            if counts.get("incidents", 0) < chunk:
+                break
+        while not self._stopping:
+            ended = await asyncio.to_thread(self._store.sweep_expired_cooldowns, cutoff, chunk)
+            self._count_swept(swept, {"cooldowns": ended})
+            if ended < chunk:
+                break
+        # No VACUUM (it rewrites the whole file while holding the lock) and no `PRAGMA incremental_vacuum`
+        # (a no-op: it needs auto_vacuum=INCREMENTAL from the database's creation, which existing stores
+        # lack and which could only be switched on by a VACUUM). SQLite reuses the freed pages for new
+        # rows, so under a steady alert rate the file levels off at about retention x rate (operations.md);
+        # it only shrinks if an operator VACUUMs it offline.
+        if swept:
+            log.info(
+                "retention sweep deleted finished rows",
+                extra={
+                    "rows": dict(swept),
+                    "retention_days": days,
+                    "cutoff": _iso(cutoff),
+                    "duration_s": round(time.monotonic() - started, 3),
+                },
+            )
+        return dict(swept)
+
+    def _count_swept(self, swept: collections.Counter[str], counts: dict[str, int]) -> None:
+        for table, rows in counts.items():
+            if rows:
+                swept[table] += rows
+                self._metrics.rows_swept.labels(table=table).inc(rows)
 
     # lambda responses, queries
 

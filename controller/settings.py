@@ -1,7 +1,8 @@
 """Run-time settings of the controller process: one root object, built once at start-up.
 
 Everything the process reads from its environment (`K_SINK`, `K_CE_OVERRIDES`,
-`TRM_SRE_WEBHOOK_TOKEN`, `TRM_SRE_EVENTS_AUDIENCE`, `TRM_SRE_EVENTS_ALLOWED_SUBJECTS`)
+`TRM_SRE_WEBHOOK_TOKEN`, `TRM_SRE_EVENTS_AUDIENCE`, `TRM_SRE_EVENTS_ALLOWED_SUBJECTS`,
+`TRM_SRE_RETENTION_DAYS`)
 is read here, in `settings_from_args`, when the CLI asks for it — never at
 import time — and passed down explicitly. Invalid settings fail at start-up
 with a message that names the setting (`SettingsError`), not at the first alert.
@@ -28,6 +29,11 @@ EVENTS_AUDIENCE_ENV = "TRM_SRE_EVENTS_AUDIENCE"
 EVENTS_SUBJECTS_ENV = "TRM_SRE_EVENTS_ALLOWED_SUBJECTS"
 SINK_ENV = "K_SINK"
 CE_OVERRIDES_ENV = "K_CE_OVERRIDES"
+RETENTION_ENV = "TRM_SRE_RETENTION_DAYS"
+
+#: Days a finished incident is kept in the store (0 = forever), and the most a setting may ask for.
+DEFAULT_RETENTION_DAYS = 30
+MAX_RETENTION_DAYS = 36_500
 
 # CloudEvents extension attribute names: lowercase alphanumerics, at most 20 (spec + SDK 2.x validation).
 _CE_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
@@ -284,6 +290,8 @@ class RunSettings:
     queue_size: int = 10_000
     #: `/events` also accepts Knative's OIDC tokens (cluster mode only); None: only the static token.
     events_oidc: EventsOIDC | None = None
+    #: Finished incidents idle this many days are deleted from the store; 0 keeps everything.
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
     def authenticated(self) -> bool:
@@ -301,6 +309,26 @@ class RunSettings:
     @property
     def trigger_destination(self) -> str:
         return self.sink if self.sink else f"file {self.triggers_file}"
+
+
+def retention_days_from_args(days: int | None, env: Mapping[str, str]) -> int:
+    """`--retention-days`, else `TRM_SRE_RETENTION_DAYS`, else 30; whole days from 0 (keep forever) up."""
+    name = "--retention-days"
+    if days is None:
+        raw = (env.get(RETENTION_ENV) or "").strip()
+        if not raw:
+            return DEFAULT_RETENTION_DAYS
+        name = RETENTION_ENV
+        try:
+            days = int(raw)
+        except ValueError:
+            raise SettingsError(f"{RETENTION_ENV} {raw[:40]!r} is not a whole number of days (0 keeps everything)") from None
+    if not 0 <= days <= MAX_RETENTION_DAYS:
+        raise SettingsError(
+            f"{name} {days} must be between 0 (keep everything) and {MAX_RETENTION_DAYS} days; "
+            "keep it longer than Alertmanager's repeat_interval (docs/operations.md)"
+        )
+    return days
 
 
 def check_bind(host: str, token: BearerToken) -> None:
@@ -335,6 +363,7 @@ def settings_from_args(
     queue_size: int | None = None,
     events_audience: str | None = None,
     events_allowed_subjects: list[str] | None = None,
+    retention_days: int | None = None,
 ) -> RunSettings:
     """Combine command-line values with the environment; raise SettingsError on anything invalid."""
     env = os.environ if environ is None else environ
@@ -372,6 +401,7 @@ def settings_from_args(
         limits = Limits(max_body_bytes=max_body_bytes)
     if queue_size is not None and queue_size < 1:
         raise SettingsError(f"--queue-size {queue_size} must be at least 1")
+    retention = retention_days_from_args(retention_days, env)
     events_oidc = events_oidc_from_args(events_audience, events_allowed_subjects, env)
     if events_oidc is not None:
         if standalone:
@@ -403,4 +433,5 @@ def settings_from_args(
         tls=tls,
         queue_size=queue_size if queue_size is not None else RunSettings.queue_size,
         events_oidc=events_oidc,
+        retention_days=retention,
     )

@@ -69,6 +69,13 @@ Schema (version 1), times are UNIX seconds (REAL):
 
 The storm breaker needs no table of its own: it counts `budgeted` decisions
 of the policy within the window (indexed).
+
+Retention: `sweep_finished_incidents` and `sweep_expired_cooldowns` delete
+what is finished and older than a cutoff, in bounded chunks (the pipeline's
+retention loop calls them; see the former for what may never be deleted).
+The index on `incidents.last_seen` (added without a schema version change:
+`CREATE INDEX IF NOT EXISTS` runs on every open) lets a sweep read only the
+old incidents.
 """
 
 from __future__ import annotations
@@ -105,6 +112,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     resolved_at REAL,
     duplicates INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS incidents_by_last_seen ON incidents(last_seen);
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     incident_key TEXT NOT NULL REFERENCES incidents(incident_key),
@@ -187,6 +195,40 @@ CREATE TABLE IF NOT EXISTS responses (
     received_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_by_decision ON responses(decision_id);
+"""
+
+#: The tables a retention sweep deletes from (the `table` label of the swept-rows counter).
+SWEPT_TABLES = ("incidents", "alerts", "decisions", "outbox", "approvals", "responses", "cooldowns")
+# States that never change again; a row in any other state (pending, or one added later) is never swept.
+_FINISHED_OUTBOX = ("delivered", "dead", "cancelled")
+_FINISHED_APPROVALS = ("approved", "rejected", "expired", "cancelled")
+_FINISHED_INCIDENTS = ("decided", "unmatched")
+
+# One chunk of finished incidents last active before the cutoff (?1), oldest first, at most ?2.
+# An incident qualifies only if nothing about it is unfinished or recent; see `sweep_finished_incidents`.
+_SWEEPABLE_INCIDENTS = f"""
+SELECT i.incident_key, d.id AS decision_id
+FROM incidents i LEFT JOIN decisions d ON d.incident_key = i.incident_key
+WHERE i.last_seen < ?1
+  AND i.state IN ({", ".join(f"'{s}'" for s in _FINISHED_INCIDENTS)})
+  AND (d.id IS NULL OR d.updated_at < ?1)
+  AND NOT EXISTS (
+    SELECT 1 FROM alerts a WHERE a.incident_key = i.incident_key AND (a.decided = 0 OR a.received_at >= ?1))
+  AND NOT EXISTS (
+    SELECT 1 FROM outbox o WHERE o.decision_id = d.id
+      AND (o.state NOT IN ({", ".join(f"'{s}'" for s in _FINISHED_OUTBOX)})
+           OR MAX(o.created_at, o.next_attempt_at, COALESCE(o.delivered_at, 0)) >= ?1))
+  AND NOT EXISTS (
+    SELECT 1 FROM approvals p WHERE p.decision_id = d.id
+      AND (p.state NOT IN ({", ".join(f"'{s}'" for s in _FINISHED_APPROVALS)})
+           OR MAX(p.requested_at, COALESCE(p.resolved_at, 0)) >= ?1))
+  AND NOT EXISTS (
+    SELECT 1 FROM approvals p WHERE p.incident_key = i.incident_key
+      AND (p.state NOT IN ({", ".join(f"'{s}'" for s in _FINISHED_APPROVALS)})
+           OR MAX(p.requested_at, COALESCE(p.resolved_at, 0)) >= ?1))
+  AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.decision_id = d.id AND r.received_at >= ?1)
+ORDER BY i.last_seen
+LIMIT ?2
 """
 
 IncidentState = Literal["open", "decided", "unmatched"]
@@ -807,3 +849,90 @@ class Store:
             "approval": dict(approval) if approval else None,
             "responses": [dict(r) for r in responses],
         }
+
+    # retention
+
+    def sweep_finished_incidents(self, cutoff: float, limit: int) -> dict[str, int]:
+        """Delete up to `limit` finished incidents last active before `cutoff`, and all that hangs off them.
+
+        One short transaction (the caller loops until a chunk comes back
+        smaller than `limit`); rows deleted per table, `incidents` first.
+
+        What goes: an incident that is decided or unmatched, together with
+        its alerts, its decision, the decision's outbox entries, approval and
+        lambda responses, when every one of those is finished and the last
+        activity on any of them is older than `cutoff`. Finished means: every
+        alert handled (`decided = 1`), every outbox entry delivered,
+        dead-lettered or cancelled, the approval (if any) approved, rejected,
+        expired or cancelled. Last activity is the latest of the incident's
+        `last_seen` (every re-send of the incident, firing or resolved, moves
+        it: `count_resend`; so does the resolution), the decision's
+        `updated_at` (approval answers, lambda responses, expiry), each outbox
+        entry's creation, last attempt or delivery, each approval's request
+        or answer, each alert's and response's arrival.
+
+        What stays, whatever its age: an undecided alert (a crash's work
+        list), a pending outbox entry (a trigger accepted is a trigger
+        delivered), a pending approval (a human may still answer it), and any
+        incident with one of those.
+
+        The invariant this keeps, once per incident: the incident row and its
+        decision are what turn a re-send into a duplicate instead of a new
+        decision (`_record_firing` only counts a re-send of a known incident,
+        and re-evaluates an unmatched one only while it has no decision).
+        Deleting an incident therefore forgets that it was decided, and is
+        safe only once Alertmanager has stopped sending it. Alertmanager
+        re-sends a firing alert every `repeat_interval` (4 h by default) and
+        each re-send refreshes `last_seen`, so an incident still firing stays
+        recent and is never swept, as long as the retention is longer than
+        the longest gap between two sends of one incident (the CLI accepts
+        whole days only, at least one). An incident silent for longer than
+        the retention (resolved, or no longer sent: a silence or inhibition
+        longer than the retention, a repeat_interval longer than it) is
+        forgotten, and should it be sent again it is a new incident, decided
+        again. A resolved alert arriving for a swept incident is recorded as
+        a resolved incident that was never seen firing (no decision).
+
+        Also safe for the other readers of these tables: the storm breaker
+        counts decisions within its window (at most a day, shorter than any
+        allowed retention); approvals and outbox entries still in use are
+        pending and therefore kept; cooldowns are swept separately, by their
+        own expiry. `GET /decisions/{id}` and `trm-sre explain` answer "not
+        found" for a swept decision, and a lambda response for it is refused
+        as unknown.
+        """
+        with self.transaction(durable=False) as tx:  # a sweep lost to a power cut is redone by the next one
+            rows = tx._all(_SWEEPABLE_INCIDENTS, (cutoff, limit))
+            if not rows:
+                return {}
+            keys = [r["incident_key"] for r in rows]
+            decisions = [r["decision_id"] for r in rows if r["decision_id"] is not None]
+            counts: dict[str, int] = {}
+
+            def delete(table: str, column: str, values: list[str]) -> None:
+                if values:
+                    marks = ",".join("?" for _ in values)
+                    deleted = tx._run(f"DELETE FROM {table} WHERE {column} IN ({marks})", values)
+                    counts[table] = counts.get(table, 0) + deleted
+
+            # Children first: the foreign keys (no ON DELETE CASCADE) must hold at every statement.
+            delete("responses", "decision_id", decisions)
+            delete("outbox", "decision_id", decisions)
+            delete("approvals", "decision_id", decisions)
+            delete("approvals", "incident_key", keys)  # the same rows, unless an approval named another decision
+            delete("alerts", "incident_key", keys)
+            delete("decisions", "id", decisions)
+            delete("incidents", "incident_key", keys)
+        return {table: counts[table] for table in SWEPT_TABLES if counts.get(table)}
+
+    def sweep_expired_cooldowns(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` cooldowns that ended before `cutoff`; how many (one short transaction).
+
+        A cooldown that has ended holds nothing back any more (`set_cooldown`
+        keeps the later end), so only its record is lost.
+        """
+        with self.transaction(durable=False) as tx:
+            return tx._run(
+                "DELETE FROM cooldowns WHERE target IN (SELECT target FROM cooldowns WHERE until < ? LIMIT ?)",
+                (cutoff, limit),
+            )

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.app import PolicyFileError, load_policy_files, standalone_policies
+from controller.app import ModelState, PolicyFileError, build_components, load_policy_files, standalone_policies
 from controller.settings import (
     BearerToken,
+    RunSettings,
     SettingsError,
     check_bind,
     is_loopback,
@@ -141,3 +142,56 @@ def test_invalid_policy_files_name_the_file_and_the_problem(tmp_path: Path) -> N
 def test_no_policy_files_means_the_embedded_default() -> None:
     (policy,) = standalone_policies(())
     assert policy.spec.priority == -1000
+
+
+def test_retention_days_come_from_the_flag_then_the_environment_then_30() -> None:
+    assert settings_from_args(**_args()).retention_days == 30
+    assert settings_from_args(**_args(environ={"TRM_SRE_RETENTION_DAYS": " 7\n"})).retention_days == 7
+    assert settings_from_args(**_args(environ={"TRM_SRE_RETENTION_DAYS": ""})).retention_days == 30
+    flag_wins = _args(retention_days=90, environ={"TRM_SRE_RETENTION_DAYS": "7"})
+    assert settings_from_args(**flag_wins).retention_days == 90
+    assert settings_from_args(**_args(retention_days=0)).retention_days == 0  # keep everything
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"retention_days": -1}, "--retention-days -1 must be between 0"),
+        ({"retention_days": 100_000}, "--retention-days 100000 must be between 0"),
+        ({"environ": {"TRM_SRE_RETENTION_DAYS": "2.5"}}, "TRM_SRE_RETENTION_DAYS '2.5' is not a whole number"),
+        ({"environ": {"TRM_SRE_RETENTION_DAYS": "-3"}}, "TRM_SRE_RETENTION_DAYS -3 must be between 0"),
+    ],
+)
+def test_invalid_retention_days_are_refused_by_name(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        settings_from_args(**_args(**overrides))
+
+
+def test_run_passes_retention_days_to_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import controller.app
+    import controller.logging
+    from controller import cli
+
+    seen: list[RunSettings] = []
+
+    async def fake_run_controller(settings: RunSettings, announce: object = None) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(controller.app, "run_controller", fake_run_controller)
+    monkeypatch.setattr(controller.logging, "configure_logging", lambda level: None)  # keep pytest's handlers
+    monkeypatch.delenv("TRM_SRE_RETENTION_DAYS", raising=False)
+    argv = ["run", "--standalone", "--no-model", "--state-dir", str(tmp_path)]
+    assert cli.main([*argv, "--retention-days", "7"]) == 0
+    assert cli.main(argv) == 0
+    assert [s.retention_days for s in seen] == [7, 30]
+    assert cli.main([*argv, "--retention-days", "-1"]) == 2
+
+    components = build_components(seen[0], model=ModelState(None, "disabled", "tests"))
+    try:
+        assert components.pipeline._settings.retention_days == 7
+    finally:
+        components.store.close()
+        asyncio.run(components.http.aclose())
