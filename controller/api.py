@@ -393,7 +393,9 @@ class _Routes:
             except LimitExceeded as exc:
                 raise HTTPException(status_code=400, detail=str(exc)) from exc
             result = await self._ingest(events)
-            log.info("alertmanager payload recorded", extra={"group_key": payload.groupKey[:200], **result.model_dump()})
+            # DEBUG: at storm rates one line per webhook was a third of the log; the decision and delivery lines
+            # that follow carry the audit trail, and agent_sre_alerts_received_total / dedup_hits count these.
+            log.debug("alertmanager payload recorded", extra={"group_key": payload.groupKey[:200], **result.model_dump()})
             return result
 
     async def events(self, request: Request) -> Response:
