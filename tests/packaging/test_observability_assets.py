@@ -37,6 +37,9 @@ KNOWN_METRICS = frozenset({
     "agent_sre_http_requests_total",
     "agent_reasoning_requests_total",
     "agent_reasoning_duration_seconds_bucket",
+    "agent_sre_trm_batch_size_bucket",
+    "agent_sre_store_rows_swept_total",
+    "agent_sre_token_reviews_total",
 })
 
 # Grafana's interval variables are not PromQL; any valid duration stands in for them.
