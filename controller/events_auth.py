@@ -33,15 +33,13 @@ import hashlib
 import json
 import logging
 import re
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
-from controller.kube import api_client
+from controller.kube import LazyApi
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +75,8 @@ class KubernetesTokenReviewer:
     """
 
     def __init__(self, *, kubeconfig: str | None = None, timeout_s: float = 5.0) -> None:
-        self._kubeconfig = kubeconfig
         self._timeout = timeout_s
-        self._lock = threading.Lock()
-        self._api: Any = None  # kubernetes.client.AuthenticationV1Api; the package is untyped
-
-    def _authentication_api(self) -> Any:
-        with self._lock:
-            if self._api is None:
-                from kubernetes import client
-
-                self._api = client.AuthenticationV1Api(api_client(self._kubeconfig))
-            return self._api
+        self._api = LazyApi("AuthenticationV1Api", kubeconfig)
 
     def __call__(self, token: str, audience: str) -> Review:
         from kubernetes import client
@@ -97,7 +85,7 @@ class KubernetesTokenReviewer:
 
         body = client.V1TokenReview(spec=client.V1TokenReviewSpec(token=token, audiences=[audience]))
         try:
-            answer = self._authentication_api().create_token_review(
+            answer = self._api.get().create_token_review(
                 body, _request_timeout=(min(2.0, self._timeout), self._timeout)
             )
         except ApiException as exc:  # its text holds the response body: name only the status

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from controller.kube import api_client
+from controller.kube import LazyApi
 from controller.status import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -72,17 +72,7 @@ class KubernetesPolicyLister:
         self._namespaces = tuple(namespaces)
         self._page_size = page_size
         self._timeout = timeout_s
-        self._kubeconfig = kubeconfig
-        self._lock = threading.Lock()
-        self._api: Any = None  # kubernetes.client.CustomObjectsApi; the package is untyped
-
-    def _custom_api(self) -> Any:
-        with self._lock:
-            if self._api is None:
-                from kubernetes import client
-
-                self._api = client.CustomObjectsApi(api_client(self._kubeconfig))
-            return self._api
+        self._api = LazyApi("CustomObjectsApi", kubeconfig)
 
     def __call__(self) -> set[PolicyId]:
         """Every policy as (``namespace/name``, uid); raises PolicyListError."""
@@ -91,7 +81,7 @@ class KubernetesPolicyLister:
         from kubernetes.config import ConfigException
 
         try:
-            api = self._custom_api()
+            api = self._api.get()
             if self._namespaces and not any(is_namespace_pattern(ns) for ns in self._namespaces):
                 found: set[PolicyId] = set()
                 for namespace in self._namespaces:

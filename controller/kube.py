@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 
@@ -24,3 +25,25 @@ def api_client(kubeconfig: str | None = None) -> Any:
     # One quick retry (a pooled connection the apiserver closed), not urllib3's three.
     configuration.retries = 1
     return client.ApiClient(configuration)
+
+
+class LazyApi:
+    """One typed API of the kubernetes client (e.g. "CoreV1Api"), built at first use from `api_client`.
+
+    Thread-safe (callers run in worker threads); a failure to build (no kubeconfig yet) raises and is
+    retried at the next use.
+    """
+
+    def __init__(self, api: str, kubeconfig: str | None = None) -> None:
+        self._api_name = api
+        self._kubeconfig = kubeconfig
+        self._lock = threading.Lock()
+        self._api: Any = None
+
+    def get(self) -> Any:
+        with self._lock:
+            if self._api is None:
+                from kubernetes import client
+
+                self._api = getattr(client, self._api_name)(api_client(self._kubeconfig))
+            return self._api

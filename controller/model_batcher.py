@@ -51,10 +51,7 @@ class ModelBatcher:
         max_batch: int = DEFAULT_MAX_BATCH,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
         self.selector = selector
-        self.max_batch = max_batch
         self._coalescer: Coalescer[Mapping[str, Any], Any] = Coalescer(
             self._select_batch, max_items=max_batch, name="trm-sre-model-batcher", on_call=on_batch
         )

@@ -224,28 +224,27 @@ def type_of(schema: Mapping[str, Any]) -> str:
     return kind
 
 
+def _span(low: Any, high: Any, at_least: str, at_most: str, unit: str = "") -> str | None:
+    """`low..high unit`, or the one bound there is with its word, or None."""
+    suffix = f" {unit}" if unit else ""
+    if low is not None and high is not None:
+        return f"{low}..{high}{suffix}"
+    if low is not None:
+        return f"{at_least}{low}{suffix}"
+    if high is not None:
+        return f"{at_most}{high}{suffix}"
+    return None
+
+
 def _bounds(schema: Mapping[str, Any]) -> list[str]:
-    parts = []
-    lo, hi = schema.get("minimum"), schema.get("maximum")
-    if lo is not None and hi is not None:
-        parts.append(f"{lo}..{hi}")
-    elif lo is not None:
-        parts.append(f"≥ {lo}")
-    elif hi is not None:
-        parts.append(f"≤ {hi}")
+    spans = [_span(schema.get("minimum"), schema.get("maximum"), "≥ ", "≤ ")]
     for low, high, unit in (
         ("minLength", "maxLength", "chars"),
         ("minItems", "maxItems", "items"),
         ("minProperties", "maxProperties", "entries"),
     ):
-        a, b = schema.get(low), schema.get(high)
-        if a is not None and b is not None:
-            parts.append(f"{a}..{b} {unit}")
-        elif a is not None:
-            parts.append(f"at least {a} {unit}")
-        elif b is not None:
-            parts.append(f"at most {b} {unit}")
-    return parts
+        spans.append(_span(schema.get(low), schema.get(high), "at least ", "at most ", unit))
+    return [s for s in spans if s is not None]
 
 
 def constraints(schema: Mapping[str, Any]) -> str:

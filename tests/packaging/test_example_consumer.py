@@ -32,14 +32,14 @@ import pytest
 import yaml
 from cloudevents.core.bindings.http import to_structured_event
 
-from controller.delivery import SinkClient, escalation_entry, to_cloudevent, trigger_entry
-from controller.schemas.decision import LAMBDA_TRIGGER, REMEDIATION_ESCALATED, Decision, TriggerData
+from controller.delivery import SinkClient, escalation_entry, to_cloudevent
+from controller.schemas.decision import LAMBDA_TRIGGER, REMEDIATION_ESCALATED, TriggerData
 from controller.store import OutboxEntry
 from runbooks import default_catalog
 from tests.e2e.harness import ControllerProcess, child_env, fixture_payload, http, wait_until
 from tests.envtest.controlplane import ControlPlane
 from tests.packaging.helpers import REPO
-from tests.pipeline.engine.builders import alert_dict, payload
+from tests.pipeline.engine.builders import alert_dict, payload, sample_decision, sample_trigger
 
 EXAMPLE = REPO / "deploy" / "examples" / "trigger-consumer"
 CONSUMER = EXAMPLE / "consumer.py"
@@ -105,24 +105,6 @@ def consumer(tmp_path: Path) -> Iterator[Consumer]:
     assert code == 0, f"consumer.py exited {code} on SIGTERM:\n{log_path.read_text()}"
 
 
-def decision(function: str = "pod-restart", parameters: dict[str, Any] | None = None, n: int = 1) -> Decision:
-    return Decision(
-        id=f"dec{n}",
-        incident_key=f"fp{n}@2026-05-01T10:00:00.000000Z",
-        fingerprint=f"fp{n}",
-        alertname="KubePodCrashLooping",
-        policy="shop/crashloops",
-        outcome="trigger",
-        stage="rules",
-        function=function,
-        parameters=parameters or {"name": "cart-1", "namespace": "shop", "type": "pod"},
-    )
-
-
-def trigger(function: str = "pod-restart", parameters: dict[str, Any] | None = None, n: int = 1) -> OutboxEntry:
-    return trigger_entry(decision(function, parameters, n), payload(alert_dict())[0], "/trm-sre", None)
-
-
 def deliver(url: str, entry: OutboxEntry, tmp_path: Path) -> Any:
     async def send() -> Any:
         client = SinkClient(default_sink=url, jsonl_path=tmp_path / "unused.jsonl", attempts=2, backoff_initial_s=0.05)
@@ -144,7 +126,7 @@ def post(url: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
 
 
 def test_binary_trigger_from_the_sink_client_is_accepted_logged_and_planned(consumer: Consumer, tmp_path: Path) -> None:
-    entry = trigger()
+    entry = sample_trigger()
     result = deliver(consumer.url, entry, tmp_path)
     assert result.delivered and result.status == 202 and result.attempts == 1, result
     (accepted,) = consumer.wait_for("lambda.trigger accepted")
@@ -158,7 +140,7 @@ def test_binary_trigger_from_the_sink_client_is_accepted_logged_and_planned(cons
 
 
 def test_structured_mode_is_accepted_too(consumer: Consumer) -> None:
-    entry = trigger("scale-deployment", {"name": "cart", "namespace": "shop", "replicas": 3}, n=2)
+    entry = sample_trigger("scale-deployment", {"name": "cart", "namespace": "shop", "replicas": 3}, n=2)
     message = to_structured_event(to_cloudevent(entry, {}))
     assert message.headers["content-type"].startswith("application/cloudevents+json")
     status, _ = post(consumer.url, message.headers, message.body)
@@ -170,7 +152,7 @@ def test_structured_mode_is_accepted_too(consumer: Consumer) -> None:
 
 
 def test_a_redelivered_trigger_is_acknowledged_but_handled_once(consumer: Consumer, tmp_path: Path) -> None:
-    entry = trigger()
+    entry = sample_trigger()
     for _ in range(2):  # the controller resends the stored event, same id, after a crash or an outage
         assert deliver(consumer.url, entry, tmp_path).status == 202
     consumer.wait_for("duplicate trigger ignored")
@@ -178,7 +160,7 @@ def test_a_redelivered_trigger_is_acknowledged_but_handled_once(consumer: Consum
 
 
 def test_another_event_type_is_refused_with_400_and_not_retried(consumer: Consumer, tmp_path: Path) -> None:
-    dec = decision().model_copy(update={"outcome": "escalate", "function": None, "parameters": {}, "stage": None})
+    dec = sample_decision().model_copy(update={"outcome": "escalate", "function": None, "parameters": {}, "stage": None})
     escalated = escalation_entry(dec, payload(alert_dict())[0], "/trm-sre", None, ["no stage proposed an allowed call"])
     assert escalated.type == REMEDIATION_ESCALATED
     result = deliver(consumer.url, escalated, tmp_path)

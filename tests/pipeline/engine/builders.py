@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from controller.decision.chain import StageClients
+from controller.delivery import trigger_entry
 from controller.metrics import Metrics
 from controller.pipeline import IngestResult, Pipeline, PipelineSettings
 from controller.policy_index import PolicyIndex
 from controller.schemas.alerts import AlertEvent, AlertmanagerPayload, split_payload
-from controller.schemas.decision import decision_id
+from controller.schemas.decision import Decision, decision_id
 from controller.schemas.policy import Policy, PolicySpec
 from controller.status import PolicyStatusRecorder
-from controller.store import DB_FILENAME, Store
+from controller.store import DB_FILENAME, OutboxEntry, Store
 from runbooks import default_catalog
 
 CRASHLOOP = "KubePodCrashLooping"
@@ -104,6 +105,26 @@ def policy(
         }
     )
     return Policy(namespace=namespace, name=name, generation=1, spec=spec)
+
+
+def sample_decision(function: str = "pod-restart", parameters: dict[str, Any] | None = None, n: int = 1) -> Decision:
+    """A rules-stage trigger decision for incident `fp<n>`, as the engine would commit it."""
+    return Decision(
+        id=f"dec{n}",
+        incident_key=f"fp{n}@2026-05-01T10:00:00.000000Z",
+        fingerprint=f"fp{n}",
+        alertname="KubePodCrashLooping",
+        policy="shop/crashloops",
+        outcome="trigger",
+        stage="rules",
+        function=function,
+        parameters=parameters or {"name": "cart-1", "namespace": "shop", "type": "pod"},
+    )
+
+
+def sample_trigger(function: str = "pod-restart", parameters: dict[str, Any] | None = None, n: int = 1) -> OutboxEntry:
+    """The outbox entry of `sample_decision` (what the sink client sends)."""
+    return trigger_entry(sample_decision(function, parameters, n), payload(alert_dict())[0], "/trm-sre", None)
 
 
 def trigger_id(event: AlertEvent, policy_key: str = "shop/restart") -> str:

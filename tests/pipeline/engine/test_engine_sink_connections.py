@@ -7,27 +7,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller.delivery import SinkClient, trigger_entry
-from controller.schemas.decision import Decision
-from tests.pipeline.engine.builders import alert_dict, payload
+from controller.delivery import SinkClient
+from tests.pipeline.engine.builders import sample_trigger
 
 
-def _entry(n: int):  # noqa: ANN202 - an OutboxEntry
-    decision = Decision(
-        id=f"dec{n}",
-        incident_key=f"fp{n}@2026-05-01T10:00:00.000000Z",
-        fingerprint=f"fp{n}",
-        alertname="KubePodCrashLooping",
-        policy="shop/restart",
-        outcome="trigger",
-        stage="rules",
-        function="pod-restart",
-        parameters={"name": f"cart-{n}", "namespace": "shop", "type": "pod"},
-    )
-    return trigger_entry(decision, payload(alert_dict(f"cart-{n}"))[0], "/trm-sre", None)
-
-
-async def _serve(handler) -> tuple[web.AppRunner, str]:  # noqa: ANN001
+async def _serve(handler) -> tuple[web.AppRunner, str]:
     app = web.Application()
     app.router.add_post("/", handler)
     runner = web.AppRunner(app)
@@ -48,7 +32,7 @@ async def test_deliveries_to_one_sink_reuse_its_connection(tmp_path: Path) -> No
     runner, url = await _serve(accept)
     client = SinkClient(default_sink=url, jsonl_path=tmp_path / "unused.jsonl")
     try:
-        results = [await client.deliver(_entry(n)) for n in range(30)]
+        results = [await client.deliver(sample_trigger(n=n)) for n in range(30)]
     finally:
         await client.aclose()
         await runner.cleanup()
@@ -69,7 +53,7 @@ async def test_an_answer_that_drips_still_counts_as_delivered_at_once(tmp_path: 
     runner, url = await _serve(drip)
     client = SinkClient(default_sink=url, jsonl_path=tmp_path / "unused.jsonl", timeout_s=5.0)
     try:
-        result = await client.deliver(_entry(1))
+        result = await client.deliver(sample_trigger())
     finally:
         await client.aclose()
         await runner.cleanup()
