@@ -23,7 +23,7 @@ from bench.env import REPO, environment, load_average
 from bench.modes import FULL, QUICK, SMOKE, Mode
 from bench.procs import child_env
 from bench.section import SECTIONS
-from controller.progress import Progress
+from models.progress import Progress
 
 DEFAULT_OUT = REPO / "BENCHMARKS.md"
 DEFAULT_JSON = REPO / "bench" / "results" / "latest.json"

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from controller.progress import Progress
+from models.progress import Progress
 
 MIN_CONFIDENCE = 0.8  # the sample policies' minConfidence: precision is reported at and above it
 N_BINS = 10

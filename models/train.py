@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from controller.progress import Progress
+from models.progress import Progress
 from models import data as datagen
 from models.encoding import (
     AlertEncoder,

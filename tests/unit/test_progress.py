@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from controller.progress import Progress, in_ci, interactive
+from models.progress import Progress, in_ci, interactive
 
 
 class FakeTTY(io.StringIO):
