@@ -83,7 +83,7 @@ bench: venv ## run the benchmarks, write BENCHMARKS.md + bench/results/latest.js
 
 .PHONY: docs
 docs: venv ## regenerate docs/policy-reference.md from the CRD
-	$(PY) -m controller.policy_reference --write
+	$(PY) -m controller.tools.policy_reference --write
 
 lock: ## regenerate requirements.lock from pyproject.toml
 	uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 -o requirements.lock

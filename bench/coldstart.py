@@ -135,9 +135,9 @@ def operator_child(n_policies: int, checkpoint: str | None) -> dict[str, Any]:
         docs = "---\n".join(_policy_yaml(f"p{i}") for i in range(n_policies))
         cp.kubectl("apply", "-f", "-", input=docs, timeout=300)
 
-        from controller.operator import build_registry, run_operator
-        from controller.policy_index import PolicyIndex
-        from controller.status import PolicyStatusRecorder
+        from controller.operator.handlers import build_registry, run_operator
+        from controller.decision.policy_index import PolicyIndex
+        from controller.engine.policy_stats import PolicyStatusRecorder
         from runbooks import default_catalog
 
         index, recorder = PolicyIndex(), PolicyStatusRecorder()

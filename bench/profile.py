@@ -34,7 +34,7 @@ from bench.stacks import StackSampler
 # (substring of the file path, component), checked from the leaf of each stack upwards.
 _COMPONENTS: tuple[tuple[str, str], ...] = (
     ("/logging/", "logging (stdlib + JSON formatter)"),
-    ("controller/logging.py", "logging (stdlib + JSON formatter)"),
+    ("controller/observability/logging.py", "logging (stdlib + JSON formatter)"),
     ("/httpx/", "sink client (httpx/httpcore)"),
     ("/httpcore/", "sink client (httpx/httpcore)"),
     ("/tenacity/", "sink client (httpx/httpcore)"),
@@ -45,10 +45,10 @@ _COMPONENTS: tuple[tuple[str, str], ...] = (
     ("/uvicorn/", "HTTP server (uvicorn, h11)"),
     ("/starlette/", "web framework (starlette, FastAPI)"),
     ("/fastapi/", "web framework (starlette, FastAPI)"),
-    ("controller/api.py", "trm-sre: api.py"),
-    ("controller/pipeline.py", "trm-sre: pipeline.py"),
-    ("controller/delivery.py", "trm-sre: delivery.py"),
-    ("controller/store.py", "trm-sre: store.py"),
+    ("controller/edge/api.py", "trm-sre: api.py"),
+    ("controller/engine/pipeline.py", "trm-sre: pipeline.py"),
+    ("controller/engine/delivery.py", "trm-sre: delivery.py"),
+    ("controller/engine/store.py", "trm-sre: store.py"),
     ("controller/decision/", "trm-sre: decision core"),
     ("controller/", "trm-sre: other"),
     ("/runbooks/", "trm-sre: runbooks catalog"),
@@ -130,7 +130,7 @@ def child_main(argv: list[str]) -> int:
 
     from pyinstrument import Profiler
 
-    from controller.cli import main as cli_main
+    from controller.tools.cli import main as cli_main
 
     profiler = Profiler(interval=0.001, async_mode="disabled")
     sampler = StackSampler()

@@ -40,7 +40,7 @@ def _spec(match: dict[str, Any], priority: int = 0) -> dict[str, Any]:
 
 
 def _event(labels: dict[str, str]) -> Any:
-    from controller.decision.selectors import event_from_alert
+    from controller.tools.selectors import event_from_alert
 
     return event_from_alert({"labels": labels, "annotations": {}})
 
@@ -48,7 +48,7 @@ def _event(labels: dict[str, str]) -> Any:
 def policies_curve(seconds: float) -> dict[str, Any]:
     """PolicyIndex.matching for one alert, the index holding n policies of two kinds."""
     from controller.decision.chain import select_policy
-    from controller.policy_index import PolicyIndex
+    from controller.decision.policy_index import PolicyIndex
 
     event = _event({"alertname": "Alert7", "namespace": "ns-7", "severity": "warning", "pod": "p-1"})
     points = []
@@ -172,7 +172,7 @@ def labels_curve(seconds: float, trm: Any) -> dict[str, Any]:
     """Parsing, fingerprinting, matching, the rules stage and the model with 4 → 64 labels per alert."""
     from controller.decision.chain import StageClients, decide
     from controller.defaults import load_default_policy
-    from controller.policy_index import PolicyIndex
+    from controller.decision.policy_index import PolicyIndex
     from controller.schemas.alerts import (
         AlertmanagerPayload,
         label_fingerprint,

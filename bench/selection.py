@@ -281,7 +281,7 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     import torch
 
     from controller.decision.chain import StageClients
-    from controller.decision.selectors import event_from_alert
+    from controller.tools.selectors import event_from_alert
     from controller.defaults import load_default_policy
     from models.baselines import OriginalSubstringRules
     from models.selector import DEFAULT_CHECKPOINT_DIR

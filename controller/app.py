@@ -34,20 +34,20 @@ import yaml
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from controller.api import ApiDeps, build_api
-from controller.cloudevents_in import summarize_validation
+from controller.edge.api import ApiDeps, build_api
+from controller.edge.cloudevents_in import summarize_validation
 from controller.decision.stages import StageClients
 from controller.defaults import load_default_policy, policy_from_manifest
-from controller.events_auth import EventsAuthenticator, KubernetesTokenReviewer
-from controller.index_sync import IndexSync, KubernetesPolicyLister
-from controller.metrics import Metrics
-from controller.model_batcher import ModelBatcher
-from controller.pipeline import Pipeline, PipelineSettings
-from controller.policy_index import PolicyIndex
+from controller.edge.knative_auth import EventsAuthenticator, KubernetesTokenReviewer
+from controller.operator.readiness import IndexSync, KubernetesPolicyLister
+from controller.observability.metrics import Metrics
+from controller.engine.model_batcher import ModelBatcher
+from controller.engine.pipeline import Pipeline, PipelineSettings
+from controller.decision.policy_index import PolicyIndex
 from controller.schemas.policy import Policy, SecretKeyRef
 from controller.settings import RunSettings, SettingsError
-from controller.status import PolicyStatusRecorder
-from controller.store import Store
+from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.engine.store import Store
 from runbooks import Catalog, default_catalog
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ class Readiness:
     # Cluster mode: kopf's ready flag, raised once its startup activities ran and it starts watching.
     operator_started: asyncio.Event = field(default_factory=asyncio.Event)
     # Cluster mode: complete once the operator has handled every RemediationPolicy there is
-    # (controller/index_sync.py); until then alerts could find the index empty or partial.
+    # (controller/operator/readiness.py); until then alerts could find the index empty or partial.
     index_sync: IndexSync | None = None
 
     def __call__(self) -> list[str]:
@@ -277,7 +277,7 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
     store = Store.open(settings.state_dir)  # creates the directory; an unusable one is a StoreError (exit 1)
     http = httpx.AsyncClient(follow_redirects=False)
     # Batched: under a storm the pipeline's workers ask the model together, and one call for many alerts
-    # costs little more than one for a single alert (controller/model_batcher.py).
+    # costs little more than one for a single alert (controller/engine/model_batcher.py).
     trm = ModelBatcher(model.selector, on_batch=metrics.trm_batch_size.observe) if model.selector is not None else None
     clients = StageClients(trm=trm, http=http, secrets=None if settings.standalone else KubernetesSecrets())
     recorder = PolicyStatusRecorder()
@@ -472,7 +472,7 @@ class Controller:
         )
 
     async def _run_operator(self) -> None:
-        from controller.operator import build_registry, run_operator
+        from controller.operator.handlers import build_registry, run_operator
 
         s = self.c.settings
         registry = build_registry(self.c.index, self.c.recorder, self.c.catalog, index_sync=self.c.readiness.index_sync)

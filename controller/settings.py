@@ -136,7 +136,7 @@ class EventsOIDC:
     Knative Eventing (feature `authentication-oidc`) sends each delivery with
     `Authorization: Bearer <JWT>`, a token of the Trigger's own ServiceAccount
     whose audience is the subscriber's. The controller checks it with the
-    TokenReview API (controller/events_auth.py); the static token keeps working.
+    TokenReview API (controller/edge/knative_auth.py); the static token keeps working.
     """
 
     audience: str

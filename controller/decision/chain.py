@@ -31,7 +31,7 @@ from controller.schemas.policy import Policy, Stage
 from runbooks import Catalog
 
 if TYPE_CHECKING:
-    from controller.policy_index import PolicyIndex
+    from controller.decision.policy_index import PolicyIndex
 
 __all__ = ["StageClients", "decide", "select_policy"]
 

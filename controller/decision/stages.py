@@ -55,7 +55,7 @@ from controller.schemas.policy import (
 from runbooks import Catalog
 
 if TYPE_CHECKING:
-    from controller.model_batcher import ModelBatcher
+    from controller.engine.model_batcher import ModelBatcher
     from models.selector import TRMSelector
 
 # Bound what a trace keeps of a stage's raw output and proposed values: traces are stored and emitted.

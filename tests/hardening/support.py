@@ -21,7 +21,7 @@ import httpx
 
 from controller.app import Components, Controller, ModelState
 from controller.settings import RunSettings
-from controller.store import DB_FILENAME
+from controller.engine.store import DB_FILENAME
 from tests.support.alerts import fixture_payload
 from tests.support.controllers import launch, wait_listening
 

@@ -4,7 +4,7 @@
   limit checks): a payload validates into one event per alert, each with a
   computable, deterministic incident key and a body the store can write, or
   it is refused with a pydantic `ValidationError` / `LimitExceeded`.
-- CloudEvents (`controller/cloudevents_in.py`): any headers and body → a typed
+- CloudEvents (`controller/edge/cloudevents_in.py`): any headers and body → a typed
   inbound event or `CloudEventRejected`.
 - Stage output (`controller/decision/parsing.py`): decoded tool-call objects,
   round trips, and the parser → validator → chain path. tests/unit/decision
@@ -27,8 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.api import LimitExceeded, check_alert_limits, check_payload_size
-from controller.cloudevents_in import (
+from controller.edge.api import LimitExceeded, check_alert_limits, check_payload_size
+from controller.edge.cloudevents_in import (
     ACCEPTED_TYPES,
     CloudEventRejected,
     InboundAlert,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from controller.pipeline import PipelineSettings
+from controller.engine.pipeline import PipelineSettings
 from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.e2e.harness import ControllerProcess, child_env, http, wait_until
 from tests.hardening.support import RULES_POLICY, FakeLLM

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 
 from controller.schemas.decision import LAMBDA_TRIGGER
-from controller.store import DB_FILENAME
+from controller.engine.store import DB_FILENAME
 from tests.hardening.support import REPO, RULES_POLICY, StartServer, write_policy
 from tests.pipeline.sink import CaptureSink
 

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.operator import build_registry, run_operator
-from controller.policy_index import PolicyIndex
-from controller.status import PolicyStatusRecorder
+from controller.operator.handlers import build_registry, run_operator
+from controller.decision.policy_index import PolicyIndex
+from controller.engine.policy_stats import PolicyStatusRecorder
 from runbooks import default_catalog
 from tests.envtest.controlplane import ControlPlane, free_port
 

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 import pytest
 
-from controller.operator import (
+from controller.operator.handlers import (
     REASON_INVALID_REGEX,
     REASON_INVALID_SPEC,
     REASON_UNKNOWN_FUNCTION,
@@ -23,9 +23,9 @@ from controller.operator import (
     check_policy,
     validation_status,
 )
-from controller.policy_index import PolicyIndex
+from controller.decision.policy_index import PolicyIndex
 from controller.schemas.decision import Decision
-from controller.status import (
+from controller.engine.policy_stats import (
     ObjectGone,
     ObjectRef,
     PolicyEvent,

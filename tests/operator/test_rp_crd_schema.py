@@ -12,9 +12,9 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from controller.operator import check_policy
+from controller.operator.handlers import check_policy
 from controller.schemas.policy import PolicySpec
-from controller.status import COUNTER_NAMES, RecordKind, last_decision_of
+from controller.engine.policy_stats import COUNTER_NAMES, RecordKind, last_decision_of
 from runbooks import default_catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controller.schemas.decision import Decision
-from controller.status import PolicyStatusRecorder
+from controller.engine.policy_stats import PolicyStatusRecorder
 from tests.envtest.controlplane import ControlPlane
 from tests.operator.support import (
     Kube,

@@ -30,8 +30,8 @@ import pytest
 
 from controller import app
 from controller.app import Components
-from controller.index_sync import KubernetesPolicyLister, PolicyListError
-from controller.operator import PolicyHandlers
+from controller.operator.readiness import KubernetesPolicyLister, PolicyListError
+from controller.operator.handlers import PolicyHandlers
 from tests.e2e.harness import http
 from tests.envtest.controlplane import ControlPlane
 from tests.operator.support import Kube, policy_manifest, wait_for

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from controller.schemas.decision import Decision
-from controller.status import COUNTER_NAMES, PolicyStatusRecorder
+from controller.engine.policy_stats import COUNTER_NAMES, PolicyStatusRecorder
 
 KEY = "shop/pods"
 

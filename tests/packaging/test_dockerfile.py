@@ -127,7 +127,7 @@ def test_entrypoint_and_cmd(parsed: list[Instruction]) -> None:
     assert entrypoint == [["trm-sre"]]
     assert cmd == [["run", "--host", "0.0.0.0"]]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
-    assert scripts["trm-sre"] == "controller.cli:main"
+    assert scripts["trm-sre"] == "controller.tools.cli:main"
 
 
 def test_the_checkpoint_and_runbooks_go_into_the_image(parsed: list[Instruction]) -> None:
@@ -174,7 +174,7 @@ def is_ignored(path: str) -> bool:
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
-    needed = ["requirements.lock", "pyproject.toml", "README.md", "controller/cli.py", "controller/defaults/default-policy.yaml",
+    needed = ["requirements.lock", "pyproject.toml", "README.md", "controller/tools/cli.py", "controller/defaults/default-policy.yaml",
               "runbooks/catalog.py", "runbooks/pod-restart.yaml", "models/selector.py", "models/checkpoints/trm/model.safetensors"]
     assert [p for p in needed if is_ignored(p)] == []
 

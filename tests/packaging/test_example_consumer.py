@@ -32,9 +32,9 @@ import pytest
 import yaml
 from cloudevents.core.bindings.http import to_structured_event
 
-from controller.delivery import SinkClient, escalation_entry, to_cloudevent
+from controller.engine.delivery import SinkClient, escalation_entry, to_cloudevent
 from controller.schemas.decision import LAMBDA_TRIGGER, REMEDIATION_ESCALATED, TriggerData
-from controller.store import OutboxEntry
+from controller.engine.store import OutboxEntry
 from runbooks import default_catalog
 from tests.e2e.harness import ControllerProcess, child_env, fixture_payload, http, wait_until
 from tests.envtest.controlplane import ControlPlane

@@ -2,7 +2,7 @@
 controller exports, their PromQL parses, and every alert's runbook_url points
 at an existing paragraph of docs/operations.md.
 
-KNOWN_METRICS is the list the controller exports today (controller/metrics.py
+KNOWN_METRICS is the list the controller exports today (controller/observability/metrics.py
 as series names: counters with `_total`, histograms with `_bucket`). A test
 later may swap it for the names scraped from a live `/metrics`.
 """

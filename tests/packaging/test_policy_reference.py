@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller import operator
-from controller.policy_reference import CRD_PATH, DOC_PATH, load_crd, main, render
+from controller.operator import handlers as operator
+from controller.tools.policy_reference import CRD_PATH, DOC_PATH, load_crd, main, render
 from controller.schemas.policy import PolicySpec
 from runbooks import default_catalog
 from tests.packaging.helpers import REPO

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from controller.app import ModelState, Readiness
-from controller.index_sync import IndexSync, KubernetesPolicyLister, PolicyId, PolicyListError
-from controller.policy_index import PolicyIndex
+from controller.operator.readiness import IndexSync, KubernetesPolicyLister, PolicyId, PolicyListError
+from controller.decision.policy_index import PolicyIndex
 
 
 class Lister:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from controller.model_batcher import ModelBatcher
+from controller.engine.model_batcher import ModelBatcher
 
 HELD_OUT = Path(__file__).resolve().parents[2] / "models" / "datasets" / "test-heldout-names.jsonl"
 

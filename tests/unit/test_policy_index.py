@@ -6,7 +6,7 @@ import random
 import threading
 
 from controller.decision import select_policy
-from controller.policy_index import PolicyIndex, precedence_key
+from controller.decision.policy_index import PolicyIndex, precedence_key
 from controller.schemas.alerts import Alert, AlertEvent
 from controller.schemas.policy import Policy, PolicySpec
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller import cli
-from controller.policy_validation import (
+from controller.tools import cli as cli
+from controller.tools.validate_policy import (
     CEL_RULES_ENFORCED_BY_MODEL,
     DEFAULT_CRD_PATH,
     CrdSchema,
@@ -478,7 +478,7 @@ def test_kind_less_garbage_is_invalid(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_without_a_crd_file_a_note_says_the_schema_is_not_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import controller.policy_validation as validation
+    import controller.tools.validate_policy as validation
 
     monkeypatch.setattr(validation, "DEFAULT_CRD_PATH", tmp_path / "absent.yaml")  # as in an installed package
     code, out, err = run([str(SAMPLES[0])], capsys)
@@ -490,7 +490,7 @@ def test_the_package_carries_the_same_crd_as_the_repository() -> None:
     """`controller/crds` links to `crds/` and is package data, so an installed `validate-policy` has the CRD."""
     import tomllib
 
-    from controller.policy_validation import DEFAULT_CRD_PATH
+    from controller.tools.validate_policy import DEFAULT_CRD_PATH
 
     repo = Path(__file__).resolve().parents[2]
     assert DEFAULT_CRD_PATH.read_bytes() == (repo / "crds" / "remediationpolicy.yaml").read_bytes()

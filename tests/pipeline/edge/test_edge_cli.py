@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import cli
-from controller.logging import JsonFormatter, correlation
+from controller.tools import cli as cli
+from controller.observability.logging import JsonFormatter, correlation
 from tests.pipeline.edge.servers import FIXTURES, EdgeServer, fixture_payload
 
 REPO = Path(__file__).resolve().parents[3]

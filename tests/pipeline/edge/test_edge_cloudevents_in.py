@@ -14,7 +14,7 @@ from cloudevents.core.bindings.http import (
 )
 from cloudevents.core.v1.event import CloudEvent
 
-from controller.cloudevents_in import (
+from controller.edge.cloudevents_in import (
     ACCEPTED_TYPES,
     CloudEventRejected,
     InboundAlert,

@@ -15,7 +15,7 @@ from cloudevents.core.bindings.http import (
 )
 from cloudevents.core.v1.event import CloudEvent
 
-from controller.cloudevents_in import ACCEPTED_TYPES
+from controller.edge.cloudevents_in import ACCEPTED_TYPES
 from controller.schemas.alerts import ALERT_FIRED, ALERT_RESOLVED
 from controller.schemas.decision import (
     LAMBDA_TRIGGER,

@@ -17,8 +17,8 @@ import pytest
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
-from controller import cli
-from controller.events_auth import EventsAuthenticator, Review, ReviewUnavailable
+from controller.tools import cli as cli
+from controller.edge.knative_auth import EventsAuthenticator, Review, ReviewUnavailable
 from controller.schemas.alerts import ALERT_FIRED
 from controller.settings import EventsOIDC, SettingsError, settings_from_args
 from tests.pipeline.edge.servers import StartServer, fixture_payload

@@ -171,8 +171,8 @@ def test_run_passes_retention_days_to_the_pipeline(tmp_path: Path, monkeypatch: 
     import asyncio
 
     import controller.app
-    import controller.logging
-    from controller import cli
+    import controller.observability.logging
+    from controller.tools import cli as cli
 
     seen: list[RunSettings] = []
 
@@ -181,7 +181,7 @@ def test_run_passes_retention_days_to_the_pipeline(tmp_path: Path, monkeypatch: 
         return 0
 
     monkeypatch.setattr(controller.app, "run_controller", fake_run_controller)
-    monkeypatch.setattr(controller.logging, "configure_logging", lambda level: None)  # keep pytest's handlers
+    monkeypatch.setattr(controller.observability.logging, "configure_logging", lambda level: None)  # keep pytest's handlers
     monkeypatch.delenv("TRM_SRE_RETENTION_DAYS", raising=False)
     argv = ["run", "--standalone", "--no-model", "--state-dir", str(tmp_path)]
     assert cli.main([*argv, "--retention-days", "7"]) == 0

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from controller.decision.chain import StageClients
-from controller.delivery import trigger_entry
-from controller.metrics import Metrics
-from controller.pipeline import IngestResult, Pipeline, PipelineSettings
-from controller.policy_index import PolicyIndex
+from controller.engine.delivery import trigger_entry
+from controller.observability.metrics import Metrics
+from controller.engine.pipeline import IngestResult, Pipeline, PipelineSettings
+from controller.decision.policy_index import PolicyIndex
 from controller.schemas.alerts import AlertEvent, AlertmanagerPayload, split_payload
 from controller.schemas.decision import Decision, decision_id
 from controller.schemas.policy import Policy, PolicySpec
-from controller.status import PolicyStatusRecorder
-from controller.store import DB_FILENAME, OutboxEntry, Store
+from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.engine.store import DB_FILENAME, OutboxEntry, Store
 from runbooks import default_catalog
 
 CRASHLOOP = "KubePodCrashLooping"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from controller.decision.chain import StageClients
-from controller.metrics import Metrics
-from controller.pipeline import DrainRate, Overloaded, Pipeline
-from controller.policy_index import PolicyIndex
-from controller.status import PolicyStatusRecorder
-from controller.store import Store
+from controller.observability.metrics import Metrics
+from controller.engine.pipeline import DrainRate, Overloaded, Pipeline
+from controller.decision.policy_index import PolicyIndex
+from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.engine.store import Store
 from runbooks import default_catalog
 from tests.pipeline.engine.builders import FAST, alert_dict, eventually, payload, policy
 

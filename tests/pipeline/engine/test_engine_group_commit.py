@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from controller.pipeline import StoreUnavailable
+from controller.engine.pipeline import StoreUnavailable
 from controller.schemas.decision import LAMBDA_TRIGGER
-from controller.store import StoreError
+from controller.engine.store import StoreError
 from tests.pipeline.engine.builders import alert_dict, payload, policy
 from tests.pipeline.sink import CaptureSink
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from controller.schemas.decision import LAMBDA_TRIGGER
-from controller.store import Store
+from controller.engine.store import Store
 from tests.pipeline.engine.builders import alert_dict, payload, policy, trigger_id
 from tests.pipeline.sink import CaptureSink
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from controller.delivery import SinkClient
+from controller.engine.delivery import SinkClient
 from tests.pipeline.engine.builders import sample_trigger
 
 

@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from controller.pipeline import Overloaded, StoreUnavailable
-from controller.store import DB_FILENAME, Store
+from controller.engine.pipeline import Overloaded, StoreUnavailable
+from controller.engine.store import DB_FILENAME, Store
 from tests.pipeline.engine.builders import alert_dict, payload, policy, trigger_id
 from tests.pipeline.sink import CaptureSink
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from controller.decision import StageClients, check_template, decide
-from controller.decision.selectors import (
+from controller.tools.selectors import (
     ChainSelector,
     RulesSelector,
     Selection,
@@ -245,7 +245,7 @@ def test_evaluation_alerts_need_only_labels() -> None:
 def test_the_chain_selector_loads_the_model_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     # `eval --selector chain` builds it with no arguments: the model must come along when it loads.
     model = FakeTRM(None)
-    monkeypatch.setattr("controller.decision.selectors.load_trm", lambda **_: model)
+    monkeypatch.setattr("controller.tools.selectors.load_trm", lambda **_: model)
     assert ChainSelector().clients.trm is model
     assert ChainSelector(trm=None).clients.trm is None
 

@@ -44,7 +44,7 @@ from controller.client import (
     ReasonRequest,
     ReasonResult,
 )
-from controller.cloudevents_in import (
+from controller.edge.cloudevents_in import (
     ACCEPTED_TYPES,
     CloudEventRejected,
     InboundAlert,
@@ -53,9 +53,9 @@ from controller.cloudevents_in import (
     parse_inbound,
     summarize_validation,
 )
-from controller.events_auth import EventsAuthenticator, ReviewUnavailable
-from controller.logging import correlation
-from controller.pipeline import Overloaded, StoreUnavailable
+from controller.edge.knative_auth import EventsAuthenticator, ReviewUnavailable
+from controller.observability.logging import correlation
+from controller.engine.pipeline import Overloaded, StoreUnavailable
 from controller.schemas.alerts import (
     Alert,
     AlertEvent,
@@ -66,8 +66,8 @@ from controller.schemas.decision import REASONING_COMPLETED, REASONING_FAILED, D
 from controller.settings import BearerToken, Limits
 
 if TYPE_CHECKING:
-    from controller.metrics import Metrics
-    from controller.pipeline import Pipeline
+    from controller.observability.metrics import Metrics
+    from controller.engine.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ thin and the work is in the plain functions below them:
   DELETED event (or an earlier deletionTimestamp) removes the policy, and
   deleting a policy never waits for the operator.
 - Every object the handler is done with (indexed, refused as invalid, or
-  removed) is reported to the `IndexSync` (controller/index_sync.py), which
+  removed) is reported to the `IndexSync` (controller/operator/readiness.py), which
   keeps the process not ready until every policy that exists has been
   handled.
-- `PolicyStatusSync` (controller/status.py) is the only writer: one task,
+- `PolicyStatusSync` (controller/engine/policy_stats.py) is the only writer: one task,
   started and stopped with the operator, that writes status and posts Events
   for every policy and retries what failed on its next tick.
 
@@ -38,9 +38,9 @@ import kopf
 from pydantic import ValidationError
 
 from controller.decision.templates import check_template
-from controller.index_sync import is_namespace_pattern
+from controller.operator.readiness import is_namespace_pattern
 from controller.schemas.policy import Policy, PolicySpec
-from controller.status import (
+from controller.engine.policy_stats import (
     GROUP,
     PLURAL,
     VERSION,
@@ -54,8 +54,8 @@ from controller.status import (
 )
 
 if TYPE_CHECKING:
-    from controller.index_sync import IndexSync
-    from controller.policy_index import PolicyIndex
+    from controller.operator.readiness import IndexSync
+    from controller.decision.policy_index import PolicyIndex
     from runbooks.catalog import Catalog, Parameter
 
 #: How often recorded decisions are written to `.status` and posted as Events (seconds).

@@ -38,7 +38,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from controller.actions import ApprovalRequestData
+from controller.engine.guards import ApprovalRequestData
 from controller.schemas.alerts import AlertEvent
 from controller.schemas.decision import (
     APPROVAL_REQUESTED,
@@ -48,7 +48,7 @@ from controller.schemas.decision import (
     EscalationData,
     TriggerData,
 )
-from controller.store import OutboxEntry
+from controller.engine.store import OutboxEntry
 
 log = logging.getLogger(__name__)
 

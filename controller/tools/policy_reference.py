@@ -1,8 +1,8 @@
 """docs/policy-reference.md, generated from crds/remediationpolicy.yaml.
 
-    python -m controller.policy_reference            # print the reference
-    python -m controller.policy_reference --write    # write docs/policy-reference.md (`make docs`)
-    python -m controller.policy_reference --check    # exit 1 when the committed file is stale
+    python -m controller.tools.policy_reference            # print the reference
+    python -m controller.tools.policy_reference --write    # write docs/policy-reference.md (`make docs`)
+    python -m controller.tools.policy_reference --check    # exit 1 when the committed file is stale
 
 Every field of `spec` and `status` gets a row (path, type, required, default,
 enum, bounds, pattern, description, all read from the CRD's OpenAPI schema),
@@ -24,12 +24,12 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "crds" / "remediationpolicy.yaml"
 DOC_PATH = REPO_ROOT / "docs" / "policy-reference.md"
 
 GENERATED_NOTE = (
-    "<!-- Generated from crds/remediationpolicy.yaml by controller/policy_reference.py: do not edit by hand.\n"
+    "<!-- Generated from crds/remediationpolicy.yaml by controller/tools/policy_reference.py: do not edit by hand.\n"
     "     Change the CRD (or the prose in the generator), then run `make docs`. -->"
 )
 
@@ -382,7 +382,7 @@ def load_crd(path: Path = CRD_PATH) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m controller.policy_reference", description="Generate docs/policy-reference.md from the CRD."
+        prog="python -m controller.tools.policy_reference", description="Generate docs/policy-reference.md from the CRD."
     )
     parser.add_argument("--crd", type=Path, default=CRD_PATH, help="the CRD YAML (default: %(default)s)")
     mode = parser.add_mutually_exclusive_group()

@@ -21,7 +21,7 @@ One alert's way through:
    (`sweep_retention`), in short transactions, so the store stops growing.
 
 The policy's `actions` (dry run, approval, cooldown, storm breaker) are
-applied by the pure `controller.actions.plan_actions`, inside the commit
+applied by the pure `controller.engine.guards.plan_actions`, inside the commit
 transaction. Everything blocking (SQLite, the file sink) runs in worker
 threads so the event loop (shared with the HTTP server and the kopf
 operator) stays responsive.
@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.actions import ActionPlan, GuardState, plan_actions
-from controller.coalesce import Coalescer
+from controller.engine.guards import ActionPlan, GuardState, plan_actions
+from controller.engine.coalesce import Coalescer
 from controller.decision.chain import StageClients, decide, select_policy
-from controller.delivery import (
+from controller.engine.delivery import (
     JSONL_SINK_FILENAME,
     DeliveryResult,
     SinkClient,
@@ -52,14 +52,14 @@ from controller.delivery import (
     escalation_entry,
     trigger_entry,
 )
-from controller.logging import correlation
-from controller.metrics import Metrics
-from controller.policy_index import PolicyIndex
+from controller.observability.logging import correlation
+from controller.observability.metrics import Metrics
+from controller.decision.policy_index import PolicyIndex
 from controller.schemas.alerts import AlertEvent
 from controller.schemas.decision import LAMBDA_TRIGGER, Decision
 from controller.schemas.policy import Policy
-from controller.status import PolicyStatusRecorder
-from controller.store import ApprovalRow, DecisionRecord, OutboxEntry, RecordedAlert, Store, StoreError
+from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.engine.store import ApprovalRow, DecisionRecord, OutboxEntry, RecordedAlert, Store, StoreError
 from runbooks import Catalog
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Protocol
 
-from controller.coalesce import Coalescer
+from controller.engine.coalesce import Coalescer
 
 #: Alerts per model call. 16 x ~3.5 ms per alert keeps one batch near 60 ms on one thread.
 DEFAULT_MAX_BATCH = 16

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from controller.kube import LazyApi
+from controller.operator.kube import LazyApi
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from controller.kube import LazyApi
-from controller.status import GROUP, PLURAL, VERSION
+from controller.operator.kube import LazyApi
+from controller.engine.policy_stats import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 

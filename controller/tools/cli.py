@@ -246,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from controller.app import run_controller
-    from controller.logging import configure_logging
-    from controller.pipeline import StoreUnavailable
+    from controller.observability.logging import configure_logging
+    from controller.engine.pipeline import StoreUnavailable
     from controller.settings import SettingsError, settings_from_args
-    from controller.store import StoreError
+    from controller.engine.store import StoreError
 
     configure_logging(args.log_level)
     try:
@@ -334,7 +334,7 @@ async def _decide_all(args: argparse.Namespace, events: list[Any]) -> list[tuple
     from controller.app import load_model, standalone_policies
     from controller.decision.chain import decide, select_policy
     from controller.decision.stages import StageClients
-    from controller.policy_index import PolicyIndex
+    from controller.decision.policy_index import PolicyIndex
     from runbooks import default_catalog
 
     catalog = default_catalog()
@@ -362,7 +362,7 @@ def _decision_json(event: Any, decision: Any) -> dict[str, Any]:
 
 
 def cmd_select(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    from controller.logging import configure_logging
+    from controller.observability.logging import configure_logging
     from controller.settings import SettingsError
 
     configure_logging("WARNING")
@@ -382,7 +382,7 @@ def cmd_select(args: argparse.Namespace, stdin: TextIO | None = None, stdout: Te
 
 
 def cmd_explain(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
-    from controller.logging import configure_logging
+    from controller.observability.logging import configure_logging
     from controller.settings import SettingsError
 
     configure_logging("WARNING")
@@ -432,7 +432,7 @@ def _fetch_history(args: argparse.Namespace) -> dict[str, Any]:
         found: dict[str, Any] = response.json()
         return found
     from controller.settings import default_state_dir
-    from controller.store import StoreError
+    from controller.engine.store import StoreError
 
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     if not state_dir.is_dir():
@@ -451,8 +451,8 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
 
     SQLite in WAL mode lets this read while a running controller writes.
     """
-    from controller.pipeline import render_history
-    from controller.store import Store
+    from controller.engine.pipeline import render_history
+    from controller.engine.store import Store
 
     store = Store.open(state_dir)
     try:
@@ -634,7 +634,7 @@ def _read_text(path: Path) -> str | Exception:
 def cmd_validate_policy(
     args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    from controller.policy_validation import DEFAULT_CRD_PATH, CrdSchema, DocumentResult, PolicyInputError, Validator
+    from controller.tools.validate_policy import DEFAULT_CRD_PATH, CrdSchema, DocumentResult, PolicyInputError, Validator
     from runbooks import default_catalog
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
@@ -687,7 +687,7 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    from controller.decision.selectors import ChainSelector, RulesSelector
+    from controller.tools.selectors import ChainSelector, RulesSelector
     from models import evaluate
 
     return int(evaluate.main(argv, extra_selectors={"rules": RulesSelector, "chain": ChainSelector}) or 0)
