@@ -37,6 +37,7 @@ from pydantic import ValidationError
 from controller.edge.api import ApiDeps, build_api
 from controller.edge.cloudevents_in import summarize_validation
 from controller.decision.stages import StageClients
+from controller.engine.llm_http import HttpChatTransport
 from controller.defaults import load_default_policy, policy_from_manifest
 from controller.edge.knative_auth import EventsAuthenticator, KubernetesTokenReviewer
 from controller.operator.readiness import IndexSync, KubernetesPolicyLister
@@ -279,7 +280,7 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
     # Batched: under a storm the pipeline's workers ask the model together, and one call for many alerts
     # costs little more than one for a single alert (controller/engine/model_batcher.py).
     trm = ModelBatcher(model.selector, on_batch=metrics.trm_batch_size.observe) if model.selector is not None else None
-    clients = StageClients(trm=trm, http=http, secrets=None if settings.standalone else KubernetesSecrets())
+    clients = StageClients(trm=trm, chat=HttpChatTransport(http), secrets=None if settings.standalone else KubernetesSecrets())
     recorder = PolicyStatusRecorder()
     pipeline_settings = PipelineSettings(
         sink=settings.sink, ce_source=settings.ce_source, ce_overrides=dict(settings.ce_overrides),

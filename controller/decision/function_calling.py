@@ -16,19 +16,19 @@ The tools are the catalog's functions restricted to the policy's
 a proper way to say so. When the server answers in ``content`` instead of a tool
 call (small models often do), the content goes through the common parser.
 
-The reply is read as a stream and abandoned past `MAX_RESPONSE_BYTES`, so a
-misbehaving server cannot make the controller buffer an unbounded body. This
-module only talks HTTP and decodes replies; the stage (``stages.py``) owns the
-time limit, the outcome and the validation.
+This module builds requests and decodes replies; it does no I/O. The bytes
+travel through an injected `ChatTransport` (the HTTP one is
+`controller.engine.llm_http.HttpChatTransport`, which reads at most
+`MAX_RESPONSE_BYTES` so a misbehaving server cannot make the controller buffer
+an unbounded body). The stage (``stages.py``) owns the time limit, the outcome
+and the validation.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
-
-import httpx
+from typing import Any, Literal, Protocol
 
 from controller.decision.parsing import (
     ABSTAIN_TOOL,
@@ -69,6 +69,15 @@ ABSTAIN_TOOL_SCHEMA: dict[str, Any] = {
 }
 
 
+class ChatTransport(Protocol):
+    """Sends one JSON request to a function-calling server and returns the raw 2xx reply.
+
+    Raises `ReplyError` for anything else (transport failure, HTTP error, oversized reply).
+    """
+
+    async def post_json(self, url: str, body: Mapping[str, Any], headers: Mapping[str, str]) -> bytes: ...
+
+
 class ReplyError(Exception):
     """The server's reply could not be used. `outcome` is "error" (HTTP/transport) or "invalid" (garbage)."""
 
@@ -104,38 +113,6 @@ def build_request(stage: FunctionCallingStage, event: AlertEvent, tools: list[di
     base = endpoint if endpoint.endswith("/v1") else f"{endpoint}/v1"
     body = {"model": stage.model, "messages": messages, "tools": tools, "tool_choice": "auto", "stream": False, "temperature": 0}
     return f"{base}/chat/completions", body
-
-
-async def post_capped(
-    http: httpx.AsyncClient, url: str, body: Mapping[str, Any], headers: Mapping[str, str], limit: int = MAX_RESPONSE_BYTES
-) -> bytes:
-    """POST JSON and read at most `limit` bytes of a 2xx reply; ReplyError otherwise."""
-    try:
-        async with http.stream("POST", url, json=body, headers=dict(headers)) as response:
-            if response.status_code >= 400:
-                snippet = await _read_prefix(response, MAX_ERROR_SNIPPET)
-                text = snippet.decode("utf-8", "replace").replace("\n", " ")
-                raise ReplyError("error", f"HTTP {response.status_code} from {url}: {text!r}")
-            if response.status_code >= 300:
-                raise ReplyError("error", f"HTTP {response.status_code} from {url} (redirects are not followed)")
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise ReplyError("invalid", f"the reply is larger than {limit} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
-    except httpx.HTTPError as exc:
-        raise ReplyError("error", f"{type(exc).__name__} calling {url}: {str(exc)[:200]}") from exc
-
-
-async def _read_prefix(response: httpx.Response, limit: int) -> bytes:
-    data = b""
-    async for chunk in response.aiter_bytes():
-        data += chunk
-        if len(data) >= limit:
-            break
-    return data[:limit]
 
 
 def _first_tool_call(message: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -29,9 +29,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
-
-import httpx
+from typing import Any, Protocol
 
 from controller.decision import function_calling
 from controller.decision.matching import compile_match
@@ -54,9 +52,6 @@ from controller.schemas.policy import (
 )
 from runbooks import Catalog
 
-if TYPE_CHECKING:
-    from controller.engine.model_batcher import ModelBatcher
-    from models.selector import TRMSelector
 
 # Bound what a trace keeps of a stage's raw output and proposed values: traces are stored and emitted.
 MAX_TRACE_TEXT = 4096
@@ -86,14 +81,14 @@ SecretResolver = Callable[[str, SecretKeyRef], str | None]
 class StageClients:
     """The I/O the stages may use, injected so the decision core stays testable without a cluster.
 
-    trm: the loaded model, usually behind a `ModelBatcher`; None = disabled or unavailable (the TRM
-        stage reports ERROR and hands over).
-    http: shared client for functionCalling stages; None = functionCalling stages report ERROR.
+    trm: the loaded model, usually behind a `ModelBatcher` (which adds `select_async`); None =
+        disabled or unavailable (the TRM stage reports ERROR and hands over).
+    chat: the transport for functionCalling stages; None = functionCalling stages report ERROR.
     secrets: resolves (policy namespace, secretRef) to a bearer token, or None if not found.
     """
 
-    trm: ModelBatcher | TRMSelector | ModelSelector | None = None
-    http: httpx.AsyncClient | None = None
+    trm: ModelSelector | None = None
+    chat: function_calling.ChatTransport | None = None
     secrets: SecretResolver | None = None
 
 
@@ -275,7 +270,7 @@ async def _resolve_token(ctx: StageContext, stage: FunctionCallingStage, clients
 
 
 async def _ask_server(ctx: StageContext, stage: FunctionCallingStage, clients: StageClients) -> StageTrace:
-    if clients.http is None:
+    if clients.chat is None:
         return ctx.trace(StageOutcome.ERROR, "no HTTP client is configured for functionCalling")
     token = await _resolve_token(ctx, stage, clients)
     if isinstance(token, StageTrace):
@@ -286,7 +281,7 @@ async def _ask_server(ctx: StageContext, stage: FunctionCallingStage, clients: S
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        raw = await function_calling.post_capped(clients.http, url, body, headers)
+        raw = await clients.chat.post_json(url, body, headers)
     except function_calling.ReplyError as exc:
         outcome = StageOutcome.ERROR if exc.outcome == "error" else StageOutcome.INVALID
         return ctx.trace(outcome, str(exc))

@@ -14,11 +14,10 @@ from typing import Any
 
 import yaml
 
+from controller.schemas.crd import API_VERSION, KIND
 from controller.schemas.policy import Policy, PolicySpec
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "default-policy.yaml"
-API_VERSION = "remediation.homelab.io/v1alpha1"
-KIND = "RemediationPolicy"
 
 
 def policy_from_manifest(manifest: Any) -> Policy:

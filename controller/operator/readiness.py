@@ -34,7 +34,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from controller.operator.kube import LazyApi
-from controller.engine.policy_stats import GROUP, PLURAL, VERSION
+from controller.schemas.crd import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 

@@ -334,6 +334,7 @@ async def _decide_all(args: argparse.Namespace, events: list[Any]) -> list[tuple
     from controller.app import load_model, standalone_policies
     from controller.decision.chain import decide, select_policy
     from controller.decision.stages import StageClients
+    from controller.engine.llm_http import HttpChatTransport
     from controller.decision.policy_index import PolicyIndex
     from runbooks import default_catalog
 
@@ -346,7 +347,7 @@ async def _decide_all(args: argparse.Namespace, events: list[Any]) -> list[tuple
         print(f"{PROG}: warning: {model.readiness_problem()}", file=sys.stderr)
     results = []
     async with httpx.AsyncClient() as http:
-        clients = StageClients(trm=model.selector, http=http, secrets=None)
+        clients = StageClients(trm=model.selector, chat=HttpChatTransport(http), secrets=None)
         for event in events:
             policy = select_policy(event, index)
             results.append((event, None if policy is None else await decide(event, policy, catalog, clients)))

@@ -7,7 +7,7 @@ Two layers, in the order the cluster applies them:
    without duplicates, and unknown fields, which kubectl's default strict field
    validation refuses. `structural_problems` walks exactly the keywords the CRD
    uses (`SCHEMA_KEYWORDS`); it is not a general OpenAPI validator.
-2. The operator's own checks (`controller.operator.handlers.check_policy`: the pydantic
+2. The operator's own checks (`controller.decision.policy_checks.check_policy`: the pydantic
    model, the runbook catalog, regexes, templates), which decide whether the
    policy becomes Ready and is used.
 
@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from controller.defaults import API_VERSION, KIND
-from controller.operator.handlers import Problem, check_policy
+from controller.schemas.crd import API_VERSION, GROUP, KIND
+from controller.decision.policy_checks import Problem, check_policy
 
 if TYPE_CHECKING:
     from runbooks.catalog import Catalog
 
-GROUP = API_VERSION.split("/", 1)[0]
 #: The CRD: `controller/crds` links to the repository's `crds/` and is package data, so an installed
 #: package carries the same file.
 DEFAULT_CRD_PATH = Path(__file__).resolve().parents[1] / "crds" / "remediationpolicy.yaml"

@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.decision import StageClients, decide
+from controller.engine.llm_http import HttpChatTransport
 from controller.decision.function_calling import read_reply
 from controller.decision.parsing import ParsedCall, ParseError
 from controller.schemas.decision import StageOutcome
@@ -72,7 +73,7 @@ RULES = {"rules": [{"function": "pod-restart",
 async def _decide(server: Server, api: str = "ollama", timeout_ms: int = 800) -> Any:
     stage = {"functionCalling": {"endpoint": server.url, "api": api, "model": "m", "timeoutMs": timeout_ms}}
     async with httpx.AsyncClient(trust_env=False) as http:
-        return await decide(event(), policy(stage, RULES, scope=("shop",)), CATALOG, StageClients(http=http))
+        return await decide(event(), policy(stage, RULES, scope=("shop",)), CATALOG, StageClients(chat=HttpChatTransport(http)))
 
 
 def _assert_handed_over(decision: Any, *outcomes: StageOutcome) -> None:

@@ -14,22 +14,20 @@ from typing import Any
 import kopf
 import pytest
 
-from controller.operator.handlers import (
+from controller.decision.policy_checks import (
     REASON_INVALID_REGEX,
     REASON_INVALID_SPEC,
     REASON_UNKNOWN_FUNCTION,
     REASON_UNKNOWN_PARAMETER,
-    PolicyHandlers,
     check_policy,
-    validation_status,
 )
+from controller.operator.handlers import PolicyHandlers, validation_status
 from controller.decision.policy_index import PolicyIndex
 from controller.schemas.decision import Decision
-from controller.engine.policy_stats import (
+from controller.engine.policy_stats import PolicyEvent, PolicyStatusRecorder
+from controller.operator.status import (
     ObjectGone,
     ObjectRef,
-    PolicyEvent,
-    PolicyStatusRecorder,
     PolicyStatusSync,
     WriteRefused,
     apply_merge_patch,

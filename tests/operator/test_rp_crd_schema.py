@@ -12,7 +12,7 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from controller.operator.handlers import check_policy
+from controller.decision.policy_checks import check_policy
 from controller.schemas.policy import PolicySpec
 from controller.engine.policy_stats import COUNTER_NAMES, RecordKind, last_decision_of
 from runbooks import default_catalog

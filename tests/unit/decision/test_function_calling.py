@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from controller.decision import StageClients, decide
+from controller.engine.llm_http import HttpChatTransport
 from controller.decision.function_calling import (
     ABSTAIN_TOOL,
     MAX_RESPONSE_BYTES,
@@ -112,7 +113,7 @@ def fc_policy(url: str, api: str, **options: Any) -> Any:
 
 
 async def run(server: LLMServer, http: httpx.AsyncClient, api: str, secrets: Any = None, **options: Any) -> Decision:
-    return await decide(event(), fc_policy(server.url, api, **options), CATALOG, StageClients(http=http, secrets=secrets))
+    return await decide(event(), fc_policy(server.url, api, **options), CATALOG, StageClients(chat=HttpChatTransport(http), secrets=secrets))
 
 
 APIS = pytest.mark.parametrize("api", ["ollama", "openai"])
@@ -290,13 +291,13 @@ async def test_min_confidence_cannot_be_met_without_a_confidence(server: LLMServ
 
 async def test_an_endpoint_ending_in_v1_gets_no_second_v1(server: LLMServer, http: httpx.AsyncClient) -> None:
     server.reply = tool_call("openai", "pod-restart", GOOD)
-    decision = await decide(event(), fc_policy(server.url + "/v1/", "openai"), CATALOG, StageClients(http=http))
+    decision = await decide(event(), fc_policy(server.url + "/v1/", "openai"), CATALOG, StageClients(chat=HttpChatTransport(http)))
     assert decision.outcome == "trigger"
     assert server.received[0].path == "/v1/chat/completions"
 
 
 async def test_a_refused_connection_is_an_error(http: httpx.AsyncClient) -> None:
-    decision = await decide(event(), fc_policy("http://127.0.0.1:9", "ollama"), CATALOG, StageClients(http=http))
+    decision = await decide(event(), fc_policy("http://127.0.0.1:9", "ollama"), CATALOG, StageClients(chat=HttpChatTransport(http)))
     assert decision.trace[0].outcome in (StageOutcome.ERROR, StageOutcome.TIMEOUT)
 
 
@@ -318,7 +319,7 @@ async def test_a_failed_llm_hands_over_to_the_rules(server: LLMServer, http: htt
     p = policy(
         {"functionCalling": {"endpoint": server.url, "timeoutMs": 3000}}, {"rules": [rule]}, allowed=ALLOWED, scope=("shop",)
     )
-    decision = await decide(event(), p, CATALOG, StageClients(http=http))
+    decision = await decide(event(), p, CATALOG, StageClients(chat=HttpChatTransport(http)))
     assert [t.outcome for t in decision.trace] == [StageOutcome.ERROR, StageOutcome.ACCEPTED]
     assert decision.function == "pod-check-status" and decision.stage == "rules"
 

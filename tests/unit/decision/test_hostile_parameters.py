@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from controller.decision import StageClients, decide
+from controller.engine.llm_http import HttpChatTransport
 from controller.defaults import load_default_policy
 from controller.schemas.decision import Decision, StageOutcome
 from runbooks import default_catalog
@@ -180,7 +181,7 @@ async def test_function_calling_never_accepts_hostile_values(case: Case, api: st
     stage = {"functionCalling": {"endpoint": "http://llm.invalid", "api": api, "timeoutMs": 5000}}
     p = policy(stage, allowed=case.allowed, scope=SCOPE)
     async with httpx.AsyncClient(transport=httpx.MockTransport(reply)) as http:
-        assert_rejected(await decide(event(HOSTILE_LABELS), p, CATALOG, StageClients(http=http)), case)
+        assert_rejected(await decide(event(HOSTILE_LABELS), p, CATALOG, StageClients(chat=HttpChatTransport(http))), case)
 
 
 def _as_label(value: Any) -> str:
