@@ -34,7 +34,7 @@ EVAL_ARGS ?= models/datasets/test-heldout-names.jsonl --selector trm --json
 BENCH ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv run envtest test train eval bench lock clean distclean
+.PHONY: help venv run envtest test lint format train eval bench e2e-kind lock clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -71,15 +71,29 @@ envtest: ## build kube-apiserver, kubectl, etcd, alertmanager, amtool, helm into
 test: venv envtest ## run the test suite (PYTEST_ARGS='-m "not envtest"' for a quick subset)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# The layers (tools > app > edge > operator > engine > observability > decision > schemas) are import-linter
+# contracts in pyproject.toml; ruff checks and formats the tree.
+lint: venv ## check the import contracts (lint-imports), ruff check and ruff format --check
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv ## apply ruff's formatter and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
 train: venv ## train the Tiny Recursive Model (TRAIN_ARGS=...)
 	$(PY) -m controller train $(TRAIN_ARGS)
 
 eval: venv ## evaluate a trained model (EVAL_ARGS=...)
 	$(PY) -m controller eval $(EVAL_ARGS)
 
-# BENCH=full runs the long benchmark (60 s load phases); BENCH_ARGS passes anything else to `trm-sre bench`.
+# BENCH=full runs the long benchmark (60 s load phases); BENCH_ARGS passes anything else to `python -m bench`.
 bench: venv ## run the benchmarks, write BENCHMARKS.md + bench/results/latest.json (BENCH=full for the long run)
-	$(PY) -m controller bench $(if $(filter full,$(BENCH)),--full,) $(BENCH_ARGS)
+	$(PY) -m bench $(if $(filter full,$(BENCH)),--full,) $(BENCH_ARGS)
+
+e2e-kind: venv ## end to end on a kind cluster (needs Docker and kind; deploy/kind/e2e.sh)
+	deploy/kind/e2e.sh
 
 .PHONY: docs
 docs: venv ## regenerate docs/policy-reference.md from the CRD

@@ -3,13 +3,13 @@
 One process, one asyncio loop: the HTTP API (uvicorn), the pipeline's workers
 and outbox loop, and — in cluster mode — the kopf operator that keeps the
 policy index current and writes policy status. Everything is built here from
-`RunSettings` and passed explicitly; nothing is a module-level singleton.
+`Settings` and passed explicitly; nothing is a module-level singleton.
 
 Shutdown order (SIGTERM, SIGINT, or a component failing): stop accepting HTTP
 requests (in-flight ones finish), drain the pipeline (decide what was
 accepted, give the outbox one more delivery pass), then stop the operator so
 its last status flush sees the final counts. The whole sequence is bounded
-by `RunSettings.shutdown_timeout_s` (25 s: inside Kubernetes' 30 s grace).
+by `Settings.shutdown_timeout_s` (25 s: inside Kubernetes' 30 s grace).
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from controller.edge.knative_auth import EventsAuthenticator, KubernetesTokenRev
 from controller.operator.readiness import IndexSync, KubernetesPolicyLister
 from controller.observability.metrics import Metrics
 from controller.engine.model_batcher import ModelBatcher
-from controller.engine.pipeline import Pipeline, PipelineSettings
+from controller.engine.pipeline import Pipeline
 from controller.decision.policy_index import PolicyIndex
 from controller.schemas.policy import Policy, SecretKeyRef
-from controller.settings import RunSettings, SettingsError
+from controller.settings import Settings, SettingsError
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import Store
 from runbooks import Catalog, default_catalog
@@ -248,7 +248,7 @@ class Readiness:
 class Components:
     """Everything one controller process is made of (also what tests build in-process)."""
 
-    settings: RunSettings
+    settings: Settings
     catalog: Catalog
     metrics: Metrics
     index: PolicyIndex
@@ -264,7 +264,7 @@ class Components:
     events_auth: EventsAuthenticator | None = None
 
 
-def build_components(settings: RunSettings, *, model: ModelState | None = None) -> Components:
+def build_components(settings: Settings, *, model: ModelState | None = None) -> Components:
     """Build (not start) every object; raises SettingsError/PolicyFileError or the store's error."""
     catalog = default_catalog()
     metrics = Metrics()
@@ -273,7 +273,7 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
         for policy in standalone_policies(settings.policy_files):
             index.upsert(policy)
     if model is None:
-        model = load_model(settings.model_enabled, settings.checkpoint_dir, settings.device, catalog)
+        model = load_model(settings.model.enabled, settings.model.checkpoint_dir, settings.model.device, catalog)
     metrics.model_loaded.set(1 if model.selector is not None else 0)
     store = Store.open(settings.state_dir)  # creates the directory; an unusable one is a StoreError (exit 1)
     http = httpx.AsyncClient(follow_redirects=False)
@@ -282,11 +282,7 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
     trm = ModelBatcher(model.selector, on_batch=metrics.trm_batch_size.observe) if model.selector is not None else None
     clients = StageClients(trm=trm, chat=HttpChatTransport(http), secrets=None if settings.standalone else KubernetesSecrets())
     recorder = PolicyStatusRecorder()
-    pipeline_settings = PipelineSettings(
-        sink=settings.sink, ce_source=settings.ce_source, ce_overrides=dict(settings.ce_overrides),
-        queue_size=settings.queue_size, retention_days=settings.retention_days,
-    )
-    pipeline = Pipeline(pipeline_settings, store, index, catalog, clients, recorder, metrics)
+    pipeline = Pipeline(settings.engine, store, index, catalog, clients, recorder, metrics)
     readiness = Readiness(
         standalone=settings.standalone,
         index=index,
@@ -294,10 +290,10 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
         index_sync=None if settings.standalone else IndexSync(KubernetesPolicyLister(settings.namespaces)),
     )
     events_auth = None
-    if settings.events_oidc is not None:
+    if settings.knative.audience is not None:
         events_auth = EventsAuthenticator(
-            settings.events_oidc.audience,
-            settings.events_oidc.allowed_subjects,
+            settings.knative.audience,
+            settings.knative.allowed_subjects,
             KubernetesTokenReviewer(),
             observe=lambda result: metrics.token_reviews.labels(result=result).inc(),
         )
@@ -308,7 +304,7 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
             token=settings.token,
             limits=settings.limits,
             readiness_checks=readiness,
-            ce_source=settings.ce_source,
+            ce_source=settings.engine.ce_source,
             events_auth=events_auth,
         )
     )
@@ -329,10 +325,10 @@ def build_components(settings: RunSettings, *, model: ModelState | None = None) 
     )
 
 
-def _tls_options(settings: RunSettings) -> dict[str, Any]:
+def _tls_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's ssl options: HTTPS with the given certificate; client certificates required with a client CA."""
     tls = settings.tls
-    if tls is None:
+    if not tls.enabled:
         return {}
     options: dict[str, Any] = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
     if tls.client_ca_file is not None:
@@ -454,9 +450,9 @@ class Controller:
         s = self.c.settings
         mode = "standalone" if s.standalone else "cluster"
         auth = "bearer token (" + s.token.source + ")" if s.authenticated else "none (loopback only)"
-        if s.events_oidc is not None:
-            count = len(s.events_oidc.allowed_subjects)
-            auth += (f"; /events also Knative OIDC tokens for audience {s.events_oidc.audience!r} "
+        if s.knative.enabled:
+            count = len(s.knative.allowed_subjects)
+            auth += (f"; /events also Knative OIDC tokens for audience {s.knative.audience!r} "
                      f"from {count} {'subject' if count == 1 else 'subjects'} (TokenReview)")
         if s.standalone:
             count = len(self.c.index)
@@ -525,7 +521,7 @@ async def _settle(task: asyncio.Task[Any], timeout: float) -> None:
         task.exception()  # retrieved, so asyncio does not warn about it
 
 
-async def run_controller(settings: RunSettings, announce: Callable[[str], None] = print) -> int:
+async def run_controller(settings: Settings, announce: Callable[[str], None] = print) -> int:
     """`trm-sre run`: build, serve until SIGTERM/SIGINT, stop in order. Returns the exit code."""
     components = build_components(settings)
     return await Controller(components, announce).run()

@@ -63,7 +63,7 @@ from controller.schemas.alerts import (
     split_payload,
 )
 from controller.schemas.decision import REASONING_COMPLETED, REASONING_FAILED, Decision
-from controller.settings import BearerToken, Limits
+from controller.edge.config import BearerToken, Limits
 
 if TYPE_CHECKING:
     from controller.observability.metrics import Metrics

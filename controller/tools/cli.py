@@ -124,38 +124,53 @@ def build_parser() -> argparse.ArgumentParser:
         "that indexes RemediationPolicies and writes their status.",
         epilog=_RUN_EPILOG,
     )
+    # Every flag's dest is the setting's dotted path in `controller.settings.Settings`; a flag not given
+    # is absent (SUPPRESS), so the environment and the model's defaults apply (`settings_values`).
+    run.argument_default = argparse.SUPPRESS
     run.add_argument("--standalone", action="store_true", help="no cluster: policies come from --policies (or the embedded default)")
-    _add_policy_option(run, "RemediationPolicy YAML files (multi-document OK); standalone only; default: the embedded default policy")
-    run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; anything else needs a token)")
-    run.add_argument("--port", type=int, default=8080, help="HTTP port (default: 8080)")
-    run.add_argument("--state-dir", metavar="DIR", help="where the SQLite store lives (default: the user data dir, e.g. ~/.local/share/trm-sre)")
-    run.add_argument("--retention-days", type=int, metavar="DAYS",
+    run.add_argument("--policies", nargs="+", metavar="FILE", dest="policy_files",
+                     help="RemediationPolicy YAML files (multi-document OK); standalone only; default: the embedded default policy")
+    run.add_argument("--host", help="address to listen on (default: 127.0.0.1; anything else needs a token)")
+    run.add_argument("--port", type=int, help="HTTP port (default: 8080)")
+    run.add_argument("--state-dir", metavar="DIR", dest="state_dir",
+                     help="where the SQLite store lives (default: the user data dir, e.g. ~/.local/share/trm-sre)")
+    run.add_argument("--retention-days", type=int, metavar="DAYS", dest="engine.retention_days",
                      help="delete finished incidents (and their alerts, decisions, events, approvals) idle this many days "
-                          "from the store; 0 keeps everything (default: $TRM_SRE_RETENTION_DAYS, else 30)")
-    run.add_argument("--token-file", metavar="FILE", help="bearer token file, re-read when it changes (default: $TRM_SRE_WEBHOOK_TOKEN)")
-    run.add_argument("--namespace", action="append", metavar="NS", help="watch policies in this namespace (repeatable; default: cluster-wide)")
-    run.add_argument("--sink", metavar="URL", help="default CloudEvents sink for triggers (default: $K_SINK; none: <state dir>/triggers.jsonl)")
-    run.add_argument("--liveness-port", type=int, default=8081, help="kopf's liveness endpoint port, cluster mode (default: 8081; 0 disables)")
-    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper, help="default: INFO")
+                          "from the store; 0 keeps everything (default: 30)")
+    run.add_argument("--token-file", metavar="FILE", dest="token_file",
+                     help="bearer token file, re-read when it changes (default: $TRM_SRE_WEBHOOK_TOKEN)")
+    run.add_argument("--namespace", action="append", metavar="NS", dest="namespaces",
+                     help="watch policies in this namespace (repeatable; default: cluster-wide)")
+    run.add_argument("--sink", metavar="URL", dest="engine.sink",
+                     help="default CloudEvents sink for triggers (default: $K_SINK; none: <state dir>/triggers.jsonl)")
+    run.add_argument("--liveness-port", type=int, dest="liveness_port",
+                     help="kopf's liveness endpoint port, cluster mode (default: 8081; 0 disables)")
+    run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper, dest="log_level",
+                     help="default: INFO")
     tls = run.add_argument_group("TLS (optional; the bearer token is still checked)")
-    tls.add_argument("--tls-cert-file", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
-    tls.add_argument("--tls-key-file", metavar="FILE", help="the PEM private key of --tls-cert-file")
-    tls.add_argument("--client-ca-file", metavar="FILE",
+    tls.add_argument("--tls-cert-file", metavar="FILE", dest="tls.cert_file", help="serve HTTPS with this PEM certificate (chain)")
+    tls.add_argument("--tls-key-file", metavar="FILE", dest="tls.key_file", help="the PEM private key of --tls-cert-file")
+    tls.add_argument("--client-ca-file", metavar="FILE", dest="tls.client_ca_file",
                      help="require client certificates signed by this PEM CA (mutual TLS)")
     knative = run.add_argument_group(
         "Knative sender identity on /events (cluster mode; the bearer token keeps working; docs/api.md)")
-    knative.add_argument("--events-audience", metavar="AUDIENCE",
+    knative.add_argument("--events-audience", metavar="AUDIENCE", dest="knative.audience",
                          help="also accept Knative Eventing OIDC tokens issued for this audience on /events, checked "
-                              "with the TokenReview API (default: $TRM_SRE_EVENTS_AUDIENCE; none: off)")
-    knative.add_argument("--events-allowed-subject", action="append", metavar="USER",
-                         help="a ServiceAccount allowed to send them, system:serviceaccount:NS:NAME (repeatable; "
-                              "required with --events-audience; default: $TRM_SRE_EVENTS_ALLOWED_SUBJECTS, comma-separated)")
+                              "with the TokenReview API (default: $TRM_SRE_KNATIVE__AUDIENCE; none: off)")
+    knative.add_argument("--events-allowed-subject", action="append", metavar="USER", dest="knative.allowed_subjects",
+                         help="a ServiceAccount allowed to send them, system:serviceaccount:NS:NAME (repeatable; required "
+                              "with --events-audience; default: $TRM_SRE_KNATIVE__ALLOWED_SUBJECTS, comma-separated)")
     limits = run.add_argument_group("limits")
-    limits.add_argument("--max-body-bytes", type=int, metavar="N",
+    limits.add_argument("--max-body-bytes", type=int, metavar="N", dest="limits.max_body_bytes",
                         help="largest request body; larger ones get 413 (default: 4194304, 4 MiB)")
-    limits.add_argument("--queue-size", type=int, metavar="N",
+    limits.add_argument("--queue-size", type=int, metavar="N", dest="engine.queue_size",
                         help="alerts waiting for a decision; beyond it 503 + Retry-After (default: 10000)")
-    _add_model_options(run)
+    model = run.add_argument_group("model")
+    model.add_argument("--device", choices=("cpu", "cuda", "auto"), dest="model.device", help="where the TRM runs (default: cpu)")
+    model.add_argument("--no-model", action="store_false", dest="model.enabled",
+                       help="disable the TRM stage deliberately (it hands over to the next stage)")
+    model.add_argument("--checkpoint", metavar="DIR", dest="model.checkpoint_dir",
+                       help="TRM checkpoint directory (default: the one shipped in models/checkpoints)")
 
     select = _add_command(
         sub,
@@ -220,10 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
         delegated = sub.add_parser(name, help=text, description=text, add_help=False)
         delegated.add_argument("args", nargs=argparse.REMAINDER)
         delegated.set_defaults(handler=cmd_train if name == "train" else cmd_eval)
-    bench_help = "run the benchmarks and write BENCHMARKS.md + bench/results/latest.json (arguments go to bench.run)"
-    bench = sub.add_parser("bench", help=bench_help, description=bench_help, add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER)
-    bench.set_defaults(handler=cmd_bench)
     return parser
 
 
@@ -233,8 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     # train/eval forward everything (including --help) to their own parsers.
     if argv and argv[0] in ("train", "eval"):
         return cmd_train(argv[1:]) if argv[0] == "train" else cmd_eval(argv[1:])
-    if argv and argv[0] == "bench":
-        return cmd_bench(argv[1:])
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
@@ -248,34 +257,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from controller.app import run_controller
     from controller.observability.logging import configure_logging
     from controller.engine.pipeline import StoreUnavailable
-    from controller.settings import SettingsError, settings_from_args
+    from controller.settings import Settings, SettingsError
     from controller.engine.store import StoreError
 
-    configure_logging(args.log_level)
     try:
-        settings = settings_from_args(
-            standalone=args.standalone,
-            policy_files=args.policies,
-            host=args.host,
-            port=args.port,
-            state_dir=args.state_dir,
-            token_file=args.token_file,
-            namespaces=args.namespace,
-            device=args.device,
-            no_model=args.no_model,
-            checkpoint=args.checkpoint,
-            sink=args.sink,
-            liveness_port=args.liveness_port,
-            log_level=args.log_level,
-            tls_cert_file=args.tls_cert_file,
-            tls_key_file=args.tls_key_file,
-            client_ca_file=args.client_ca_file,
-            max_body_bytes=args.max_body_bytes,
-            queue_size=args.queue_size,
-            events_audience=args.events_audience,
-            events_allowed_subjects=args.events_allowed_subject,
-            retention_days=args.retention_days,
-        )
+        settings = Settings.load(settings_values(args))
+        configure_logging(settings.log_level)
         return asyncio.run(run_controller(settings, announce=_announce))
     except SettingsError as exc:
         print(f"{PROG} run: error: {exc}", file=sys.stderr)
@@ -283,6 +270,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (StoreError, StoreUnavailable) as exc:
         print(f"{PROG} run: error: {exc}", file=sys.stderr)
         return 1
+
+
+def settings_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, as the nested mapping `Settings.load` takes: dest `engine.sink` → {"engine": {"sink": ...}}."""
+    values: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if dest in ("command", "handler"):
+            continue
+        *sections, name = dest.split(".")
+        target = values
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = value
+    return values
 
 
 def _announce(line: str) -> None:
@@ -687,19 +688,14 @@ def cmd_train(argv: list[str]) -> int:
     return int(train.main(argv) or 0)
 
 
+#: `trm-sre eval` subcommands; anything else is `eval DATASET ...` (the documented form, the default).
+EVAL_SUBCOMMANDS = ("eval", "compare", "steps")
+
+
 def cmd_eval(argv: list[str]) -> int:
     from controller.tools.selectors import ChainSelector, RulesSelector
     from models import evaluate
 
+    if not argv or argv[0] not in (*EVAL_SUBCOMMANDS, "-h", "--help"):
+        argv = ["eval", *argv]
     return int(evaluate.main(argv, extra_selectors={"rules": RulesSelector, "chain": ChainSelector}) or 0)
-
-
-def cmd_bench(argv: list[str]) -> int:
-    """`trm-sre bench [--full] [--out BENCHMARKS.md]`: the harness lives in bench/ at the repository root."""
-    try:
-        from bench import run
-    except ImportError:
-        print(f"{PROG} bench: the benchmark harness (bench/) is not importable; run it from a checkout of the "
-              "repository (`make bench`, or `python -m controller bench` in the repository root)", file=sys.stderr)
-        return 2
-    return int(run.main(argv, prog=f"{PROG} bench", command=" ".join([f"{PROG} bench", *argv])) or 0)

@@ -26,7 +26,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
     out_dir = tmp_path_factory.mktemp("bench-smoke")
     out = out_dir / "BENCHMARKS.md"
     done = subprocess.run(
-        [sys.executable, "-m", "controller", "bench", "--smoke", "--sections", "selection,e2e", "--out", str(out),
+        [sys.executable, "-m", "bench", "--smoke", "--sections", "selection,e2e", "--out", str(out),
          "--workdir", str(out_dir / "work")],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
         env={**_env(), "PYTHONPATH": str(REPO)},
@@ -46,7 +46,7 @@ def test_the_json_says_what_ran_where(smoke: tuple[dict[str, Any], str, Path]) -
     results, _, _ = smoke
     assert results["schema"] == "trm-sre-bench/1"
     assert results["mode"]["name"] == "smoke"
-    assert results["command"].startswith("trm-sre bench --smoke")
+    assert results["command"].startswith("python -m bench --smoke")
     hardware, versions = results["environment"]["hardware"], results["environment"]["versions"]
     assert hardware["cpu_model"] and hardware["cores"] >= 1 and hardware["ram_gb"] > 0
     for key in ("python", "torch", "kube"):

@@ -21,7 +21,7 @@ def sink() -> Iterator[CaptureSink]:
 
 @pytest.fixture
 async def controller(tmp_path: Path, sink: CaptureSink) -> AsyncIterator[StartServer]:
-    """`await controller(token=..., sink=..., limits=..., policies=[...], model=..., **RunSettings fields)`.
+    """`await controller(token=..., sink=..., limits=..., policies=[...], model=..., **Settings fields)`.
 
     Depends on `sink` so the sink outlives the controllers: stopping one gives its outbox a last
     delivery pass, which against a sink already gone would only wait out the retries.

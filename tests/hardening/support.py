@@ -20,7 +20,7 @@ from typing import Any, Self
 import httpx
 
 from controller.app import Components, Controller, ModelState
-from controller.settings import RunSettings
+from controller.settings import Settings
 from controller.engine.store import DB_FILENAME
 from tests.support.alerts import fixture_payload
 from tests.support.controllers import launch, wait_listening
@@ -79,11 +79,11 @@ class RunningServer:
         return await asyncio.wait_for(self.task, 60)
 
 
-#: The `controller` fixture: `await controller(token=..., sink=..., limits=..., policies=[...], **RunSettings fields)`.
+#: The `controller` fixture: `await controller(token=..., sink=..., limits=..., policies=[...], **Settings fields)`.
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
-async def start_server(settings: RunSettings, *, model: ModelState | None = None,
+async def start_server(settings: Settings, *, model: ModelState | None = None,
                        scheme: str = "http") -> RunningServer:
     """Build and run a controller in this event loop; returns once it listens."""
     components, controller, task, announced = launch(settings, model=model)

@@ -31,8 +31,9 @@ from typing import Any
 import httpx
 import pytest
 
-from controller import settings as settings_module
-from controller.settings import BearerToken, SettingsError, check_bind
+from controller.edge import config as settings_module
+from controller.edge.config import BearerToken
+from controller.settings import SettingsError, check_bind
 from tests.hardening.support import REPO, StartServer, crashloop
 
 TOKEN = "hardening-" + "s3cr3t" * 4

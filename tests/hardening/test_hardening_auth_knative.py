@@ -32,7 +32,7 @@ from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
 from controller.schemas.alerts import ALERT_FIRED
-from controller.settings import EventsOIDC
+from controller.edge.config import KnativeOIDC
 from tests.envtest.controlplane import ControlPlane, free_port, write_kubeconfig
 from tests.hardening.support import StartServer, crashloop
 from tests.pipeline.sink import CaptureSink
@@ -83,7 +83,7 @@ def cluster(kubeconfig_env: ControlPlane, namespace: str) -> Cluster:
 
 async def _start(controller: StartServer, cluster: Cluster, sink: CaptureSink) -> Any:
     return await controller(token=TOKEN, sink=sink.url,
-                            events_oidc=EventsOIDC(AUDIENCE, (cluster.subject(cluster.sender),)))
+                            knative=KnativeOIDC(audience=AUDIENCE, allowed_subjects=(cluster.subject(cluster.sender),)))
 
 
 async def _post(server: Any, token: str | None, pod: str) -> httpx.Response:

@@ -33,7 +33,7 @@ from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
 from controller.schemas.decision import LAMBDA_TRIGGER
-from controller.settings import Limits
+from controller.edge.config import Limits
 from tests.hardening.support import (
     REPO,
     RULES_POLICY,

@@ -54,7 +54,7 @@ from controller.schemas.alerts import (
 )
 from controller.schemas.decision import StageOutcome
 from controller.schemas.policy import Policy, PolicySpec
-from controller.settings import Limits
+from controller.edge.config import Limits
 from runbooks import InvalidCall, default_catalog
 from tests.unit.decision.helpers import assert_call_or_parse_error
 

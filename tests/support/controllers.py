@@ -7,7 +7,6 @@ process (signals, crashes, cluster mode) use `tests/e2e/harness.py` instead.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from controller.app import Components, Controller, ModelState, build_components
-from controller.settings import Limits, RunSettings, settings_from_args
+from pydantic import BaseModel
+
+from controller.edge.config import Limits
+from controller.settings import Settings
 
 
 def server_settings(
@@ -27,31 +29,55 @@ def server_settings(
     policies: list[Path] | None = None,
     token_file: Path | None = None,
     **overrides: Any,
-) -> RunSettings:
-    """Standalone settings on 127.0.0.1, a free port, no model; `overrides` replace RunSettings fields."""
-    settings = settings_from_args(
-        standalone=True,
-        policy_files=[str(p) for p in policies or []],
-        host="127.0.0.1",
-        port=0,
-        state_dir=str(state_dir),
-        token_file=str(token_file) if token_file else None,
-        namespaces=None,
-        device="cpu",
-        no_model=True,
-        checkpoint=None,
-        sink=sink,
-        liveness_port=0,
-        log_level="INFO",
-        environ={"TRM_SRE_WEBHOOK_TOKEN": token} if token else {},
-    )
+) -> Settings:
+    """Standalone settings on 127.0.0.1, a free port, no model.
+
+    `overrides` are setting values: top-level fields by name, and section fields by theirs (e.g.
+    `queue_size=3` → engine.queue_size, `max_in_flight=1` → limits.max_in_flight). A whole section
+    (`knative=KnativeOIDC(...)`) replaces it after validation, as a test of that section alone needs
+    (Knative OIDC on a standalone server whose reviewer the test swaps in).
+    """
+    values: dict[str, Any] = {
+        "standalone": True,
+        "policy_files": [str(p) for p in policies or []],
+        "port": 0,
+        "state_dir": str(state_dir),
+        "liveness_port": 0,
+        "model": {"enabled": False},
+    }
+    if token_file:
+        values["token_file"] = str(token_file)
+    if token:
+        values["webhook_token"] = token
+    if sink:
+        values["engine"] = {"sink": sink}
+    sections = {name: value for name, value in overrides.items() if isinstance(value, BaseModel)}
     if limits is not None:
-        overrides["limits"] = limits
-    return dataclasses.replace(settings, **overrides) if overrides else settings
+        sections["limits"] = limits
+    for name, value in overrides.items():
+        if name in sections:
+            continue
+        section = _section_of(name)
+        if section is None:
+            values[name] = value
+        else:
+            values.setdefault(section, {})[name] = value
+    settings = Settings.load(values, environ={})
+    return settings.model_copy(update=sections) if sections else settings
+
+
+def _section_of(name: str) -> str | None:
+    if name in Settings.model_fields:
+        return None
+    for section in ("engine", "limits", "knative", "tls", "model"):
+        annotation = Settings.model_fields[section].annotation
+        if name in annotation.model_fields:  # type: ignore[union-attr]
+            return section
+    raise TypeError(f"{name!r} is not a setting")
 
 
 def launch(
-    settings: RunSettings, *, model: ModelState | None = None
+    settings: Settings, *, model: ModelState | None = None
 ) -> tuple[Components, Controller, asyncio.Task[int], list[str]]:
     """Build a controller and start it in this event loop: (components, controller, its task, announced lines).
 
@@ -77,7 +103,7 @@ async def wait_listening(controller: Controller, task: asyncio.Task[int], *, att
 
 @contextmanager
 def controller_in_thread(
-    settings: RunSettings, *, attempts: int, join_timeout: float
+    settings: Settings, *, attempts: int, join_timeout: float
 ) -> Iterator[tuple[str, threading.Thread, dict[str, Any]]]:
     """A controller in a thread with its own event loop, for clients that call it synchronously over HTTP.
 

@@ -13,7 +13,7 @@ import pytest
 
 from controller.app import ModelState
 from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_TRIGGER
-from controller.settings import Limits
+from controller.edge.config import Limits
 from tests.pipeline.edge.servers import EdgeServer, StartServer, fixture_payload
 from tests.pipeline.sink import CaptureSink
 

@@ -20,7 +20,8 @@ from cloudevents.core.v1.event import CloudEvent
 from controller.tools import cli as cli
 from controller.edge.knative_auth import EventsAuthenticator, Review, ReviewUnavailable
 from controller.schemas.alerts import ALERT_FIRED
-from controller.settings import EventsOIDC, SettingsError, settings_from_args
+from controller.edge.config import KnativeOIDC
+from controller.settings import Settings, SettingsError
 from tests.pipeline.edge.servers import StartServer, fixture_payload
 
 AUDIENCE = "trm-sre.trm-sre.svc"
@@ -71,47 +72,50 @@ def authenticator(reviewer: FakeReviewer, **kwargs: Any) -> EventsAuthenticator:
 # --------------------------------------------------------------------------
 
 
-def _args(**overrides: Any) -> dict[str, Any]:
-    args: dict[str, Any] = {
-        "standalone": False, "policy_files": None, "host": "0.0.0.0", "port": 8080, "state_dir": "/tmp/x",
-        "token_file": None, "namespaces": None, "device": "cpu", "no_model": True, "checkpoint": None, "sink": None,
-        "liveness_port": 8081, "log_level": "info", "environ": {"TRM_SRE_WEBHOOK_TOKEN": "static"},
-    }
-    args.update(overrides)
-    return args
+STATIC = {"TRM_SRE_WEBHOOK_TOKEN": "static"}
+
+
+def settings(*flags: str, environ: dict[str, str] | None = None) -> Settings:
+    """`trm-sre run FLAGS` in cluster mode on 0.0.0.0, as the CLI builds its settings."""
+    args = cli.build_parser().parse_args(["run", "--host", "0.0.0.0", "--state-dir", "/tmp/x", *flags])
+    return Settings.load(cli.settings_values(args), STATIC if environ is None else environ)
+
+
+def oidc(audience: str, *subjects: str) -> KnativeOIDC:
+    return KnativeOIDC(audience=audience, allowed_subjects=subjects)
 
 
 def test_the_audience_and_subjects_come_from_flags_or_the_environment() -> None:
-    assert settings_from_args(**_args()).events_oidc is None
-    flags = settings_from_args(**_args(events_audience=AUDIENCE, events_allowed_subjects=[SENDER, OTHER, SENDER]))
-    assert flags.events_oidc == EventsOIDC(AUDIENCE, (SENDER, OTHER))
-    env = {"TRM_SRE_WEBHOOK_TOKEN": "static", "TRM_SRE_EVENTS_AUDIENCE": AUDIENCE,
-           "TRM_SRE_EVENTS_ALLOWED_SUBJECTS": f" {SENDER} ,{OTHER},"}
-    assert settings_from_args(**_args(environ=env)).events_oidc == EventsOIDC(AUDIENCE, (SENDER, OTHER))
+    assert not settings().knative.enabled
+    flags = settings("--events-audience", AUDIENCE, *("--events-allowed-subject", SENDER) * 1,
+                     "--events-allowed-subject", OTHER, "--events-allowed-subject", SENDER)
+    assert flags.knative == oidc(AUDIENCE, SENDER, OTHER)
+    env = {**STATIC, "TRM_SRE_KNATIVE__AUDIENCE": AUDIENCE, "TRM_SRE_KNATIVE__ALLOWED_SUBJECTS": f" {SENDER} ,{OTHER},"}
+    assert settings(environ=env).knative == oidc(AUDIENCE, SENDER, OTHER)
     # Flags win over the environment.
-    both = settings_from_args(**_args(environ=env, events_audience="other-aud", events_allowed_subjects=[OTHER]))
-    assert both.events_oidc == EventsOIDC("other-aud", (OTHER,))
+    both = settings("--events-audience", "other-aud", "--events-allowed-subject", OTHER, environ=env)
+    assert both.knative == oidc("other-aud", OTHER)
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("flags", "environ", "message"),
     [
-        ({"events_audience": AUDIENCE}, "needs at least one --events-allowed-subject"),
-        ({"events_allowed_subjects": [SENDER]}, "needs --events-audience"),
-        ({"events_audience": "two words", "events_allowed_subjects": [SENDER]}, "is not a valid audience"),
-        ({"events_audience": AUDIENCE, "events_allowed_subjects": ["mt-broker-filter"]}, "is not a ServiceAccount username"),
-        ({"events_audience": AUDIENCE, "events_allowed_subjects": ["system:serviceaccount:knative-eventing"]},
+        (["--events-audience", AUDIENCE], STATIC, "needs at least one --events-allowed-subject"),
+        (["--events-allowed-subject", SENDER], STATIC, "need an audience"),
+        (["--events-audience", "two words", "--events-allowed-subject", SENDER], STATIC, "is not a valid audience"),
+        (["--events-audience", AUDIENCE, "--events-allowed-subject", "mt-broker-filter"], STATIC,
+         "is not a ServiceAccount username"),
+        (["--events-audience", AUDIENCE, "--events-allowed-subject", "system:serviceaccount:knative-eventing"], STATIC,
          "system:serviceaccount:NAMESPACE:NAME"),
-        ({"events_audience": AUDIENCE, "events_allowed_subjects": [SENDER], "standalone": True},
-         "needs cluster mode"),
-        ({"events_audience": AUDIENCE, "events_allowed_subjects": [SENDER], "host": "127.0.0.1", "environ": {}},
+        (["--events-audience", AUDIENCE, "--events-allowed-subject", SENDER, "--standalone"], STATIC, "needs cluster mode"),
+        (["--events-audience", AUDIENCE, "--events-allowed-subject", SENDER, "--host", "127.0.0.1"], {},
          "needs the bearer token too"),
     ],
     ids=["no-subject", "no-audience", "spaces", "bare-name", "no-name", "standalone", "no-static-token"],
 )
-def test_incomplete_or_invalid_settings_are_refused_at_start(overrides: dict[str, Any], message: str) -> None:
+def test_incomplete_or_invalid_settings_are_refused_at_start(flags: list[str], environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        settings_from_args(**_args(**overrides))
+        settings(*flags, environ=environ)
 
 
 def test_the_cli_refuses_the_option_in_standalone_mode(capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,7 +128,7 @@ def test_the_cli_parses_repeated_subjects() -> None:
     args = cli.build_parser().parse_args(
         ["run", "--events-audience", AUDIENCE, "--events-allowed-subject", SENDER, "--events-allowed-subject", OTHER]
     )
-    assert args.events_audience == AUDIENCE and args.events_allowed_subject == [SENDER, OTHER]
+    assert cli.settings_values(args)["knative"] == {"audience": AUDIENCE, "allowed_subjects": [SENDER, OTHER]}
 
 
 # --------------------------------------------------------------------------
@@ -266,7 +270,7 @@ def _fired(event_id: str) -> tuple[bytes, dict[str, str]]:
 
 
 async def _server(start_server: StartServer) -> tuple[Any, FakeReviewer]:
-    server = await start_server(token="static-token", events_oidc=EventsOIDC(AUDIENCE, (SENDER,)))
+    server = await start_server(token="static-token", knative=oidc(AUDIENCE, SENDER))
     reviewer = FakeReviewer()
     assert server.components.events_auth is not None
     server.components.events_auth.reviewer = reviewer

@@ -8,25 +8,17 @@ from pathlib import Path
 import pytest
 
 from controller.app import ModelState, PolicyFileError, build_components, load_policy_files, standalone_policies
-from controller.settings import (
-    BearerToken,
-    RunSettings,
-    SettingsError,
-    check_bind,
-    is_loopback,
-    parse_ce_overrides,
-    settings_from_args,
-)
+from controller.edge.config import BearerToken
+from controller.settings import Settings, SettingsError, check_bind, is_loopback, parse_ce_overrides
+from controller.tools import cli
 
 
-def _args(**overrides: object) -> dict[str, object]:
-    args: dict[str, object] = {
-        "standalone": True, "policy_files": None, "host": "127.0.0.1", "port": 8080, "state_dir": "/tmp/x",
-        "token_file": None, "namespaces": None, "device": "cpu", "no_model": True, "checkpoint": None, "sink": None,
-        "liveness_port": 8081, "log_level": "info", "environ": {},
-    }
-    args.update(overrides)
-    return args
+def settings(*flags: str, environ: dict[str, str] | None = None, standalone: bool = True) -> Settings:
+    """`trm-sre run FLAGS`, as the CLI builds its settings, over `environ` (default: empty)."""
+    argv = ["run", "--no-model", *(["--standalone"] if standalone else []), *flags]
+    if "--state-dir" not in flags:
+        argv += ["--state-dir", "/tmp/x"]
+    return Settings.load(cli.settings_values(cli.build_parser().parse_args(argv)), environ or {})
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
@@ -47,10 +39,10 @@ def test_binding_beyond_loopback_without_a_token_is_refused() -> None:
 
 
 def test_token_comes_from_the_environment() -> None:
-    settings = settings_from_args(**_args(host="0.0.0.0", environ={"TRM_SRE_WEBHOOK_TOKEN": "abc\n"}))
-    assert settings.token.check("abc")
-    assert not settings.token.check("abd")
-    assert not settings.token.check(None)
+    loaded = settings("--host", "0.0.0.0", environ={"TRM_SRE_WEBHOOK_TOKEN": "abc\n"})
+    assert loaded.token.check("abc")
+    assert not loaded.token.check("abd")
+    assert not loaded.token.check(None)
 
 
 def test_token_file_is_reread_when_it_changes(tmp_path: Path) -> None:
@@ -75,21 +67,23 @@ def test_a_missing_token_file_fails_closed(tmp_path: Path) -> None:
 
 def test_token_file_must_exist_at_start(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="does not exist"):
-        settings_from_args(**_args(token_file=str(tmp_path / "nope")))
+        settings("--token-file", str(tmp_path / "nope"))
     empty = tmp_path / "empty"
     empty.write_text("\n")
     with pytest.raises(SettingsError, match="empty"):
-        settings_from_args(**_args(token_file=str(empty)))
+        settings("--token-file", str(empty))
 
 
 def test_sink_comes_from_k_sink_unless_given() -> None:
-    assert settings_from_args(**_args(environ={"K_SINK": "http://broker/ns/b"})).sink == "http://broker/ns/b"
-    assert settings_from_args(**_args(sink="http://x", environ={"K_SINK": "http://y"})).sink == "http://x"
-    settings = settings_from_args(**_args(state_dir="/tmp/state"))
-    assert settings.sink is None
-    assert settings.trigger_destination == "file /tmp/state/triggers.jsonl"
+    assert settings(environ={"K_SINK": "http://broker/ns/b"}).engine.sink == "http://broker/ns/b"
+    assert settings("--sink", "http://x", environ={"K_SINK": "http://y"}).engine.sink == "http://x"
+    loaded = settings("--state-dir", "/tmp/state")
+    assert loaded.engine.sink is None
+    assert loaded.trigger_destination == "file /tmp/state/triggers.jsonl"
     with pytest.raises(SettingsError, match="http"):
-        settings_from_args(**_args(sink="ftp://nope"))
+        settings("--sink", "ftp://nope")
+    with pytest.raises(SettingsError, match="TRM_SRE_ENGINE__SINK"):
+        settings("--sink", "http://x\n")  # a full match: a trailing newline is not a URL
 
 
 def test_ce_overrides_are_parsed_and_checked() -> None:
@@ -105,7 +99,7 @@ def test_policies_need_standalone(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text("")
     with pytest.raises(SettingsError, match="--standalone"):
-        settings_from_args(**_args(standalone=False, policy_files=[str(path)]))
+        settings("--policies", str(path), standalone=False)
 
 
 POLICY = """\
@@ -145,26 +139,37 @@ def test_no_policy_files_means_the_embedded_default() -> None:
 
 
 def test_retention_days_come_from_the_flag_then_the_environment_then_30() -> None:
-    assert settings_from_args(**_args()).retention_days == 30
-    assert settings_from_args(**_args(environ={"TRM_SRE_RETENTION_DAYS": " 7\n"})).retention_days == 7
-    assert settings_from_args(**_args(environ={"TRM_SRE_RETENTION_DAYS": ""})).retention_days == 30
-    flag_wins = _args(retention_days=90, environ={"TRM_SRE_RETENTION_DAYS": "7"})
-    assert settings_from_args(**flag_wins).retention_days == 90
-    assert settings_from_args(**_args(retention_days=0)).retention_days == 0  # keep everything
+    assert settings().engine.retention_days == 30
+    assert settings(environ={"TRM_SRE_ENGINE__RETENTION_DAYS": " 7\n"}).engine.retention_days == 7
+    flag_wins = settings("--retention-days", "90", environ={"TRM_SRE_ENGINE__RETENTION_DAYS": "7"})
+    assert flag_wins.engine.retention_days == 90
+    assert settings("--retention-days", "0").engine.retention_days == 0  # keep everything
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("flags", "environ", "message"),
     [
-        ({"retention_days": -1}, "--retention-days -1 must be between 0"),
-        ({"retention_days": 100_000}, "--retention-days 100000 must be between 0"),
-        ({"environ": {"TRM_SRE_RETENTION_DAYS": "2.5"}}, "TRM_SRE_RETENTION_DAYS '2.5' is not a whole number"),
-        ({"environ": {"TRM_SRE_RETENTION_DAYS": "-3"}}, "TRM_SRE_RETENTION_DAYS -3 must be between 0"),
+        (["--retention-days", "-1"], {}, "engine.retention_days .TRM_SRE_ENGINE__RETENTION_DAYS.: .*greater than or equal to 0"),
+        (["--retention-days", "100000"], {}, "engine.retention_days .* less than or equal to 36500"),
+        ([], {"TRM_SRE_ENGINE__RETENTION_DAYS": "2.5"}, "TRM_SRE_ENGINE__RETENTION_DAYS.: .*integer"),
+        ([], {"TRM_SRE_ENGINE__RETENTION_DAYS": "-3"}, "TRM_SRE_ENGINE__RETENTION_DAYS.: .*greater than or equal to 0"),
+        ([], {"TRM_SRE_PORT": "70000"}, "port .TRM_SRE_PORT.: .*less than 65536"),
+        ([], {"TRM_SRE_LIMITS__MAX_BODY_BYTES": "10"}, "limits.max_body_bytes .*greater than or equal to 1024"),
     ],
 )
-def test_invalid_retention_days_are_refused_by_name(overrides: dict[str, object], message: str) -> None:
+def test_invalid_settings_are_refused_by_name(flags: list[str], environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        settings_from_args(**_args(**overrides))
+        settings(*flags, environ=environ)
+
+
+def test_every_section_reads_the_environment() -> None:
+    loaded = settings(environ={
+        "TRM_SRE_ENGINE__QUEUE_SIZE": "17", "TRM_SRE_LIMITS__MAX_ALERTS": "9", "TRM_SRE_MODEL__DEVICE": "auto",
+        "TRM_SRE_LOG_LEVEL": "debug", "K_CE_OVERRIDES": '{"extensions": {"cluster": "c1"}}',
+    })
+    assert (loaded.engine.queue_size, loaded.limits.max_alerts, loaded.model.device) == (17, 9, "auto")
+    assert loaded.log_level == "DEBUG"
+    assert loaded.engine.ce_overrides == {"cluster": "c1"}
 
 
 def test_run_passes_retention_days_to_the_pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,21 +177,20 @@ def test_run_passes_retention_days_to_the_pipeline(tmp_path: Path, monkeypatch: 
 
     import controller.app
     import controller.observability.logging
-    from controller.tools import cli as cli
 
-    seen: list[RunSettings] = []
+    seen: list[Settings] = []
 
-    async def fake_run_controller(settings: RunSettings, announce: object = None) -> int:
+    async def fake_run_controller(settings: Settings, announce: object = None) -> int:
         seen.append(settings)
         return 0
 
     monkeypatch.setattr(controller.app, "run_controller", fake_run_controller)
     monkeypatch.setattr(controller.observability.logging, "configure_logging", lambda level: None)  # keep pytest's handlers
-    monkeypatch.delenv("TRM_SRE_RETENTION_DAYS", raising=False)
+    monkeypatch.delenv("TRM_SRE_ENGINE__RETENTION_DAYS", raising=False)
     argv = ["run", "--standalone", "--no-model", "--state-dir", str(tmp_path)]
     assert cli.main([*argv, "--retention-days", "7"]) == 0
     assert cli.main(argv) == 0
-    assert [s.retention_days for s in seen] == [7, 30]
+    assert [s.engine.retention_days for s in seen] == [7, 30]
     assert cli.main([*argv, "--retention-days", "-1"]) == 2
 
     components = build_components(seen[0], model=ModelState(None, "disabled", "tests"))
