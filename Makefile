@@ -96,8 +96,9 @@ e2e-kind: venv ## end to end on a kind cluster (needs Docker and kind; deploy/ki
 	deploy/kind/e2e.sh
 
 .PHONY: docs
-docs: venv ## regenerate docs/policy-reference.md from the CRD
+docs: venv ## regenerate docs/policy-reference.md (from the CRD) and the settings table in docs/operations.md
 	$(PY) -m controller.tools.policy_reference --write
+	$(PY) -m controller.tools.settings_reference --write
 
 lock: ## regenerate requirements.lock from pyproject.toml
 	uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 -o requirements.lock

@@ -15,18 +15,16 @@ by `Settings.shutdown_timeout_s` (25 s: inside Kubernetes' 30 s grace).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import signal
 import ssl
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
@@ -45,14 +43,16 @@ from controller.observability.metrics import Metrics
 from controller.engine.model_batcher import ModelBatcher
 from controller.engine.pipeline import Pipeline
 from controller.decision.policy_index import PolicyIndex
-from controller.schemas.policy import Policy, SecretKeyRef
+from controller.schemas.policy import Policy
 from controller.settings import Settings, SettingsError
+from controller.engine.model_loader import ModelState, load_model
+from controller.operator.secrets import KubernetesSecrets
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import Store
 from runbooks import Catalog, default_catalog
 
 if TYPE_CHECKING:
-    from models.selector import TRMSelector
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -103,112 +103,6 @@ def standalone_policies(paths: tuple[Path, ...]) -> list[Policy]:
             raise PolicyFileError(f"no RemediationPolicy in {', '.join(map(str, paths))}")
         return policies
     return [load_default_policy()]
-
-
-# --------------------------------------------------------------------------
-# The model
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """The TRM selector, or why there is none; "unavailable" keeps the process not-ready."""
-
-    selector: TRMSelector | None
-    status: Literal["loaded", "disabled", "unavailable"]
-    detail: str
-
-    def readiness_problem(self) -> str | None:
-        if self.status == "unavailable":
-            return f"TRM model not loaded ({self.detail}); fix the checkpoint or run with --no-model"
-        return None
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch  # only when asked to choose
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(enabled: bool, checkpoint_dir: Path | None, device: str, catalog: Catalog) -> ModelState:
-    """Load the TRM checkpoint; a missing or incompatible one leaves the TRM stage handing over."""
-    if not enabled:
-        return ModelState(None, "disabled", "disabled with --no-model")
-    try:
-        from models.selector import CheckpointError, TRMSelector
-    except ImportError as exc:
-        return ModelState(None, "unavailable", f"the models package cannot be imported: {exc}")
-    started = time.perf_counter()
-    try:
-        # One intra-op thread: decisions already run concurrently in worker threads next to the event loop, and
-        # on a small node torch's default (one thread per core) makes those calls spin against each other and the
-        # loop; BENCHMARKS.md (profile) measured the model path several times slower under load with two.
-        selector = TRMSelector.load(
-            checkpoint_dir=checkpoint_dir, device=resolve_device(device), catalog=catalog, threads=1
-        )
-    except (CheckpointError, OSError) as exc:
-        log.error("TRM model not loaded: %s", exc)
-        return ModelState(None, "unavailable", str(exc))
-    except Exception as exc:  # noqa: BLE001 - corrupt sizes fail anywhere inside torch; that must only disable the stage
-        detail = f"checkpoint {checkpoint_dir or 'shipped with the package'} cannot be loaded: {type(exc).__name__}: {exc}"
-        log.error("TRM model not loaded: %s", detail)
-        return ModelState(None, "unavailable", detail)
-    log.info("TRM model loaded", extra={"seconds": round(time.perf_counter() - started, 2)})
-    return ModelState(selector, "loaded", "loaded")
-
-
-# --------------------------------------------------------------------------
-# Secrets for functionCalling stages (cluster mode)
-# --------------------------------------------------------------------------
-
-
-class KubernetesSecrets:
-    """Resolves a stage's `secretRef` from a Secret in the policy's namespace, cached briefly.
-
-    Called from a worker thread by the functionCalling stage. The cache keeps
-    an LLM call from costing an API round trip, and its TTL lets a rotated
-    token take effect within a minute.
-    """
-
-    def __init__(self, ttl_s: float = 60.0) -> None:
-        self._ttl = ttl_s
-        self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str, str], tuple[float, str | None]] = {}
-        self._api: Any = None
-
-    def _core_api(self) -> Any:  # the kubernetes package is untyped
-        if self._api is None:
-            from kubernetes import client, config
-
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                config.load_kube_config()
-            self._api = client.CoreV1Api()
-        return self._api
-
-    def __call__(self, namespace: str, ref: SecretKeyRef) -> str | None:
-        key = (namespace, ref.name, ref.key)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and hit[0] > now:
-                return hit[1]
-        from kubernetes.client.exceptions import ApiException
-        from kubernetes.config import ConfigException
-
-        try:
-            secret = self._core_api().read_namespaced_secret(ref.name, namespace)
-            raw = (secret.data or {}).get(ref.key)
-            value = base64.b64decode(raw).decode().strip() if raw else None
-        except (ApiException, ConfigException, ValueError) as exc:
-            log.warning("cannot read secret %s/%s key %s: %s", namespace, ref.name, ref.key, exc)
-            value = None
-        with self._lock:
-            self._cache[key] = (now + self._ttl, value)
-        return value
 
 
 # --------------------------------------------------------------------------

@@ -19,14 +19,11 @@ The status codes follow what the senders do with them:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from cloudevents.core.bindings.http import to_binary_event
@@ -39,7 +36,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError
 
 from controller.client import (
-    FREE_FORM_REFUSAL,
     REMEDIATION_TASK,
     ReasonRequest,
     ReasonResult,
@@ -57,13 +53,23 @@ from controller.edge.knative_auth import EventsAuthenticator, ReviewUnavailable
 from controller.observability.logging import correlation
 from controller.engine.pipeline import Overloaded, StoreUnavailable
 from controller.schemas.alerts import (
-    Alert,
     AlertEvent,
     AlertmanagerPayload,
     split_payload,
 )
-from controller.schemas.decision import REASONING_COMPLETED, REASONING_FAILED, Decision
+from controller.schemas.decision import REASONING_COMPLETED, REASONING_FAILED
 from controller.edge.config import BearerToken, Limits
+from controller.edge.limits import (
+    LimitExceeded,
+    Slots,
+    check_alert_limits,
+    check_payload_size,
+    json_object,
+    read_body,
+    unavailable,
+    unavailable_response,
+)
+from controller.edge.reasoning import answer_reasoning
 
 if TYPE_CHECKING:
     from controller.observability.metrics import Metrics
@@ -127,167 +133,9 @@ class ApiDeps:
     events_auth: EventsAuthenticator | None = None
 
 
-class LimitExceeded(ValueError):
-    """A request is over one of the `Limits`; the message names the limit."""
-
-
-class _Slots:
-    """Bounded concurrency: at most `max_in_flight` requests in the handlers; the rest wait briefly, then 503."""
-
-    def __init__(self, limits: Limits) -> None:
-        self._semaphore = asyncio.Semaphore(limits.max_in_flight)
-        self._wait = limits.queue_wait_s
-        self._retry_after = limits.retry_after_s
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), timeout=self._wait)
-        except TimeoutError:
-            raise _unavailable("too many requests in flight", self._retry_after) from None
-        try:
-            yield
-        finally:
-            self._semaphore.release()
-
-
 def _unauthorized() -> HTTPException:
     # One generic answer for a missing, wrong or refused token: nothing about which check failed.
     return HTTPException(status_code=401, detail="unauthorized", headers={"WWW-Authenticate": "Bearer"})
-
-
-def _unavailable(reason: str, retry_after: int) -> HTTPException:
-    return HTTPException(status_code=503, detail=f"{reason}; retry later", headers={"Retry-After": str(retry_after)})
-
-
-def _unavailable_response(reason: str, retry_after: int) -> JSONResponse:
-    # 503, never 429: Alertmanager retries only 5xx (prometheus/alertmanager#2121).
-    return JSONResponse({"detail": f"{reason}; retry later"}, status_code=503, headers={"Retry-After": str(retry_after)})
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) once it passes `limit` bytes, whatever Content-Length claims."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status_code=413, detail=f"body of {declared} bytes is over the limit of {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status_code=413, detail=f"body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HTTPException(status_code=400, detail=f"{what}: body is not valid JSON ({exc})") from exc
-    except RecursionError:  # `[[[[...` within the size limit: Python's parser recurses per level
-        raise HTTPException(status_code=400, detail=f"{what}: body is nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise HTTPException(status_code=400, detail=f"{what}: body must be a JSON object")
-    return doc
-
-
-# --------------------------------------------------------------------------
-# Limits
-# --------------------------------------------------------------------------
-
-
-def _check_map(kind: str, where: str, values: dict[str, str], max_count: int, max_value: int, limits: Limits) -> None:
-    if len(values) > max_count:
-        raise LimitExceeded(f"{where}: {len(values)} {kind}; the limit is {max_count} {kind} per alert (max_labels)")
-    for name, value in values.items():
-        if len(name) > limits.max_name_length:
-            raise LimitExceeded(
-                f"{where}: a {kind[:-1]} name is {len(name)} characters; the limit is {limits.max_name_length} (max_name_length)"
-            )
-        if len(value) > max_value:
-            setting = "max_label_value_length" if kind == "labels" else "max_annotation_value_length"
-            raise LimitExceeded(
-                f"{where}: {kind[:-1]} {name[:64]!r} is {len(value)} characters; the limit is {max_value} ({setting})"
-            )
-
-
-def check_alert_limits(events: Iterable[AlertEvent], limits: Limits) -> None:
-    for i, event in enumerate(events):
-        where = f"alerts[{i}]"
-        _check_map("labels", where, event.alert.labels, limits.max_labels, limits.max_label_value_length, limits)
-        annotations = event.merged_annotations()
-        _check_map("annotations", where, annotations, limits.max_labels, limits.max_annotation_value_length, limits)
-
-
-def check_payload_size(doc: dict[str, Any], limits: Limits) -> None:
-    """Count alerts before validating them all: a cheap guard against oversized groups."""
-    alerts = doc.get("alerts")
-    if isinstance(alerts, list) and len(alerts) > limits.max_alerts:
-        raise LimitExceeded(
-            f"payload has {len(alerts)} alerts; the limit is {limits.max_alerts} alerts per payload (max_alerts); "
-            "set max_alerts in Alertmanager's webhook_config"
-        )
-
-
-# --------------------------------------------------------------------------
-# /reason
-# --------------------------------------------------------------------------
-
-
-def alert_event_from_context(context: dict[str, Any]) -> AlertEvent:
-    """`context.alert` (an Alertmanager alert object) or `context.labels` / `context.annotations`."""
-    raw = context.get("alert")
-    if raw is None and "labels" in context:
-        raw = {"labels": context.get("labels"), "annotations": context.get("annotations") or {}}
-    if not isinstance(raw, dict):
-        raise HTTPException(
-            status_code=422,
-            detail="remediation needs an alert: context.alert (an Alertmanager alert object) or context.labels",
-        )
-    fields = {"status": "firing", "startsAt": datetime.now(UTC).isoformat(), **raw}
-    try:
-        alert = Alert.model_validate(fields)
-    except ValidationError as exc:
-        raise HTTPException(status_code=422, detail=f"invalid alert in context: {summarize_validation(exc)}") from exc
-    common = context.get("commonAnnotations") or {}
-    return AlertEvent(alert=alert, common_annotations=common if isinstance(common, dict) else {}, source="reason")
-
-
-def decision_answer(decision: Decision | None) -> dict[str, Any]:
-    """The decision as the answer other agents read: the names the trigger's data uses."""
-    if decision is None:
-        return {"lambda_function": None, "parameters": {}, "outcome": "no_policy", "policy": None,
-                "decision_id": None, "stage": None, "reasoning": "no RemediationPolicy matches this alert"}
-    return {
-        "lambda_function": decision.function if decision.outcome == "trigger" else None,
-        "parameters": decision.parameters if decision.outcome == "trigger" else {},
-        "outcome": decision.outcome,
-        "policy": decision.policy,
-        "decision_id": decision.id,
-        "stage": decision.stage,
-        "reasoning": decision.reasoning,
-    }
-
-
-async def answer_reasoning(pipeline: Pipeline, request: ReasonRequest) -> ReasonResult:
-    """Run the policy's chain for the alert in `request.context`, without side effects."""
-    if request.task_type != REMEDIATION_TASK:
-        raise HTTPException(status_code=422, detail=f"{FREE_FORM_REFUSAL} (task_type must be {REMEDIATION_TASK!r})")
-    event = alert_event_from_context(request.context)
-    started = time.perf_counter()
-    decision = await pipeline.decide_only(event)
-    duration_ms = (time.perf_counter() - started) * 1000
-    trace = [t.model_dump(mode="json") for t in decision.trace] if decision else []
-    return ReasonResult(
-        answer=json.dumps(decision_answer(decision), sort_keys=True),
-        steps=len(trace),
-        confidence=(decision.confidence or 0.0) if decision and decision.outcome == "trigger" else 0.0,
-        reasoning_trace=trace,
-        duration_ms=round(duration_ms, 3),
-        decision_id=decision.id if decision else None,
-        conversation_id=request.conversation_id,
-    )
 
 
 # --------------------------------------------------------------------------
@@ -329,7 +177,7 @@ class _Routes:
         self.pipeline = deps.pipeline
         self.limits = deps.limits
         self.metrics = deps.metrics
-        self.slots = _Slots(deps.limits)
+        self.slots = Slots(deps.limits)
 
     # -- guards and error mapping
 
@@ -355,18 +203,18 @@ class _Routes:
             accepted = await auth.authenticate(presented)
         except ReviewUnavailable:
             # Not a refusal: Knative retries a 5xx, and a 401 would drop the event.
-            raise _unavailable("cannot check the token now", self.limits.retry_after_s) from None
+            raise unavailable("cannot check the token now", self.limits.retry_after_s) from None
         if not accepted:
             raise _unauthorized()
 
     async def overloaded(self, request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Overloaded)
         log.warning("overloaded, answering 503: %s", exc)
-        return _unavailable_response(f"overloaded ({exc})", exc.retry_after)
+        return unavailable_response(f"overloaded ({exc})", exc.retry_after)
 
     async def store_unavailable(self, request: Request, exc: Exception) -> JSONResponse:
         log.error("store unavailable, answering 503: %s", exc)
-        return _unavailable_response("store unavailable", self.limits.retry_after_s)
+        return unavailable_response("store unavailable", self.limits.retry_after_s)
 
     async def _ingest(self, events: list[AlertEvent]) -> IngestResponse:
         result = await self.pipeline.ingest(events)  # Overloaded / StoreUnavailable -> 503 (handlers above)
@@ -380,7 +228,7 @@ class _Routes:
     async def alertmanager(self, request: Request) -> IngestResponse:
         """Record every alert of the group durably, then answer 200; decisions follow asynchronously."""
         async with self.slots.slot():
-            doc = _json_object(await read_body(request, self.limits.max_body_bytes), "Alertmanager payload")
+            doc = json_object(await read_body(request, self.limits.max_body_bytes), "Alertmanager payload")
             try:
                 check_payload_size(doc, self.limits)
                 if str(doc.get("version", "4")) != "4":
@@ -456,7 +304,7 @@ class _Routes:
 
     async def reason(self, request: Request) -> ReasonResult:
         async with self.slots.slot():
-            doc = _json_object(await read_body(request, self.limits.max_body_bytes), "reason request")
+            doc = json_object(await read_body(request, self.limits.max_body_bytes), "reason request")
             started = time.perf_counter()
             try:
                 reason_request = ReasonRequest.model_validate(doc)
@@ -472,7 +320,7 @@ class _Routes:
 
     async def approve(self, approval_id: str, request: Request) -> Response:
         async with self.slots.slot():
-            doc = _json_object(await read_body(request, self.limits.max_body_bytes), "approval")
+            doc = json_object(await read_body(request, self.limits.max_body_bytes), "approval")
             try:
                 body = ApprovalRequest.model_validate(doc)
             except ValidationError as exc:

@@ -332,7 +332,8 @@ async def _decide_all(args: argparse.Namespace, events: list[Any]) -> list[tuple
     """(event, Decision or None) for each event, under --policies or the default policy."""
     import httpx
 
-    from controller.app import load_model, standalone_policies
+    from controller.app import standalone_policies
+    from controller.engine.model_loader import load_model
     from controller.decision.chain import decide, select_policy
     from controller.decision.stages import StageClients
     from controller.engine.llm_http import HttpChatTransport
@@ -636,14 +637,15 @@ def _read_text(path: Path) -> str | Exception:
 def cmd_validate_policy(
     args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
-    from controller.tools.validate_policy import DEFAULT_CRD_PATH, CrdSchema, DocumentResult, PolicyInputError, Validator
+    from controller.tools.crd_schema import CrdSchema
+    from controller.tools.validate_policy import DocumentResult, PolicyInputError, Validator, load_crd
     from runbooks import default_catalog
 
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     notes: list[str] = []
     crd: CrdSchema | None = None
     try:
-        crd = CrdSchema.load(Path(args.crd) if args.crd else DEFAULT_CRD_PATH)
+        crd = load_crd(Path(args.crd)) if args.crd else load_crd()
     except PolicyInputError as exc:
         if args.crd:
             print(f"{PROG} validate-policy: error: {exc}", file=stderr)

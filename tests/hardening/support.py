@@ -19,7 +19,8 @@ from typing import Any, Self
 
 import httpx
 
-from controller.app import Components, Controller, ModelState
+from controller.app import Components, Controller
+from controller.engine.model_loader import ModelState
 from controller.settings import Settings
 from controller.engine.store import DB_FILENAME
 from tests.support.alerts import fixture_payload

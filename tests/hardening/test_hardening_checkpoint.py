@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from controller.app import ModelState, load_model
+from controller.engine.model_loader import ModelState, load_model
 from controller.schemas.decision import LAMBDA_TRIGGER
 from runbooks import default_catalog
 from tests.e2e.harness import (

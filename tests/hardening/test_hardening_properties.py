@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.edge.api import LimitExceeded, check_alert_limits, check_payload_size
+from controller.edge.limits import LimitExceeded, check_alert_limits, check_payload_size
 from controller.edge.cloudevents_in import (
     ACCEPTED_TYPES,
     CloudEventRejected,
@@ -65,6 +65,9 @@ PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 
 # Any text, lone surrogates included: `json.loads` happily returns them from "\ud800" escapes.
 any_text = st.text(st.characters(codec=None), max_size=24)
+# What can reach a decision: the Alert model refuses lone surrogates (the edge answers 400), so a
+# property about decisions draws from valid Unicode; `any_text` keeps probing the refusal itself.
+unicode_text = st.text(st.characters(codec="utf-8"), max_size=24)
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text
 json_values = st.recursive(
     json_scalars,
@@ -386,8 +389,8 @@ def test_the_validator_accepts_only_catalog_clean_in_scope_calls_and_never_raise
 
 
 @PROPERTY
-@given(st.one_of(any_text, json_values.map(json.dumps), parameter_maps.map(json.dumps)),
-       st.one_of(any_text, catalog_or_hostile),
+@given(st.one_of(unicode_text, json_values.map(json.dumps), parameter_maps.map(json.dumps)),
+       st.one_of(unicode_text, catalog_or_hostile),
        st.dictionaries(st.sampled_from(["pod", "namespace", "deployment", "name", "alertname"]), st.text(max_size=20),
                        max_size=4))
 async def test_any_static_annotation_is_escalated_or_becomes_a_clean_in_scope_call(

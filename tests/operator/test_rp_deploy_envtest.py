@@ -134,9 +134,9 @@ def test_knative_overlay_binds_the_sink_and_routes_alert_events(control_plane: C
     assert "K_SINK" not in env  # the SinkBinding injects it
     # Knative's sender identity: each Trigger's token is for the controller's audience, and the controller
     # allows exactly the Triggers' ServiceAccounts (Knative names them <trigger>-oidc-<group>-<kind>).
-    assert {subscriber["audience"] for subscriber in routed.values()} == {env["TRM_SRE_EVENTS_AUDIENCE"]}
+    assert {subscriber["audience"] for subscriber in routed.values()} == {env["TRM_SRE_KNATIVE__AUDIENCE"]}
     triggers = [obj for (kind, _), obj in objects.items() if kind == "Trigger"]
-    assert set(env["TRM_SRE_EVENTS_ALLOWED_SUBJECTS"].split(",")) == {
+    assert set(env["TRM_SRE_KNATIVE__ALLOWED_SUBJECTS"].split(",")) == {
         f"system:serviceaccount:{t['metadata']['namespace']}:{t['metadata']['name']}-oidc-eventing.knative.dev-trigger"
         for t in triggers
     }

@@ -57,3 +57,22 @@ def test_paths_named_in_the_guides_exist() -> None:
             if "statefulset-restart" in path or path.startswith("models/checkpoints"):
                 continue  # the example's own new file; make train's output (tests/trm checks it)
             assert (REPO / path).exists(), f"{guide.name} names {path}, which does not exist"
+
+
+def test_operations_lists_every_environment_variable_the_settings_read() -> None:
+    from controller.settings import environment_variables
+    from controller.tools import settings_reference
+
+    text = settings_reference.DOC_PATH.read_text()
+    assert settings_reference.rewrite(text) == text, "docs/operations.md settings table is stale: run `make docs`"
+    for name, _ in environment_variables():
+        assert f"`{name}`" in text, name
+
+
+def test_every_module_the_architecture_doc_names_exists() -> None:
+    text = (REPO / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"`((?:controller|models|runbooks)(?:/[\w.-]+)+)`", text))
+    named |= set(re.findall(r"^\s*((?:controller|models|runbooks)/[\w/.-]+)", text, flags=re.M))
+    assert len(named) >= 20, "the architecture map names the modules"
+    missing = sorted(path for path in named if not (REPO / path.rstrip("/")).exists())
+    assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"

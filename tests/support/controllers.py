@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from controller.app import Components, Controller, ModelState, build_components
+from controller.app import Components, Controller, build_components
+from controller.engine.model_loader import ModelState
 from pydantic import BaseModel
 
 from controller.edge.config import Limits

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.app import ModelState, Readiness
+from controller.app import Readiness
+from controller.engine.model_loader import ModelState
 from controller.operator.readiness import IndexSync, KubernetesPolicyLister, PolicyId, PolicyListError
 from controller.decision.policy_index import PolicyIndex
 

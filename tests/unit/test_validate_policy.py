@@ -13,13 +13,8 @@ import pytest
 import yaml
 
 from controller.tools import cli as cli
-from controller.tools.validate_policy import (
-    CEL_RULES_ENFORCED_BY_MODEL,
-    DEFAULT_CRD_PATH,
-    CrdSchema,
-    Validator,
-    structural_problems,
-)
+from controller.tools.crd_schema import CEL_RULES_ENFORCED_BY_MODEL, DEFAULT_CRD_PATH, CrdSchema, structural_problems
+from controller.tools.validate_policy import Validator, load_crd
 from runbooks import default_catalog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -183,7 +178,7 @@ INVALID: list[tuple[str, dict[str, Any], list[tuple[str, str]]]] = [
 
 @pytest.fixture(scope="module")
 def crd() -> CrdSchema:
-    return CrdSchema.load()
+    return load_crd()
 
 
 @pytest.fixture
@@ -490,7 +485,6 @@ def test_the_package_carries_the_same_crd_as_the_repository() -> None:
     """`controller/crds` links to `crds/` and is package data, so an installed `validate-policy` has the CRD."""
     import tomllib
 
-    from controller.tools.validate_policy import DEFAULT_CRD_PATH
 
     repo = Path(__file__).resolve().parents[2]
     assert DEFAULT_CRD_PATH.read_bytes() == (repo / "crds" / "remediationpolicy.yaml").read_bytes()

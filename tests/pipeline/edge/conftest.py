@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from controller.app import Controller, ModelState
+from controller.app import Controller
+from controller.engine.model_loader import ModelState
 from tests.pipeline.edge.servers import EdgeServer, StartServer
 from tests.pipeline.sink import CaptureSink
 from tests.support.controllers import launch, server_settings, wait_listening

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.app import ModelState
+from controller.engine.model_loader import ModelState
 from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_TRIGGER
 from controller.edge.config import Limits
 from tests.pipeline.edge.servers import EdgeServer, StartServer, fixture_payload

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.app import ModelState, PolicyFileError, build_components, load_policy_files, standalone_policies
+from controller.app import PolicyFileError, build_components, load_policy_files, standalone_policies
+from controller.engine.model_loader import ModelState
 from controller.edge.config import BearerToken
 from controller.settings import Settings, SettingsError, check_bind, is_loopback, parse_ce_overrides
 from controller.tools import cli
