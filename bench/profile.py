@@ -46,9 +46,15 @@ _COMPONENTS: tuple[tuple[str, str], ...] = (
     ("/starlette/", "web framework (starlette, FastAPI)"),
     ("/fastapi/", "web framework (starlette, FastAPI)"),
     ("controller/edge/api.py", "trm-sre: api.py"),
-    ("controller/engine/pipeline.py", "trm-sre: pipeline.py"),
+    # pipeline.py was split into the engine's parts; they keep its component name so results stay comparable.
+    *(
+        (f"controller/engine/{module}.py", "trm-sre: pipeline.py")
+        for module in (
+            "pipeline", "admission", "work_queue", "workers", "outbox", "approvals", "retention", "gauges", "history"
+        )
+    ),
     ("controller/engine/delivery.py", "trm-sre: delivery.py"),
-    ("controller/engine/store.py", "trm-sre: store.py"),
+    ("controller/engine/store/", "trm-sre: store.py"),  # the store package (was store.py)
     ("controller/decision/", "trm-sre: decision core"),
     ("controller/", "trm-sre: other"),
     ("/runbooks/", "trm-sre: runbooks catalog"),

@@ -454,7 +454,7 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
 
     SQLite in WAL mode lets this read while a running controller writes.
     """
-    from controller.engine.pipeline import render_history
+    from controller.engine.history import history_as_json
     from controller.engine.store import Store
 
     store = Store.open(state_dir)
@@ -462,7 +462,7 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
         history = store.decision_history(decision_id)
     finally:
         store.close()
-    return None if history is None else render_history(history)
+    return None if history is None else history_as_json(history)
 
 
 # --------------------------------------------------------------------------

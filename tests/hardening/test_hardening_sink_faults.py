@@ -140,7 +140,7 @@ async def test_every_non_retryable_4xx_is_dead_lettered_at_once_and_recorded(
     assert engine.metric("agent_sre_triggers_total", result="dead_lettered") == 1
     assert engine.counters()["deadLetters"] == 1
     sink.answer(202)
-    await engine.pipeline._replay_due()
+    await engine.pipeline._outbox.replay_due()
     await engine.settle()
     assert len(sink.requests) == 1
 

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from controller.decision.chain import StageClients
-from controller.observability.metrics import Metrics
-from controller.engine.pipeline import DrainRate, Overloaded, Pipeline
 from controller.decision.policy_index import PolicyIndex
+from controller.engine.pipeline import Overloaded, Pipeline
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import Store
+from controller.engine.work_queue import DrainRate
+from controller.observability.metrics import Metrics
 from runbooks import default_catalog
 from tests.pipeline.engine.builders import FAST, alert_dict, eventually, payload, policy
 

@@ -287,7 +287,7 @@ async def test_the_loop_sweeps_shortly_after_start_and_logs_one_line(
     )
     await fire_and_resolve(engine, "cart-1")
     clock.advance(31 * DAY)
-    with caplog.at_level(logging.INFO, logger="controller.engine.pipeline"):
+    with caplog.at_level(logging.INFO, logger="controller.engine.retention"):
         assert await eventually(lambda: rows(engine)["incidents"] == 0)
         assert await eventually(lambda: any(r.message == "retention sweep deleted finished rows" for r in caplog.records))
     lines = [r for r in caplog.records if r.message == "retention sweep deleted finished rows"]

@@ -1,0 +1,54 @@
+"""Durable state: alerts, incidents, decisions, the outbox, approvals and cooldowns, in one SQLite file.
+
+The package's parts:
+
+- `schema`: the DDL (what each table and column means), the rows the store
+  hands out, and `StoreError`, the one error it raises.
+- `tx`: `StoreTx`, the reads and writes available inside one transaction.
+- `store`: `Store`, the connection, its transactions (durability chosen per
+  transaction) and the operations the engine calls, each one transaction.
+- `sweep`: retention, what finished rows may be deleted and why.
+
+All SQL lives in this package: the engine's parts call `Store` and `StoreTx`
+methods, never SQL, so another database can sit behind the same interface.
+The public names are re-exported here (`from controller.engine.store import
+Store, StoreError`).
+"""
+
+from controller.engine.store.schema import (
+    DB_FILENAME,
+    SCHEMA_VERSION,
+    ApprovalRow,
+    ApprovalState,
+    DecisionRecord,
+    DecisionRow,
+    IncidentRow,
+    IncidentState,
+    OutboxEntry,
+    OutboxState,
+    PendingAlert,
+    RecordedAlert,
+    StoreError,
+)
+from controller.engine.store.store import Store
+from controller.engine.store.sweep import SWEPT_TABLES
+from controller.engine.store.tx import StoreTx
+
+__all__ = [
+    "DB_FILENAME",
+    "SCHEMA_VERSION",
+    "SWEPT_TABLES",
+    "ApprovalRow",
+    "ApprovalState",
+    "DecisionRecord",
+    "DecisionRow",
+    "IncidentRow",
+    "IncidentState",
+    "OutboxEntry",
+    "OutboxState",
+    "PendingAlert",
+    "RecordedAlert",
+    "Store",
+    "StoreError",
+    "StoreTx",
+]
