@@ -1,4 +1,4 @@
-"""The trm-sre benchmark harness (`make bench`, `python -m bench`; a development tool, not part of the installed package).
+"""The trm-sre benchmark harness (`make bench`, `python -m bench`): a development tool, not installed.
 
 Five sections, each run in its own child process so one section's state
 (torch threads, imported modules, RSS) never colours another's numbers:

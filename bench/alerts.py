@@ -44,7 +44,7 @@ def crashloop_alert(run: str, phase: str, index: int, starts_at: str, extra_labe
         "labels": labels,
         "annotations": {
             "summary": "Pod is crash looping.",
-            "description": f"Pod bench/{pod} (app) is in waiting state (reason: \"CrashLoopBackOff\").",
+            "description": f'Pod bench/{pod} (app) is in waiting state (reason: "CrashLoopBackOff").',
         },
         "startsAt": starts_at,
         "endsAt": "0001-01-01T00:00:00Z",
@@ -55,7 +55,9 @@ def crashloop_alert(run: str, phase: str, index: int, starts_at: str, extra_labe
 
 def payload(alerts: list[dict[str, Any]], group: str) -> dict[str, Any]:
     """An Alertmanager v4 webhook payload around `alerts` (one group)."""
-    common = dict(alerts[0]["labels"]) if len(alerts) == 1 else {"alertname": "KubePodCrashLooping", "namespace": "bench"}
+    common = (
+        dict(alerts[0]["labels"]) if len(alerts) == 1 else {"alertname": "KubePodCrashLooping", "namespace": "bench"}
+    )
     return {
         "receiver": "trm-sre",
         "status": "firing",

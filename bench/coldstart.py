@@ -69,15 +69,24 @@ def time_command(argv: list[str]) -> float:
 
 def readyz(mode: Mode, workdir: Path, options: Options) -> dict[str, Any]:
     extra = ["--checkpoint", options.checkpoint] if options.checkpoint else []
-    variants: dict[str, list[float]] = {"python -c pass": [], "python -c 'import torch'": [],
-                                        "controller --no-model": [], "controller with the TRM": []}
+    variants: dict[str, list[float]] = {
+        "python -c pass": [],
+        "python -c 'import torch'": [],
+        "controller --no-model": [],
+        "controller with the TRM": [],
+    }
     for i in range(mode.coldstart_repeats):
         variants["python -c pass"].append(time_command([sys.executable, "-c", "pass"]))
         variants["python -c 'import torch'"].append(time_command([sys.executable, "-c", "import torch"]))
         for name, model in (("controller --no-model", False), ("controller with the TRM", True)):
             port = _free_port()
-            argv = controller_argv(workdir / f"state-{name.split()[-1]}-{i}", policies=None, model=model, port=port,
-                                   extra=extra if model else None)
+            argv = controller_argv(
+                workdir / f"state-{name.split()[-1]}-{i}",
+                policies=None,
+                model=model,
+                port=port,
+                extra=extra if model else None,
+            )
             variants[name].append(time_to_ready(argv, child_env(), port, workdir / "coldstart.log"))
     out = {name: summarize([v * 1000 for v in values]) for name, values in variants.items()}
     base = out["python -c pass"]["p50"]
@@ -130,14 +139,16 @@ def operator_child(n_policies: int, checkpoint: str | None) -> dict[str, Any]:
     try:
         os.environ["KUBECONFIG"] = str(cp.kubeconfig)  # read by the kubernetes client when kopf logs in
         cp.kubectl("apply", "-f", str(CRD_FILE))
-        cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/remediationpolicies.remediation.homelab.io")
+        cp.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/remediationpolicies.remediation.homelab.io"
+        )
         cp.kubectl("create", "namespace", "bench")
         docs = "---\n".join(_policy_yaml(f"p{i}") for i in range(n_policies))
         cp.kubectl("apply", "-f", "-", input=docs, timeout=300)
 
-        from controller.operator.handlers import build_registry, run_operator
         from controller.decision.policy_index import PolicyIndex
         from controller.engine.policy_stats import PolicyStatusRecorder
+        from controller.operator.handlers import build_registry, run_operator
         from runbooks import default_catalog
 
         index, recorder = PolicyIndex(), PolicyStatusRecorder()
@@ -199,10 +210,18 @@ def operator_child(n_policies: int, checkpoint: str | None) -> dict[str, Any]:
         # The whole controller in cluster mode: process start → /readyz 200 (the operator has listed policies).
         port = _free_port()
         workdir = Path(tempfile.mkdtemp(prefix="trm-sre-bench-op-"))
-        argv = controller_argv(workdir / "state", policies=None, model=True, port=port, standalone=False,
-                               extra=["--liveness-port", "0", *(["--checkpoint", checkpoint] if checkpoint else [])])
+        argv = controller_argv(
+            workdir / "state",
+            policies=None,
+            model=True,
+            port=port,
+            standalone=False,
+            extra=["--liveness-port", "0", *(["--checkpoint", checkpoint] if checkpoint else [])],
+        )
         env = child_env(KUBECONFIG=str(cp.kubeconfig))
-        result["cluster_mode_process_start_to_readyz_ms"] = round(time_to_ready(argv, env, port, workdir / "controller.log") * 1000, 1)
+        result["cluster_mode_process_start_to_readyz_ms"] = round(
+            time_to_ready(argv, env, port, workdir / "controller.log") * 1000, 1
+        )
     finally:
         cp.stop()
     return result
@@ -213,13 +232,24 @@ def operator(mode: Mode, workdir: Path, options: Options) -> dict[str, Any]:
     if missing:
         return {"unavailable": missing}
     out = workdir / "operator.json"
-    argv = [sys.executable, "-m", "bench.coldstart", "operator", "--policies", str(mode.operator_policies), "--out", str(out)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.coldstart",
+        "operator",
+        "--policies",
+        str(mode.operator_policies),
+        "--out",
+        str(out),
+    ]
     if options.checkpoint:
         argv += ["--checkpoint", options.checkpoint]
     with open(workdir / "operator.log", "a") as log:
         done = subprocess.run(argv, cwd=REPO, env=child_env(), stdout=log, stderr=log, timeout=900, check=False)
     if done.returncode != 0 or not out.exists():
-        return {"error": f"the operator cold-start child failed (exit {done.returncode}); see {workdir / 'operator.log'}"}
+        return {
+            "error": f"the operator cold-start child failed (exit {done.returncode}); see {workdir / 'operator.log'}"
+        }
     result: dict[str, Any] = json.loads(out.read_text())
     return result
 
@@ -229,7 +259,9 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     workdir = Path(tempfile.mkdtemp(prefix="trm-sre-bench-cold-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
     result = {"readyz": readyz(mode, workdir, options)}
-    result["operator"] = operator(mode, workdir, options) if mode.operator_coldstart else {"skipped": f"not in {mode.name} mode"}
+    result["operator"] = (
+        operator(mode, workdir, options) if mode.operator_coldstart else {"skipped": f"not in {mode.name} mode"}
+    )
     return result
 
 

@@ -48,9 +48,27 @@ def _loadgen(url: str, phase: Phase, run: str, workdir: Path, timeout_s: float =
 
     out = workdir / f"loadgen-{phase.name}.json"
     argv = [
-        sys.executable, "-m", "bench.loadgen", "--url", url, "--rate", str(phase.rate), "--duration", str(phase.seconds),
-        "--per-payload", str(phase.per_payload), "--connections", str(phase.connections), "--run", run,
-        "--phase", phase.name, "--out", str(out), "--timeout", str(timeout_s),
+        sys.executable,
+        "-m",
+        "bench.loadgen",
+        "--url",
+        url,
+        "--rate",
+        str(phase.rate),
+        "--duration",
+        str(phase.seconds),
+        "--per-payload",
+        str(phase.per_payload),
+        "--connections",
+        str(phase.connections),
+        "--run",
+        run,
+        "--phase",
+        phase.name,
+        "--out",
+        str(out),
+        "--timeout",
+        str(timeout_s),
     ]
     if phase.count is not None:
         argv += ["--count", str(phase.count)]
@@ -126,7 +144,9 @@ def run_phase(ctl: ControllerProcess, sink: TriggerSink, phase: Phase, run: str,
         "payloads": gen["payloads"],
         "alerts_per_payload": phase.per_payload,
         "send_window_s": round(send_window, 2),
-        "offered_rate": round(len(rows) / send_window, 1) if phase.count is None or phase.count > phase.per_payload else None,
+        "offered_rate": round(len(rows) / send_window, 1)
+        if phase.count is None or phase.count > phase.per_payload
+        else None,
         "codes": _codes(rows),
         "accepted": len(accepted),
         "accepted_share": round(len(accepted) / len(rows), 4) if rows else None,
@@ -148,8 +168,11 @@ def run_phase(ctl: ControllerProcess, sink: TriggerSink, phase: Phase, run: str,
         if last_arrival is not None and last_arrival > first_sent
         else None,
         "waited_s": round(drained_at - started, 1),
-        "generator_lag_ms": {"p50": _r(gen["generator_lag_ms_p50"]), "p99": _r(gen["generator_lag_ms_p99"]),
-                             "max": _r(gen["generator_lag_ms_max"])},
+        "generator_lag_ms": {
+            "p50": _r(gen["generator_lag_ms_p50"]),
+            "p99": _r(gen["generator_lag_ms_p99"]),
+            "max": _r(gen["generator_lag_ms_max"]),
+        },
         "controller": sampler.result,
         "_untriggered": sorted(untriggered),
     }
@@ -196,8 +219,14 @@ def phases_for(mode: Mode) -> list[Phase]:
     queued is accounted for from the store at the end (recorded, not lost).
     """
     rates = [Phase(f"rate{r}", r, mode.phase_seconds, drain_wait_s=mode.drain_wait_s) for r in mode.rates]
-    storm = Phase("storm", mode.storm_alerts, 1.0, per_payload=mode.storm_alerts, count=mode.storm_alerts,
-                  drain_wait_s=mode.drain_wait_s)
+    storm = Phase(
+        "storm",
+        mode.storm_alerts,
+        1.0,
+        per_payload=mode.storm_alerts,
+        count=mode.storm_alerts,
+        drain_wait_s=mode.drain_wait_s,
+    )
     low = [p for p in rates if p.rate <= 100]
     phases = [*low, storm, *[p for p in rates if p.rate > 100]]
     if mode.max_phase:
@@ -210,13 +239,21 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     workdir = Path(tempfile.mkdtemp(prefix="trm-sre-bench-e2e-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
     run_id = f"e2e-{int(time.time())}"
-    results: dict[str, Any] = {"mode": mode.name, "policy": str(BENCH_POLICY.relative_to(BENCH_POLICY.parents[2])),
-                               "model": mode.e2e_model, "workdir": str(workdir)}
+    results: dict[str, Any] = {
+        "mode": mode.name,
+        "policy": str(BENCH_POLICY.relative_to(BENCH_POLICY.parents[2])),
+        "model": mode.e2e_model,
+        "workdir": str(workdir),
+    }
     with TriggerSink() as sink:
         results["baseline_echo"] = echo_baseline(sink, run_id, workdir, min(mode.phase_seconds, 3.0))
         ctl = ControllerProcess(
-            controller_argv(workdir / "state", policies=BENCH_POLICY, model=mode.e2e_model,
-                            extra=["--checkpoint", options.checkpoint] if options.checkpoint and mode.e2e_model else None),
+            controller_argv(
+                workdir / "state",
+                policies=BENCH_POLICY,
+                model=mode.e2e_model,
+                extra=["--checkpoint", options.checkpoint] if options.checkpoint and mode.e2e_model else None,
+            ),
             child_env(K_SINK=sink.url),
             workdir / "controller.log",
         )
@@ -235,9 +272,14 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
                 phases.append(outcome)
                 if phase.name == "rate100":
                     results["rss_breakdown"] = rss_breakdown(ctl.pid)
-                print(json.dumps({k: outcome[k] for k in ("phase", "accepted", "rejected_503", "lost")} |
-                                 {"p50": outcome["webhook_to_sink_ms"]["p50"], "p99": outcome["webhook_to_sink_ms"]["p99"]}),
-                      file=sys.stderr, flush=True)
+                print(
+                    json.dumps(
+                        {k: outcome[k] for k in ("phase", "accepted", "rejected_503", "lost")}
+                        | {"p50": outcome["webhook_to_sink_ms"]["p50"], "p99": outcome["webhook_to_sink_ms"]["p99"]}
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
             results["controller_metrics"] = ctl.metrics()
             # Every accepted alert not triggered by the end of its wait: still in the store (queued), or lost?
             untriggered = {p["phase"]: set(p.pop("_untriggered")) for p in phases}

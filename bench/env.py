@@ -65,8 +65,14 @@ def _git() -> dict[str, Any]:
     if git is None:
         return {}
     try:
-        head = subprocess.run([git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-        dirty = bool(subprocess.run([git, "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False).stdout.strip())
+        head = subprocess.run(
+            [git, "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                [git, "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        )
     except OSError:
         return {}
     return {"commit": head, "dirty": dirty}

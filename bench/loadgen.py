@@ -34,10 +34,15 @@ import aiohttp
 from bench.alerts import crashloop_alert, payload
 
 
-def build_bodies(run: str, phase: str, count: int, per_payload: int, starts_at: str, extra_labels: int = 0) -> list[tuple[list[str], bytes]]:
+def build_bodies(
+    run: str, phase: str, count: int, per_payload: int, starts_at: str, extra_labels: int = 0
+) -> list[tuple[list[str], bytes]]:
     bodies = []
     for start in range(0, count, per_payload):
-        alerts = [crashloop_alert(run, phase, i, starts_at, extra_labels) for i in range(start, min(start + per_payload, count))]
+        alerts = [
+            crashloop_alert(run, phase, i, starts_at, extra_labels)
+            for i in range(start, min(start + per_payload, count))
+        ]
         body = json.dumps(payload(alerts, f"{phase}-{start}"), separators=(",", ":")).encode()
         bodies.append(([a["fingerprint"] for a in alerts], body))
     return bodies
@@ -127,13 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     bodies = build_bodies(args.run, args.phase, count, max(1, args.per_payload), starts_at, args.extra_labels)
     interval = max(1, args.per_payload) / args.rate if args.rate > 0 else 0.0
     result = asyncio.run(generate(args.url, bodies, interval, args.connections, args.timeout, args.token))
-    result |= {"rate": args.rate, "duration": args.duration, "alerts": count, "per_payload": args.per_payload,
-               "body_bytes_mean": sum(len(b) for _, b in bodies) / len(bodies)}
+    result |= {
+        "rate": args.rate,
+        "duration": args.duration,
+        "alerts": count,
+        "per_payload": args.per_payload,
+        "body_bytes_mean": sum(len(b) for _, b in bodies) / len(bodies),
+    }
     args.out.write_text(json.dumps(result))
     codes: dict[str, int] = {}
     for row in result["rows"]:
         codes[str(row[4])] = codes.get(str(row[4]), 0) + 1
-    print(json.dumps({"phase": args.phase, "alerts": count, "codes": codes, "send_window_s": round(result["send_window_s"], 2)}))
+    print(
+        json.dumps(
+            {"phase": args.phase, "alerts": count, "codes": codes, "send_window_s": round(result["send_window_s"], 2)}
+        )
+    )
     return 0
 
 

@@ -37,7 +37,13 @@ def selection_plots(result: dict[str, Any], out_dir: Path) -> dict[str, str]:
     ax.plot(x99, ys, "x--", alpha=0.6, label="p99 latency")
     for p, x, y in zip(curve, xs, ys):
         label = "never" if p["halt_threshold"] > 1 else f"{p['halt_threshold']:g}"
-        ax.annotate(label + (" (trained)" if p["trained"] else ""), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        ax.annotate(
+            label + (" (trained)" if p["trained"] else ""),
+            (x, y),
+            textcoords="offset points",
+            xytext=(4, -10),
+            fontsize=8,
+        )
     ax.set_xlabel("TRM latency per decision, batch 1, one thread (ms)")
     ax.set_ylabel("exact match (%)")
     ax.set_title("Accuracy against latency as the halting threshold moves")

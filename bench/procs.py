@@ -62,7 +62,13 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         popen = subprocess.Popen(
-            argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     _children[popen.pid] = popen
     return popen
@@ -84,8 +90,16 @@ def stop(popen: subprocess.Popen[bytes], timeout: float = 40.0) -> int:
     return popen.returncode
 
 
-def controller_argv(state_dir: Path, *, policies: Path | None, model: bool, port: int = 0, log_level: str = "INFO",
-                    standalone: bool = True, extra: list[str] | None = None) -> list[str]:
+def controller_argv(
+    state_dir: Path,
+    *,
+    policies: Path | None,
+    model: bool,
+    port: int = 0,
+    log_level: str = "INFO",
+    standalone: bool = True,
+    extra: list[str] | None = None,
+) -> list[str]:
     argv = ["run", "--port", str(port), "--state-dir", str(state_dir), "--log-level", log_level]
     if standalone:
         argv.append("--standalone")
@@ -174,12 +188,21 @@ class ControllerProcess:
             return f"(no log: {exc})"
 
 
-def run_module(module: str, args: list[str], log_path: Path, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_module(
+    module: str, args: list[str], log_path: Path, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m module args` to completion (stdout returned, stderr to the log)."""
     with open(log_path, "a") as log:
         return subprocess.run(
-            [sys.executable, "-m", module, *args], cwd=REPO, env=env or child_env(), stdout=subprocess.PIPE,
-            stderr=log, text=True, timeout=timeout, check=False, start_new_session=True,
+            [sys.executable, "-m", module, *args],
+            cwd=REPO,
+            env=env or child_env(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            timeout=timeout,
+            check=False,
+            start_new_session=True,
         )
 
 

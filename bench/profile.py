@@ -50,7 +50,15 @@ _COMPONENTS: tuple[tuple[str, str], ...] = (
     *(
         (f"controller/engine/{module}.py", "trm-sre: pipeline.py")
         for module in (
-            "pipeline", "admission", "work_queue", "workers", "outbox", "approvals", "retention", "gauges", "history"
+            "pipeline",
+            "admission",
+            "work_queue",
+            "workers",
+            "outbox",
+            "approvals",
+            "retention",
+            "gauges",
+            "history",
         )
     ),
     ("controller/engine/delivery.py", "trm-sre: delivery.py"),
@@ -119,10 +127,19 @@ def summarize_session(session: Any, top: int = 12) -> dict[str, Any]:
     return {
         "sampled_s": round(total, 2),
         "loop_busy_share": round(busy / total, 3) if total else None,
-        "components": [{"component": k, "seconds": round(v, 3), "share_of_busy": round(v / busy, 3) if busy and "idle" not in k else None,
-                        "share_of_wall": round(v / total, 3) if total else None} for k, v in components],
-        "top_functions": [{"function": k, "seconds": round(v, 3), "share_of_busy": round(v / busy, 3) if busy else None}
-                          for k, v in sorted(by_function.items(), key=lambda kv: -kv[1])][:top],
+        "components": [
+            {
+                "component": k,
+                "seconds": round(v, 3),
+                "share_of_busy": round(v / busy, 3) if busy and "idle" not in k else None,
+                "share_of_wall": round(v / total, 3) if total else None,
+            }
+            for k, v in components
+        ],
+        "top_functions": [
+            {"function": k, "seconds": round(v, 3), "share_of_busy": round(v / busy, 3) if busy else None}
+            for k, v in sorted(by_function.items(), key=lambda kv: -kv[1])
+        ][:top],
     }
 
 
@@ -164,8 +181,12 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     run_id = f"prof-{int(time.time())}"
     extra = ["--checkpoint", options.checkpoint] if options.checkpoint and mode.e2e_model else None
     with TriggerSink() as sink:
-        argv = ["--out-dir", str(out_dir), "--", *controller_argv(workdir / "state", policies=BENCH_POLICY,
-                                                                   model=mode.e2e_model, extra=extra)]
+        argv = [
+            "--out-dir",
+            str(out_dir),
+            "--",
+            *controller_argv(workdir / "state", policies=BENCH_POLICY, model=mode.e2e_model, extra=extra),
+        ]
         ctl = ControllerProcess(argv, child_env(K_SINK=sink.url), workdir / "controller.log", module="bench.profile")
         ctl.start()
         try:
@@ -183,10 +204,19 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
         "rate": 100,
         "seconds": mode.profile_seconds,
         "note": "pyinstrument samples the main thread; only samples inside the event loop's iterations count "
-                "(start-up is left out, a one-second warm-up and the waits around the phase are in); "
-                "the phase's CPU split between the main thread and the others is from /proc",
-        "phase": {k: phase[k] for k in ("accepted", "untriggered_after_wait", "rejected_503", "webhook_to_sink_ms",
-                                         "trigger_throughput_per_s", "controller")},
+        "(start-up is left out, a one-second warm-up and the waits around the phase are in); "
+        "the phase's CPU split between the main thread and the others is from /proc",
+        "phase": {
+            k: phase[k]
+            for k in (
+                "accepted",
+                "untriggered_after_wait",
+                "rejected_503",
+                "webhook_to_sink_ms",
+                "trigger_throughput_per_s",
+                "controller",
+            )
+        },
         "profile": summary,
         "text_head": "\n".join(text.splitlines()[:80]),
         "controller_exit_code": code,

@@ -1,8 +1,8 @@
 """The orchestrator: run the sections (each in its own process), write the JSON, the plots and BENCHMARKS.md.
 
-    python -m bench [--full | --smoke] [--sections selection,e2e,...] [--out BENCHMARKS.md] [--json PATH]
-    trm-sre bench [--full] [--out BENCHMARKS.md]          (the same, through the CLI)
-    make bench [BENCH=full]
+python -m bench [--full | --smoke] [--sections selection,e2e,...] [--out BENCHMARKS.md] [--json PATH]
+trm-sre bench [--full] [--out BENCHMARKS.md]          (the same, through the CLI)
+make bench [BENCH=full]
 """
 
 from __future__ import annotations
@@ -33,22 +33,41 @@ _SECTION_TIMEOUT_S = {"quick": 900, "full": 5400, "smoke": 300}
 
 
 def build_parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Run the trm-sre benchmarks and write BENCHMARKS.md + JSON.")
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run the trm-sre benchmarks and write BENCHMARKS.md + JSON."
+    )
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--full", action="store_true", help="the long run (60 s load phases, every held-out alert)")
-    size.add_argument("--smoke", action="store_true", help="a few seconds per section: checks the harness, not the numbers")
-    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of: {', '.join(SECTIONS)}")
+    size.add_argument(
+        "--smoke", action="store_true", help="a few seconds per section: checks the harness, not the numbers"
+    )
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of: {', '.join(SECTIONS)}"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the Markdown report (default: BENCHMARKS.md)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="the JSON results (default: bench/results/latest.json next to the default report, "
-                             "else the report's name with .json)")
-    parser.add_argument("--plots-dir", type=Path, default=None,
-                        help="where the PNG plots go (default: docs/reports for the default report, else beside the report)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="the JSON results (default: bench/results/latest.json next to the default report, "
+        "else the report's name with .json)",
+    )
+    parser.add_argument(
+        "--plots-dir",
+        type=Path,
+        default=None,
+        help="where the PNG plots go (default: docs/reports for the default report, else beside the report)",
+    )
     parser.add_argument("--checkpoint", default=None, help="TRM checkpoint directory (default: models/checkpoints/trm)")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new temporary one)")
-    parser.add_argument("--render-only", action="store_true",
-                        help="measure nothing: re-write the report from the existing JSON (after editing bench/analysis.md)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: re-write the report from the existing JSON (after editing bench/analysis.md)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)"
+    )
     return parser
 
 
@@ -58,23 +77,46 @@ def _mode(args: argparse.Namespace) -> Mode:
 
 def run_section(name: str, mode: Mode, workdir: Path, plots_dir: Path, checkpoint: str | None) -> dict[str, Any]:
     out = workdir / f"{name}.json"
-    argv = [sys.executable, "-m", "bench.section", name, "--mode", mode.name, "--out", str(out),
-            "--workdir", str(workdir / name), "--plots-dir", str(plots_dir)]
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.section",
+        name,
+        "--mode",
+        mode.name,
+        "--out",
+        str(out),
+        "--workdir",
+        str(workdir / name),
+        "--plots-dir",
+        str(plots_dir),
+    ]
     if checkpoint:
         argv += ["--checkpoint", checkpoint]
     print(f"bench: {name} ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     try:
         with open(workdir / f"{name}.log", "w") as log:
-            subprocess.run(argv, cwd=REPO, env=child_env(), stdout=log, stderr=log, check=False,
-                           timeout=_SECTION_TIMEOUT_S[mode.name])
+            subprocess.run(
+                argv,
+                cwd=REPO,
+                env=child_env(),
+                stdout=log,
+                stderr=log,
+                check=False,
+                timeout=_SECTION_TIMEOUT_S[mode.name],
+            )
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {_SECTION_TIMEOUT_S[mode.name]} s (log: {workdir / f'{name}.log'})"}
     if not out.exists():
         return {"error": f"the section wrote no result (log: {workdir / f'{name}.log'})"}
     result: dict[str, Any] = json.loads(out.read_text())
-    print(f"bench: {name} done in {time.monotonic() - started:.0f} s" + (f" — FAILED: {result['error']}" if "error" in result else ""),
-          file=sys.stderr, flush=True)
+    print(
+        f"bench: {name} done in {time.monotonic() - started:.0f} s"
+        + (f" — FAILED: {result['error']}" if "error" in result else ""),
+        file=sys.stderr,
+        flush=True,
+    )
     return result
 
 
@@ -131,8 +173,11 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench", comman
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     out.write_text(report.render(results, out, plots_dir))
     failed = [n for n, s in results["sections"].items() if "error" in s]
-    print(f"bench: wrote {out} and {json_path} in {results['duration_s']:.0f} s"
-          + (f"; sections that failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)
+    print(
+        f"bench: wrote {out} and {json_path} in {results['duration_s']:.0f} s"
+        + (f"; sections that failed: {', '.join(failed)}" if failed else ""),
+        file=sys.stderr,
+    )
     for target in results["targets"]:
         state = "met" if target["met"] else "MISSED" if target["met"] is False else "not measured"
         print(f"  [{state}] {target['target']}: {target['measured']}", file=sys.stderr)

@@ -56,29 +56,74 @@ def policies_curve(seconds: float) -> dict[str, Any]:
         named, unnamed = PolicyIndex(), PolicyIndex()
         for i in range(n):
             # Named: each policy lists its own alert names; only one bucket is ever looked at.
-            named.upsert(_policy("bench", f"named-{i}", _spec({"alertNames": [f"Alert{i}", f"Other{i}"],
-                                                                "matchers": [{"label": "namespace", "op": "=~", "value": "ns-.*"}]})))
+            named.upsert(
+                _policy(
+                    "bench",
+                    f"named-{i}",
+                    _spec(
+                        {
+                            "alertNames": [f"Alert{i}", f"Other{i}"],
+                            "matchers": [{"label": "namespace", "op": "=~", "value": "ns-.*"}],
+                        }
+                    ),
+                )
+            )
             # Unnamed: label matchers only, so every one must be evaluated against every alert.
-            unnamed.upsert(_policy("bench", f"unnamed-{i}", _spec({"matchers": [
-                {"label": "namespace", "op": "=~", "value": f"ns-{i}|ns-x.*"}, {"label": "severity", "op": "!=", "value": "none"}]})))
+            unnamed.upsert(
+                _policy(
+                    "bench",
+                    f"unnamed-{i}",
+                    _spec(
+                        {
+                            "matchers": [
+                                {"label": "namespace", "op": "=~", "value": f"ns-{i}|ns-x.*"},
+                                {"label": "severity", "op": "!=", "value": "none"},
+                            ]
+                        }
+                    ),
+                )
+            )
         named.matching(event)
         unnamed.matching(event)
 
         def rebuild(index: PolicyIndex = unnamed, n: int = n) -> None:
             # A change (one policy edited) followed by the next alert: the snapshot is rebuilt once.
-            index.upsert(_policy("bench", "unnamed-0", _spec({"matchers": [{"label": "namespace", "op": "=~",
-                                                                             "value": f"ns-0|ns-x.*{time.perf_counter_ns() % 7}"}]})))
+            index.upsert(
+                _policy(
+                    "bench",
+                    "unnamed-0",
+                    _spec(
+                        {
+                            "matchers": [
+                                {"label": "namespace", "op": "=~", "value": f"ns-0|ns-x.*{time.perf_counter_ns() % 7}"}
+                            ]
+                        }
+                    ),
+                )
+            )
             index.matching(event)
 
-        points.append({
-            "n": n,
-            "named (alertNames)": summarize(time_calls(lambda index=named: index.matching(event), min_seconds=seconds)),
-            "unnamed (label matchers)": summarize(time_calls(lambda index=unnamed: index.matching(event), min_seconds=seconds)),
-            "select_policy, unnamed": summarize(time_calls(lambda index=unnamed: select_policy(event, index),
-                                                           min_seconds=seconds)),
-            "change + next match (rebuild)": summarize(time_calls(rebuild, min_seconds=seconds, min_calls=3)),
-        })
-    series = ["named (alertNames)", "unnamed (label matchers)", "select_policy, unnamed", "change + next match (rebuild)"]
+        points.append(
+            {
+                "n": n,
+                "named (alertNames)": summarize(
+                    time_calls(lambda index=named: index.matching(event), min_seconds=seconds)
+                ),
+                "unnamed (label matchers)": summarize(
+                    time_calls(lambda index=unnamed: index.matching(event), min_seconds=seconds)
+                ),
+                "select_policy, unnamed": summarize(
+                    time_calls(lambda index=unnamed: select_policy(event, index), min_seconds=seconds)
+                ),
+                "change + next match (rebuild)": summarize(time_calls(rebuild, min_seconds=seconds, min_calls=3)),
+            }
+        )
+    series = [
+        "named (alertNames)",
+        "unnamed (label matchers)",
+        "select_policy, unnamed",
+        "change + next match (rebuild)",
+    ]
     return {
         "name": "policies",
         "title": "PolicyIndex.matching by number of policies",
@@ -129,26 +174,45 @@ def catalog_curve(seconds: float) -> dict[str, Any]:
             params["selector"] = "app=cart"
         if runbook.parameter("replicas") is not None:
             params["replicas"] = 2
-        policy = _policy("shop", "all", {**_spec({}), "allowedFunctions": names, "targetNamespaces": ["*"],
-                                         "chain": [{"staticAnnotation": {}}]})
+        policy = _policy(
+            "shop",
+            "all",
+            {**_spec({}), "allowedFunctions": names, "targetNamespaces": ["*"], "chain": [{"staticAnnotation": {}}]},
+        )
         dump = catalog.model_dump(mode="json")
 
         def validate(catalog: Catalog = catalog, last: str = last, params: dict[str, Any] = params) -> None:
             catalog.validate_call(last, params)
 
-        points.append({
-            "n": n,
-            "validate_call": summarize(time_calls(validate, min_seconds=seconds)),
-            "validate_proposal (policy allows all)": summarize(time_calls(
-                lambda catalog=catalog, policy=policy, last=last, params=params: validate_proposal(last, params, policy, catalog),
-                min_seconds=seconds)),
-            "tool schemas (function calling)": summarize(time_calls(
-                lambda catalog=catalog, names=names: function_calling.build_tools(catalog, names), min_seconds=seconds)),
-            "catalog load (validate the YAML models)": summarize(time_calls(
-                lambda dump=dump: Catalog.model_validate(dump), min_seconds=seconds, min_calls=3)),
-        })
-    series = ["validate_call", "validate_proposal (policy allows all)", "tool schemas (function calling)",
-              "catalog load (validate the YAML models)"]
+        points.append(
+            {
+                "n": n,
+                "validate_call": summarize(time_calls(validate, min_seconds=seconds)),
+                "validate_proposal (policy allows all)": summarize(
+                    time_calls(
+                        lambda catalog=catalog, policy=policy, last=last, params=params: validate_proposal(
+                            last, params, policy, catalog
+                        ),
+                        min_seconds=seconds,
+                    )
+                ),
+                "tool schemas (function calling)": summarize(
+                    time_calls(
+                        lambda catalog=catalog, names=names: function_calling.build_tools(catalog, names),
+                        min_seconds=seconds,
+                    )
+                ),
+                "catalog load (validate the YAML models)": summarize(
+                    time_calls(lambda dump=dump: Catalog.model_validate(dump), min_seconds=seconds, min_calls=3)
+                ),
+            }
+        )
+    series = [
+        "validate_call",
+        "validate_proposal (policy allows all)",
+        "tool schemas (function calling)",
+        "catalog load (validate the YAML models)",
+    ]
     return {
         "name": "catalog",
         "title": "Catalog validation and tool schemas by number of functions",
@@ -171,8 +235,8 @@ def catalog_curve(seconds: float) -> dict[str, Any]:
 def labels_curve(seconds: float, trm: Any) -> dict[str, Any]:
     """Parsing, fingerprinting, matching, the rules stage and the model with 4 → 64 labels per alert."""
     from controller.decision.chain import StageClients, decide
-    from controller.defaults import load_default_policy
     from controller.decision.policy_index import PolicyIndex
+    from controller.defaults import load_default_policy
     from controller.schemas.alerts import (
         AlertmanagerPayload,
         label_fingerprint,
@@ -184,8 +248,20 @@ def labels_curve(seconds: float, trm: Any) -> dict[str, Any]:
     default = load_default_policy()
     index = PolicyIndex()
     for i in range(100):
-        index.upsert(_policy("bench", f"p{i}", _spec({"matchers": [{"label": f"extra_{i % 8}", "op": "=~", "value": "v.*"},
-                                                                     {"label": "namespace", "op": "=", "value": f"ns-{i}"}]})))
+        index.upsert(
+            _policy(
+                "bench",
+                f"p{i}",
+                _spec(
+                    {
+                        "matchers": [
+                            {"label": f"extra_{i % 8}", "op": "=~", "value": "v.*"},
+                            {"label": "namespace", "op": "=", "value": f"ns-{i}"},
+                        ]
+                    }
+                ),
+            )
+        )
     index.upsert(default)
     loop = asyncio.new_event_loop()
     points = []
@@ -207,17 +283,28 @@ def labels_curve(seconds: float, trm: Any) -> dict[str, Any]:
             point: dict[str, Any] = {
                 "n": len(labels),
                 "parse payload (json + pydantic)": summarize(time_calls(parse, min_seconds=seconds)),
-                "fingerprint": summarize(time_calls(lambda labels=labels: label_fingerprint(labels), min_seconds=seconds)),
-                "match 100 policies": summarize(time_calls(lambda event=event: index.matching(event), min_seconds=seconds)),
+                "fingerprint": summarize(
+                    time_calls(lambda labels=labels: label_fingerprint(labels), min_seconds=seconds)
+                ),
+                "match 100 policies": summarize(
+                    time_calls(lambda event=event: index.matching(event), min_seconds=seconds)
+                ),
                 "default chain without model (decide)": summarize(time_calls(rules, min_seconds=seconds)),
             }
             if trm is not None:
                 as_dict = event.as_alert_dict()
-                point["TRM select (1 thread)"] = summarize(time_calls(lambda a=as_dict: trm.select(a), min_seconds=seconds, min_calls=10))
+                point["TRM select (1 thread)"] = summarize(
+                    time_calls(lambda a=as_dict: trm.select(a), min_seconds=seconds, min_calls=10)
+                )
             points.append(point)
     finally:
         loop.close()
-    series = ["parse payload (json + pydantic)", "fingerprint", "match 100 policies", "default chain without model (decide)"]
+    series = [
+        "parse payload (json + pydantic)",
+        "fingerprint",
+        "match 100 policies",
+        "default chain without model (decide)",
+    ]
     if trm is not None:
         series.append("TRM select (1 thread)")
     max_labels = trm.cfg.encoder.max_labels if trm is not None else None

@@ -17,8 +17,13 @@ from pathlib import Path
 from bench.modes import MODES, Options
 
 SECTIONS = ("selection", "e2e", "scale", "coldstart", "profile")
-_MODULES = {"selection": "bench.selection", "e2e": "bench.e2e", "scale": "bench.scale",
-            "coldstart": "bench.coldstart", "profile": "bench.profile"}
+_MODULES = {
+    "selection": "bench.selection",
+    "e2e": "bench.e2e",
+    "scale": "bench.scale",
+    "coldstart": "bench.coldstart",
+    "profile": "bench.profile",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,18 +43,26 @@ def _exact(expected: dict[str, Any], function: str | None, parameters: dict[str,
     return is_exact(expected, {"lambda_function": function, "parameters": parameters})
 
 
-def _accuracy(expected: Sequence[dict[str, Any]], predicted: Sequence[tuple[str | None, dict[str, Any]]]) -> dict[str, float]:
+def _accuracy(
+    expected: Sequence[dict[str, Any]], predicted: Sequence[tuple[str | None, dict[str, Any]]]
+) -> dict[str, float]:
     n = len(expected)
     exact = sum(_exact(e, f, p) for e, (f, p) in zip(expected, predicted))
     fn = sum(e.get("lambda_function") == f for e, (f, _) in zip(expected, predicted))
     wrong = sum(f is not None and e.get("lambda_function") != f for e, (f, _) in zip(expected, predicted))
-    return {"exact_match": round(exact / n, 4), "function_accuracy": round(fn / n, 4), "wrong_action_rate": round(wrong / n, 4)}
+    return {
+        "exact_match": round(exact / n, 4),
+        "function_accuracy": round(fn / n, 4),
+        "wrong_action_rate": round(wrong / n, 4),
+    }
 
 
 def _thresholded(decisions: Sequence[Any], threshold: float) -> list[tuple[str | None, dict[str, Any]]]:
     """The eval's convention: below the threshold, the model's call becomes an abstention."""
     return [
-        (d.lambda_function, dict(d.parameters)) if d.lambda_function is not None and d.confidence >= threshold else (None, {})
+        (d.lambda_function, dict(d.parameters))
+        if d.lambda_function is not None and d.confidence >= threshold
+        else (None, {})
         for d in decisions
     ]
 
@@ -88,8 +96,9 @@ async def _decide_each(events: Sequence[Any], policy: Any, catalog: Any, clients
     return outputs, lat
 
 
-def _row(name: str, what: str, lat: list[float], *, per_item: int = 1, accuracy: dict[str, Any] | None = None,
-         note: str = "") -> dict[str, Any]:
+def _row(
+    name: str, what: str, lat: list[float], *, per_item: int = 1, accuracy: dict[str, Any] | None = None, note: str = ""
+) -> dict[str, Any]:
     total_s = sum(lat) / 1000
     return {
         "selector": name,
@@ -161,8 +170,11 @@ def _start_fake_ollama(rows: Sequence[dict[str, Any]], workdir: Path) -> tuple[A
     answers_path, port_file = workdir / "fake-ollama-answers.json", workdir / "fake-ollama.port"
     answers_path.write_text(json.dumps(answers))
     port_file.unlink(missing_ok=True)
-    popen = spawn([sys.executable, "-m", "bench.fake_ollama", "--answers", str(answers_path), "--port-file", str(port_file)],
-                  child_env(), workdir / "fake-ollama.log")
+    popen = spawn(
+        [sys.executable, "-m", "bench.fake_ollama", "--answers", str(answers_path), "--port-file", str(port_file)],
+        child_env(),
+        workdir / "fake-ollama.log",
+    )
     deadline = time.monotonic() + 60
     while not port_file.exists() or not port_file.read_text().strip():
         if popen.poll() is not None or time.monotonic() > deadline:
@@ -172,16 +184,19 @@ def _start_fake_ollama(rows: Sequence[dict[str, Any]], workdir: Path) -> tuple[A
     return popen, f"http://127.0.0.1:{port_file.read_text().strip()}"
 
 
-async def _function_calling(events: Sequence[Any], policy: Any, catalog: Any) -> tuple[list[Any], list[float], list[float]]:
+async def _function_calling(
+    events: Sequence[Any], policy: Any, catalog: Any
+) -> tuple[list[Any], list[float], list[float]]:
     """The whole stage through decide(), and the bare HTTP exchange of the same request (the floor)."""
     import httpx
 
     from controller.decision import function_calling
     from controller.decision.chain import StageClients
+    from controller.engine.llm_http import HttpChatTransport
 
     stage = policy.spec.chain[0].function_calling
     async with httpx.AsyncClient() as http:
-        clients = StageClients(http=http)
+        clients = StageClients(chat=HttpChatTransport(http))
         decisions, stage_lat = await _decide_each(events, policy, catalog, clients)
         tools = function_calling.build_tools(catalog, policy.spec.allowed_functions)
         raw_lat = []
@@ -200,8 +215,13 @@ async def _function_calling(events: Sequence[Any], policy: Any, catalog: Any) ->
 # --------------------------------------------------------------------------
 
 
-def _sweep_point(selector: Any, lat_alerts: Sequence[dict[str, Any]], acc_rows: Sequence[dict[str, Any]],
-                 run_one: Callable[[dict[str, Any]], Any], run_batch: Callable[[list[dict[str, Any]]], list[Any]]) -> dict[str, Any]:
+def _sweep_point(
+    selector: Any,
+    lat_alerts: Sequence[dict[str, Any]],
+    acc_rows: Sequence[dict[str, Any]],
+    run_one: Callable[[dict[str, Any]], Any],
+    run_batch: Callable[[list[dict[str, Any]]], list[Any]],
+) -> dict[str, Any]:
     _, lat = _time_each(lat_alerts, run_one)
     batched: list[Any] = []
     alerts = [r["alert"] for r in acc_rows]
@@ -209,7 +229,11 @@ def _sweep_point(selector: Any, lat_alerts: Sequence[dict[str, Any]], acc_rows: 
         batched += run_batch(alerts[start : start + 256])
     threshold = selector.cfg.default_threshold
     acc = _accuracy([r["expected"] for r in acc_rows], _thresholded(batched, threshold))
-    return {"latency_ms": summarize(lat), "accuracy": acc, "mean_steps": round(sum(d.steps for d in batched) / len(batched), 2)}
+    return {
+        "latency_ms": summarize(lat),
+        "accuracy": acc,
+        "mean_steps": round(sum(d.steps for d in batched) / len(batched), 2),
+    }
 
 
 def trm_sweeps(selector: Any, mode: Mode) -> dict[str, Any]:
@@ -217,13 +241,22 @@ def trm_sweeps(selector: Any, mode: Mode) -> dict[str, Any]:
     lat_alerts = [r["alert"] for r in load_rows(HELD_OUT, mode.sweep_latency_alerts)]
     acc_rows = load_rows(HELD_OUT, mode.sweep_accuracy_alerts)
     cfg = selector.cfg
-    out: dict[str, Any] = {"trained": {"n_latent": cfg.n_latent, "t_recursions": cfg.t_recursions, "max_steps": cfg.max_steps,
-                                       "halt_threshold": cfg.halt_threshold, "default_threshold": cfg.default_threshold}}
+    out: dict[str, Any] = {
+        "trained": {
+            "n_latent": cfg.n_latent,
+            "t_recursions": cfg.t_recursions,
+            "max_steps": cfg.max_steps,
+            "halt_threshold": cfg.halt_threshold,
+            "default_threshold": cfg.default_threshold,
+        }
+    }
 
     steps = []
     for k in range(1, mode.sweep_max_steps + 1):
         point = _sweep_point(
-            selector, lat_alerts, acc_rows,
+            selector,
+            lat_alerts,
+            acc_rows,
             lambda a, k=k: selector.select_batch_forced([a], steps=k)[0],
             lambda batch, k=k: selector.select_batch_forced(batch, steps=k),
         )
@@ -236,8 +269,15 @@ def trm_sweeps(selector: Any, mode: Mode) -> dict[str, Any]:
         for n_latent, t_rec in mode.recursion_grid:
             cfg.n_latent, cfg.t_recursions = n_latent, t_rec
             point = _sweep_point(selector, lat_alerts, acc_rows, selector.select, selector.select_batch)
-            grid.append({"n_latent": n_latent, "t_recursions": t_rec, "trained": (n_latent, t_rec) == saved,
-                         "net_applications_per_step": t_rec * (n_latent + 1), **point})
+            grid.append(
+                {
+                    "n_latent": n_latent,
+                    "t_recursions": t_rec,
+                    "trained": (n_latent, t_rec) == saved,
+                    "net_applications_per_step": t_rec * (n_latent + 1),
+                    **point,
+                }
+            )
     finally:
         cfg.n_latent, cfg.t_recursions = saved
     out["recursion_sizes"] = grid
@@ -281,8 +321,8 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     import torch
 
     from controller.decision.chain import StageClients
-    from controller.tools.selectors import event_from_alert
     from controller.defaults import load_default_policy
+    from controller.tools.selectors import event_from_alert
     from models.baselines import OriginalSubstringRules
     from models.selector import DEFAULT_CHECKPOINT_DIR
     from runbooks import default_catalog
@@ -305,19 +345,35 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     checkpoint = Path(options.checkpoint) if options.checkpoint else DEFAULT_CHECKPOINT_DIR
     plain_dir = checkpoint.parent / "plain"
     trm, trm_error = _load(checkpoint)
-    plain, plain_error = _load(plain_dir) if plain_dir.is_dir() else (None, f"no plain-transformer checkpoint at {plain_dir}")
+    plain, plain_error = (
+        _load(plain_dir) if plain_dir.is_dir() else (None, f"no plain-transformer checkpoint at {plain_dir}")
+    )
 
-    result: dict[str, Any] = {"dataset": str(HELD_OUT.relative_to(REPO)), "alerts": len(rows), "threads": 1,
-                              "checkpoint": str(checkpoint), "trm_available": trm is not None, "trm_error": trm_error,
-                              "plain_available": plain is not None, "plain_error": plain_error}
+    result: dict[str, Any] = {
+        "dataset": str(HELD_OUT.relative_to(REPO)),
+        "alerts": len(rows),
+        "threads": 1,
+        "checkpoint": str(checkpoint),
+        "trm_available": trm is not None,
+        "trm_error": trm_error,
+        "plain_available": plain is not None,
+        "plain_error": plain_error,
+    }
     table: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     mark = time.monotonic()
 
     # Baseline: the default policy's rules stage through decide().
     decisions, lat = asyncio.run(_decide_each(events, rules_policy, catalog, StageClients()))
-    table.append(_row("rules", "default policy's rules stage, decide()", lat,
-                      accuracy=_accuracy(expected, _decisions_as_calls(decisions)), note="baseline"))
+    table.append(
+        _row(
+            "rules",
+            "default policy's rules stage, decide()",
+            lat,
+            accuracy=_accuracy(expected, _decisions_as_calls(decisions)),
+            note="baseline",
+        )
+    )
 
     # Static annotation: each alert annotated with its expected call (what a rule author would write).
     annotated = []
@@ -329,26 +385,50 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
             alert["annotations"]["lambda_parameters"] = json.dumps(call.get("parameters") or {})
         annotated.append(event_from_alert(alert))
     decisions, lat = asyncio.run(_decide_each(annotated, static_policy, catalog, StageClients()))
-    table.append(_row("static annotation", "staticAnnotation stage, decide(); alerts annotated with their expected call",
-                      lat, note="accuracy not meaningful: the annotation is the answer"))
+    table.append(
+        _row(
+            "static annotation",
+            "staticAnnotation stage, decide(); alerts annotated with their expected call",
+            lat,
+            note="accuracy not meaningful: the annotation is the answer",
+        )
+    )
 
     original = OriginalSubstringRules(catalog)
     outputs, lat = _time_each(alerts, original.select_one)
-    table.append(_row("original substring rules", "the replaced system's rules (models/baselines.py)", lat,
-                      accuracy=_accuracy(expected, [(d.lambda_function, d.parameters) for d in outputs])))
+    table.append(
+        _row(
+            "original substring rules",
+            "the replaced system's rules (models/baselines.py)",
+            lat,
+            accuracy=_accuracy(expected, [(d.lambda_function, d.parameters) for d in outputs]),
+        )
+    )
 
     timings["rules, static, original"] = time.monotonic() - mark
     mark = time.monotonic()
     if trm is not None:
         threshold = trm.cfg.default_threshold
         outputs, lat = _time_each(alerts, trm.select)
-        table.append(_row("TRM, batch 1", "TRMSelector.select, one thread (encode, recurse with halting, decode, validate)",
-                          lat, accuracy=_accuracy(expected, _thresholded(outputs, threshold)),
-                          note=f"accuracy at the model's default threshold {threshold}"))
+        table.append(
+            _row(
+                "TRM, batch 1",
+                "TRMSelector.select, one thread (encode, recurse with halting, decode, validate)",
+                lat,
+                accuracy=_accuracy(expected, _thresholded(outputs, threshold)),
+                note=f"accuracy at the model's default threshold {threshold}",
+            )
+        )
         decisions, lat = asyncio.run(_decide_each(events, trm_policy, catalog, StageClients(trm=trm)))
-        table.append(_row("TRM stage", "trm stage alone through decide() (thread hop, parser, validation; minConfidence 0.8)",
-                          lat, accuracy=_accuracy(expected, _decisions_as_calls(decisions)),
-                          note="below minConfidence 0.8 the stage hands over (counted as no action here)"))
+        table.append(
+            _row(
+                "TRM stage",
+                "trm stage alone through decide() (thread hop, parser, validation; minConfidence 0.8)",
+                lat,
+                accuracy=_accuracy(expected, _decisions_as_calls(decisions)),
+                note="below minConfidence 0.8 the stage hands over (counted as no action here)",
+            )
+        )
         for threads in (1, 2):
             torch.set_num_threads(threads)
             for batch in (32, 256):
@@ -361,22 +441,40 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
                         t0 = time.perf_counter()
                         trm.select_batch(chunk)
                         batch_lat.append((time.perf_counter() - t0) * 1000)
-                table.append(_row(f"TRM, batch {size}, {threads} thread{'s' if threads > 1 else ''}",
-                                  "TRMSelector.select_batch; latency is per batch call", batch_lat, per_item=size))
+                table.append(
+                    _row(
+                        f"TRM, batch {size}, {threads} thread{'s' if threads > 1 else ''}",
+                        "TRMSelector.select_batch; latency is per batch call",
+                        batch_lat,
+                        per_item=size,
+                    )
+                )
         timings["trm rows"] = time.monotonic() - mark
         mark = time.monotonic()
         torch.set_num_threads(1)
         decisions, lat = asyncio.run(_decide_each(events, default, catalog, StageClients(trm=trm)))
-        table.append(_row("default chain", "default policy: staticAnnotation → trm → rules, decide()", lat,
-                          accuracy=_accuracy(expected, _decisions_as_calls(decisions))))
+        table.append(
+            _row(
+                "default chain",
+                "default policy: staticAnnotation → trm → rules, decide()",
+                lat,
+                accuracy=_accuracy(expected, _decisions_as_calls(decisions)),
+            )
+        )
     else:
         table.append({"selector": "TRM", "unavailable": trm_error})
 
     if plain is not None:
         threshold = plain.cfg.default_threshold
         outputs, lat = _time_each(alerts, plain.select)
-        table.append(_row("plain transformer, batch 1", "same-size non-recursive baseline (models/checkpoints/plain), one thread",
-                          lat, accuracy=_accuracy(expected, _thresholded(outputs, threshold))))
+        table.append(
+            _row(
+                "plain transformer, batch 1",
+                "same-size non-recursive baseline (models/checkpoints/plain), one thread",
+                lat,
+                accuracy=_accuracy(expected, _thresholded(outputs, threshold)),
+            )
+        )
     else:
         table.append({"selector": "plain transformer", "unavailable": plain_error})
 
@@ -384,14 +482,19 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     mark = time.monotonic()
     popen, endpoint = _start_fake_ollama(rows, workdir)
     try:
-        fc_policy = _with_chain(default, [{"functionCalling": {"endpoint": endpoint, "api": "ollama", "model": "fake",
-                                                                "timeoutMs": 5000}}])
+        fc_policy = _with_chain(
+            default, [{"functionCalling": {"endpoint": endpoint, "api": "ollama", "model": "fake", "timeoutMs": 5000}}]
+        )
         decisions, stage_lat, raw_lat = asyncio.run(_function_calling(events, fc_policy, catalog))
     finally:
         stop(popen, 10)
-    stage_row = _row("function calling (fake Ollama)", "functionCalling stage through decide() against a loopback fake /api/chat",
-                     stage_lat, accuracy=_accuracy(expected, _decisions_as_calls(decisions)),
-                     note="accuracy is the fake server's (it answers the expected call): shows only that replies validate")
+    stage_row = _row(
+        "function calling (fake Ollama)",
+        "functionCalling stage through decide() against a loopback fake /api/chat",
+        stage_lat,
+        accuracy=_accuracy(expected, _decisions_as_calls(decisions)),
+        note="accuracy is the fake server's (it answers the expected call): shows only that replies validate",
+    )
     raw = summarize(raw_lat)
     stage_row["bare_http_exchange_ms"] = raw
     stage_row["client_overhead_ms_p50"] = round(stage_row["latency_ms"]["p50"] - raw["p50"], 3)
@@ -409,9 +512,14 @@ def run(mode: Mode, workdir: Path | None = None, options: Options | None = None)
     for name, sel, directory in (("trm", trm, checkpoint), ("plain", plain, plain_dir)):
         if sel is None:
             continue
-        models[name] = {"parameters": sel.info["parameters"], "checkpoint_mb": _checkpoint_mb(directory),
-                        "recursive": sel.cfg.recursive, "d_model": sel.cfg.d_model, "n_layers": sel.cfg.n_layers,
-                        **(footprint(directory) if mode.footprint else {})}
+        models[name] = {
+            "parameters": sel.info["parameters"],
+            "checkpoint_mb": _checkpoint_mb(directory),
+            "recursive": sel.cfg.recursive,
+            "d_model": sel.cfg.d_model,
+            "n_layers": sel.cfg.n_layers,
+            **(footprint(directory) if mode.footprint else {}),
+        }
     result["models"] = models
     timings["footprint"] = time.monotonic() - mark
     mark = time.monotonic()

@@ -43,7 +43,9 @@ def ratio(value: float | None, baseline: float | None, digits: int = 2) -> float
     return round(value / baseline, digits)
 
 
-def time_calls(call: Callable[[], Any], *, min_calls: int = 5, min_seconds: float = 0.2, max_calls: int = 100_000) -> list[float]:
+def time_calls(
+    call: Callable[[], Any], *, min_calls: int = 5, min_seconds: float = 0.2, max_calls: int = 100_000
+) -> list[float]:
     """Per-call wall times in milliseconds: at least `min_calls`, and at least `min_seconds` in all.
 
     Tiny operations (a policy lookup is microseconds) are timed in groups so

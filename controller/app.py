@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import uvicorn
@@ -32,27 +32,24 @@ import yaml
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from controller.decision.policy_index import PolicyIndex
+from controller.decision.stages import StageClients
+from controller.defaults import load_default_policy, policy_from_manifest
 from controller.edge.api import ApiDeps, build_api
 from controller.edge.cloudevents_in import summarize_validation
-from controller.decision.stages import StageClients
-from controller.engine.llm_http import HttpChatTransport
-from controller.defaults import load_default_policy, policy_from_manifest
 from controller.edge.knative_auth import EventsAuthenticator, KubernetesTokenReviewer
-from controller.operator.readiness import IndexSync, KubernetesPolicyLister
-from controller.observability.metrics import Metrics
+from controller.engine.llm_http import HttpChatTransport
 from controller.engine.model_batcher import ModelBatcher
-from controller.engine.pipeline import Pipeline
-from controller.decision.policy_index import PolicyIndex
-from controller.schemas.policy import Policy
-from controller.settings import Settings, SettingsError
 from controller.engine.model_loader import ModelState, load_model
-from controller.operator.secrets import KubernetesSecrets
+from controller.engine.pipeline import Pipeline
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import Store
+from controller.observability.metrics import Metrics
+from controller.operator.readiness import IndexSync, KubernetesPolicyLister
+from controller.operator.secrets import KubernetesSecrets
+from controller.schemas.policy import Policy
+from controller.settings import Settings, SettingsError
 from runbooks import Catalog, default_catalog
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +171,9 @@ def build_components(settings: Settings, *, model: ModelState | None = None) -> 
     # Batched: under a storm the pipeline's workers ask the model together, and one call for many alerts
     # costs little more than one for a single alert (controller/engine/model_batcher.py).
     trm = ModelBatcher(model.selector, on_batch=metrics.trm_batch_size.observe) if model.selector is not None else None
-    clients = StageClients(trm=trm, chat=HttpChatTransport(http), secrets=None if settings.standalone else KubernetesSecrets())
+    clients = StageClients(
+        trm=trm, chat=HttpChatTransport(http), secrets=None if settings.standalone else KubernetesSecrets()
+    )
     recorder = PolicyStatusRecorder()
     pipeline = Pipeline(settings.engine, store, index, catalog, clients, recorder, metrics)
     readiness = Readiness(
@@ -311,7 +310,9 @@ class Controller:
             log.error("%s stopped: %s", task.get_name(), exc or "cancelled", exc_info=None if expected else exc)
             self.report_error(f"error: {task.get_name()} failed: {exc or 'cancelled'}")
         if not failed and stopper not in done:
-            log.info("%s stopped on its own (a signal it handled); shutting down", ", ".join(t.get_name() for t in done))
+            log.info(
+                "%s stopped on its own (a signal it handled); shutting down", ", ".join(t.get_name() for t in done)
+            )
         for helper in helpers:
             helper.cancel()
         stopper.cancel()
@@ -346,8 +347,10 @@ class Controller:
         auth = "bearer token (" + s.token.source + ")" if s.authenticated else "none (loopback only)"
         if s.knative.enabled:
             count = len(s.knative.allowed_subjects)
-            auth += (f"; /events also Knative OIDC tokens for audience {s.knative.audience!r} "
-                     f"from {count} {'subject' if count == 1 else 'subjects'} (TokenReview)")
+            auth += (
+                f"; /events also Knative OIDC tokens for audience {s.knative.audience!r} "
+                f"from {count} {'subject' if count == 1 else 'subjects'} (TokenReview)"
+            )
         if s.standalone:
             count = len(self.c.index)
             scope = f"{count} {'policy' if count == 1 else 'policies'}"
@@ -358,8 +361,14 @@ class Controller:
         self.announce(f"authentication: {auth}; model: {self.c.model.status}")
         log.info(
             "started",
-            extra={"host": s.host, "port": self.port, "mode": mode, "triggers": s.trigger_destination,
-                   "model": self.c.model.status, "state_dir": str(s.state_dir)},
+            extra={
+                "host": s.host,
+                "port": self.port,
+                "mode": mode,
+                "triggers": s.trigger_destination,
+                "model": self.c.model.status,
+                "state_dir": str(s.state_dir),
+            },
         )
 
     async def _run_operator(self) -> None:

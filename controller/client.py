@@ -171,8 +171,9 @@ class ReasoningClient:
                     if response.status_code >= 500:
                         raise _Retryable(response)
         except _Retryable as exc:
-            raise ReasoningError(f"trm-sre answered {exc.response.status_code}: {_detail(exc.response)}",
-                                 exc.response.status_code) from exc
+            raise ReasoningError(
+                f"trm-sre answered {exc.response.status_code}: {_detail(exc.response)}", exc.response.status_code
+            ) from exc
         except httpx.HTTPError as exc:
             raise ReasoningError(f"trm-sre unreachable: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:

@@ -41,7 +41,17 @@ KNATIVE_ENV = {"K_SINK": ("engine", "sink"), "K_CE_OVERRIDES": ("engine", "ce_ov
 # CloudEvents extension attribute names: lowercase alphanumerics, at most 20 (spec + SDK 2.x validation).
 _CE_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 # Attributes an override must not touch: Knative's SinkBinding only adds extensions.
-_CE_CORE_ATTRIBUTES = {"id", "source", "specversion", "type", "datacontenttype", "dataschema", "subject", "time", "data"}
+_CE_CORE_ATTRIBUTES = {
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "datacontenttype",
+    "dataschema",
+    "subject",
+    "time",
+    "data",
+}
 
 # The environment the settings read; `Settings.load(environ=...)` sets it for one build (tests pass their own).
 _ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("trm_sre_environ", default=None)
@@ -112,7 +122,9 @@ class TLSFiles(BaseModel):
 
     cert_file: Path | None = Field(None, description="serve HTTPS with this PEM certificate (chain)")
     key_file: Path | None = Field(None, description="the PEM private key of the certificate")
-    client_ca_file: Path | None = Field(None, description="require client certificates signed by this PEM CA (mutual TLS)")
+    client_ca_file: Path | None = Field(
+        None, description="require client certificates signed by this PEM CA (mutual TLS)"
+    )
 
     @property
     def enabled(self) -> bool:
@@ -120,7 +132,11 @@ class TLSFiles(BaseModel):
 
     @model_validator(mode="after")
     def _loadable(self) -> TLSFiles:
-        given = {"--tls-cert-file": self.cert_file, "--tls-key-file": self.key_file, "--client-ca-file": self.client_ca_file}
+        given = {
+            "--tls-cert-file": self.cert_file,
+            "--tls-key-file": self.key_file,
+            "--client-ca-file": self.client_ca_file,
+        }
         if not any(given.values()):
             return self
         if self.cert_file is None or self.key_file is None:
@@ -135,7 +151,8 @@ class TLSFiles(BaseModel):
             context.load_cert_chain(str(self.cert_file), str(self.key_file))
         except (ssl.SSLError, OSError) as exc:
             raise ValueError(
-                f"--tls-cert-file {self.cert_file} with --tls-key-file {self.key_file}: not a PEM certificate and its key ({exc})"
+                f"--tls-cert-file {self.cert_file} with --tls-key-file {self.key_file}: not a PEM certificate and "
+                f"its key ({exc})"
             ) from exc
         if self.client_ca_file is not None:
             try:
@@ -151,7 +168,9 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = Field(True, description="load the TRM (false: the TRM stage hands over)")
-    checkpoint_dir: Path | None = Field(None, description="checkpoint directory (default: the shipped models/checkpoints/trm)")
+    checkpoint_dir: Path | None = Field(
+        None, description="checkpoint directory (default: the shipped models/checkpoints/trm)"
+    )
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where the TRM runs: cpu, cuda or auto")
 
 
@@ -168,9 +187,13 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, lt=65536, description="HTTP port (0 picks a free one, announced at start)")
     state_dir: Path = Field(default_factory=default_state_dir, description="where the store lives")
     webhook_token: SecretStr | None = Field(None, description="the bearer token every POST endpoint requires")
-    token_file: Path | None = Field(None, description="bearer token file, re-read when it changes (wins over the token)")
+    token_file: Path | None = Field(
+        None, description="bearer token file, re-read when it changes (wins over the token)"
+    )
     namespaces: tuple[str, ...] = Field((), description="watch policies in these namespaces (default: cluster-wide)")
-    liveness_port: int = Field(8081, ge=0, lt=65536, description="kopf's liveness endpoint port, cluster mode (0 disables)")
+    liveness_port: int = Field(
+        8081, ge=0, lt=65536, description="kopf's liveness endpoint port, cluster mode (0 disables)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
     #: SIGTERM to exit: Kubernetes' default grace period is 30 s, so finish within 25.
     shutdown_timeout_s: float = Field(25.0, gt=0, description="seconds to finish in-flight work after SIGTERM")
@@ -268,7 +291,9 @@ class _Environment(EnvSettingsSource):
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
         environ = _ENVIRON.get()
-        return parse_env_vars(os.environ if environ is None else environ, False, self.env_ignore_empty, self.env_parse_none_str)
+        return parse_env_vars(
+            os.environ if environ is None else environ, False, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
 class _KnativeEnvironment(PydanticBaseSettingsSource):
@@ -313,7 +338,10 @@ def _explain(exc: ValidationError) -> str:
 
 def environment_variables() -> Iterator[tuple[str, str]]:
     """(variable, description) for every setting the environment can carry, Knative's two included."""
-    yield from (("K_SINK", "default CloudEvents sink (engine.sink)"), ("K_CE_OVERRIDES", "CloudEvents extensions (engine.ce_overrides)"))
+    yield from (
+        ("K_SINK", "default CloudEvents sink (engine.sink)"),
+        ("K_CE_OVERRIDES", "CloudEvents extensions (engine.ce_overrides)"),
+    )
 
     def walk(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str]]:
         for name, field in model.model_fields.items():

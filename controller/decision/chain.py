@@ -60,8 +60,10 @@ async def _timed(ctx: StageContext, stage: Stage, clients: StageClients) -> Stag
     started = time.perf_counter()
     try:
         trace = await _run(ctx, stage, clients)
-    except Exception as exc:  # a bug in a stage must cost one stage, not the decision
-        trace = ctx.trace(StageOutcome.ERROR, f"internal error in the {ctx.kind} stage: {type(exc).__name__}: {str(exc)[:200]}")
+    except Exception as exc:  # noqa: BLE001 - a bug in a stage must cost one stage, not the decision
+        trace = ctx.trace(
+            StageOutcome.ERROR, f"internal error in the {ctx.kind} stage: {type(exc).__name__}: {str(exc)[:200]}"
+        )
     return trace.model_copy(update={"latency_ms": (time.perf_counter() - started) * 1000})
 
 

@@ -103,15 +103,30 @@ def alert_message(event: AlertEvent) -> str:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def build_request(stage: FunctionCallingStage, event: AlertEvent, tools: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def build_request(
+    stage: FunctionCallingStage, event: AlertEvent, tools: list[dict[str, Any]]
+) -> tuple[str, dict[str, Any]]:
     """(URL, JSON body) for the stage's API."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": alert_message(event)}]
     endpoint = stage.endpoint.rstrip("/")
     if stage.api == "ollama":
-        body = {"model": stage.model, "messages": messages, "tools": tools, "stream": False, "options": {"temperature": 0}}
+        body = {
+            "model": stage.model,
+            "messages": messages,
+            "tools": tools,
+            "stream": False,
+            "options": {"temperature": 0},
+        }
         return f"{endpoint}/api/chat", body
     base = endpoint if endpoint.endswith("/v1") else f"{endpoint}/v1"
-    body = {"model": stage.model, "messages": messages, "tools": tools, "tool_choice": "auto", "stream": False, "temperature": 0}
+    body = {
+        "model": stage.model,
+        "messages": messages,
+        "tools": tools,
+        "tool_choice": "auto",
+        "stream": False,
+        "temperature": 0,
+    }
     return f"{base}/chat/completions", body
 
 

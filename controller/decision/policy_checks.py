@@ -26,6 +26,7 @@ REASON_UNKNOWN_PARAMETER = "UnknownParameter"
 REASON_INVALID_REGEX = "InvalidRegex"
 REASON_INVALID_SPEC = "InvalidSpec"
 
+
 @dataclass(frozen=True)
 class Problem:
     """One reason a policy cannot be used, with the field it is about (`spec.chain[1].rules[0].function`)."""
@@ -105,7 +106,9 @@ def catalog_problems(spec: Mapping[str, Any], catalog: Catalog) -> list[Problem]
         if name not in catalog:
             problems.append(
                 Problem(
-                    REASON_UNKNOWN_FUNCTION, f"spec.allowedFunctions[{k}]", f"{name!r} is not in the runbook catalog ({known})"
+                    REASON_UNKNOWN_FUNCTION,
+                    f"spec.allowedFunctions[{k}]",
+                    f"{name!r} is not in the runbook catalog ({known})",
                 )
             )
     for i, j, rule in _rules_in(spec):
@@ -113,7 +116,9 @@ def catalog_problems(spec: Mapping[str, Any], catalog: Catalog) -> list[Problem]
     return problems
 
 
-def _rule_problems(path: str, rule: Mapping[str, Any], catalog: Catalog, allowed: list[str], known: str) -> list[Problem]:
+def _rule_problems(
+    path: str, rule: Mapping[str, Any], catalog: Catalog, allowed: list[str], known: str
+) -> list[Problem]:
     function = rule.get("function")
     if not isinstance(function, str):
         return []  # the schema requires it; pydantic reports the shape
@@ -125,7 +130,7 @@ def _rule_problems(path: str, rule: Mapping[str, Any], catalog: Catalog, allowed
     if function not in allowed:
         problems.append(Problem(REASON_INVALID_SPEC, f"{path}.function", f"{function} is not in spec.allowedFunctions"))
     parameters = rule.get("parameters")
-    for name, template in (parameters.items() if isinstance(parameters, Mapping) else ()):
+    for name, template in parameters.items() if isinstance(parameters, Mapping) else ():
         param = runbook.parameter(name)
         where = f"{path}.parameters.{name}"
         if param is None:

@@ -53,7 +53,8 @@ class _Snapshot:
 
 def _build_snapshot(version: int, policies: Mapping[str, Policy], compiled: Mapping[str, CompiledMatch]) -> _Snapshot:
     ordered = tuple(
-        _Entry(rank, policy, compiled[policy.key]) for rank, policy in enumerate(sorted(policies.values(), key=precedence_key))
+        _Entry(rank, policy, compiled[policy.key])
+        for rank, policy in enumerate(sorted(policies.values(), key=precedence_key))
     )
     buckets: dict[str, list[_Entry]] = {}
     unnamed: list[_Entry] = []

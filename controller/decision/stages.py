@@ -52,7 +52,6 @@ from controller.schemas.policy import (
 )
 from runbooks import Catalog
 
-
 # Bound what a trace keeps of a stage's raw output and proposed values: traces are stored and emitted.
 MAX_TRACE_TEXT = 4096
 MAX_TRACE_VALUE = 256
@@ -145,7 +144,8 @@ class StageContext:
             if not confidence >= min_confidence:
                 return self.trace(
                     StageOutcome.BELOW_THRESHOLD,
-                    f"{note}confidence {confidence:.3f} is below minConfidence {min_confidence:.3f} for {fields['function']}",
+                    f"{note}confidence {confidence:.3f} is below minConfidence {min_confidence:.3f} for "
+                    f"{fields['function']}",
                     **fields,
                 )
         verdict = validate_proposal(proposal.function or "", proposal.parameters, self.policy, self.catalog)
@@ -181,12 +181,19 @@ async def run_static_annotation(ctx: StageContext) -> StageTrace:
     if not function:
         return ctx.trace(StageOutcome.ABSTAINED, "the alert has no lambda_function annotation")
     if function.lower() in ("none", "null"):
-        return ctx.trace(StageOutcome.ABSTAINED, f"the lambda_function annotation is {function!r}", raw_output=_clip(raw))
+        return ctx.trace(
+            StageOutcome.ABSTAINED, f"the lambda_function annotation is {function!r}", raw_output=_clip(raw)
+        )
     try:
-        parameters = load_json_object(raw_parameters, "lambda_parameters") if raw_parameters and raw_parameters.strip() else {}
+        parameters = (
+            load_json_object(raw_parameters, "lambda_parameters") if raw_parameters and raw_parameters.strip() else {}
+        )
     except ParseError as exc:
         return ctx.trace(
-            StageOutcome.INVALID, f"lambda_parameters annotation: {exc}", raw_output=_clip(raw), function=_short(function)
+            StageOutcome.INVALID,
+            f"lambda_parameters annotation: {exc}",
+            raw_output=_clip(raw),
+            function=_short(function),
         )
     parameters = dict(parameters)
     filled = _fill_from_labels(function, parameters, ctx.event, ctx.catalog)
@@ -215,7 +222,7 @@ async def run_trm(ctx: StageContext, stage: TRMStage, clients: StageClients) -> 
         output = await asyncio.wait_for(call, timeout=stage.timeout_ms / 1000)
     except TimeoutError:
         return ctx.trace(StageOutcome.TIMEOUT, f"the model did not answer within {stage.timeout_ms} ms")
-    except Exception as exc:  # any model failure hands over to the next stage; the trace says what it was
+    except Exception as exc:  # noqa: BLE001 - any model failure hands over to the next stage; the trace says what it was
         return ctx.trace(StageOutcome.ERROR, f"the model failed: {type(exc).__name__}: {str(exc)[:200]}")
     reported = getattr(output, "confidence", None)
     # NaN or infinite is no confidence at all (and would not survive JSON serialisation of the trace).
@@ -225,7 +232,10 @@ async def run_trm(ctx: StageContext, stage: TRMStage, clients: StageClients) -> 
     text = getattr(output, "text", None)
     if getattr(output, "lambda_function", None) is None:
         return ctx.trace(
-            StageOutcome.ABSTAINED, f"{note}the model proposed no function", raw_output=_clip(text), confidence=confidence
+            StageOutcome.ABSTAINED,
+            f"{note}the model proposed no function",
+            raw_output=_clip(text),
+            confidence=confidence,
         )
     try:
         proposal = parse_call(text if isinstance(text, str) else "")
@@ -236,7 +246,8 @@ async def run_trm(ctx: StageContext, stage: TRMStage, clients: StageClients) -> 
     if proposal.function is not None and proposal.function != output.lambda_function:
         return ctx.trace(
             StageOutcome.INVALID,
-            f"{note}the model's text names {_short(proposal.function)!r} but its decision names {_short(output.lambda_function)!r}",
+            f"{note}the model's text names {_short(proposal.function)!r} but its decision names "
+            f"{_short(output.lambda_function)!r}",
             raw_output=_clip(text),
             confidence=confidence,
         )
@@ -253,7 +264,9 @@ async def run_trm(ctx: StageContext, stage: TRMStage, clients: StageClients) -> 
 # --- functionCalling ----------------------------------------------------------------------------
 
 
-async def _resolve_token(ctx: StageContext, stage: FunctionCallingStage, clients: StageClients) -> str | StageTrace | None:
+async def _resolve_token(
+    ctx: StageContext, stage: FunctionCallingStage, clients: StageClients
+) -> str | StageTrace | None:
     ref = stage.secret_ref
     if ref is None:
         return None
@@ -262,7 +275,7 @@ async def _resolve_token(ctx: StageContext, stage: FunctionCallingStage, clients
         return ctx.trace(StageOutcome.ERROR, f"secretRef is set but no secret resolver is configured ({where})")
     try:
         token = await asyncio.to_thread(clients.secrets, ctx.policy.namespace, ref)
-    except Exception as exc:  # a resolver failure must hand over, never break the decision
+    except Exception as exc:  # noqa: BLE001 - a resolver failure must hand over, never break the decision
         return ctx.trace(StageOutcome.ERROR, f"could not read {where}: {type(exc).__name__}")
     if not token:
         return ctx.trace(StageOutcome.ERROR, f"{where} was not found or is empty")
@@ -337,6 +350,8 @@ async def run_rules(ctx: StageContext, rules: tuple[Rule, ...]) -> StageTrace:
         try:
             parameters = _render_rule(rule, ctx.event)
         except TemplateError as exc:
-            return ctx.trace(StageOutcome.INVALID, f"{note}template error: {exc}", raw_output=raw, function=rule.function)
+            return ctx.trace(
+                StageOutcome.INVALID, f"{note}template error: {exc}", raw_output=raw, function=rule.function
+            )
         return ctx.judge(ParsedCall(rule.function, parameters), confidence=1.0, raw_output=raw, note=note)
     return ctx.trace(StageOutcome.ABSTAINED, f"none of the {len(rules)} rules matches the alert")

@@ -63,5 +63,7 @@ def validate_proposal(function: str, parameters: Mapping[str, Any], policy: Poli
             return Verdict(StageOutcome.INVALID, f"{function}: no target namespace, and the policy's scope is not '*'")
     elif not policy.allows_namespace(str(namespace)):
         scope = ", ".join(policy.spec.target_namespaces or (policy.namespace,))
-        return Verdict(StageOutcome.INVALID, f"{function}: namespace {namespace} is outside the policy's scope ({scope})")
+        return Verdict(
+            StageOutcome.INVALID, f"{function}: namespace {namespace} is outside the policy's scope ({scope})"
+        )
     return Verdict(StageOutcome.ACCEPTED, f"{function} is allowed and its parameters are valid", clean)

@@ -49,16 +49,8 @@ from controller.edge.cloudevents_in import (
     parse_inbound,
     summarize_validation,
 )
-from controller.edge.knative_auth import EventsAuthenticator, ReviewUnavailable
-from controller.observability.logging import correlation
-from controller.engine.pipeline import Overloaded, StoreUnavailable
-from controller.schemas.alerts import (
-    AlertEvent,
-    AlertmanagerPayload,
-    split_payload,
-)
-from controller.schemas.decision import REASONING_COMPLETED, REASONING_FAILED
 from controller.edge.config import BearerToken, Limits
+from controller.edge.knative_auth import EventsAuthenticator, ReviewUnavailable
 from controller.edge.limits import (
     LimitExceeded,
     Slots,
@@ -70,10 +62,18 @@ from controller.edge.limits import (
     unavailable_response,
 )
 from controller.edge.reasoning import answer_reasoning
+from controller.engine.pipeline import Overloaded, StoreUnavailable
+from controller.observability.logging import correlation
+from controller.schemas.alerts import (
+    AlertEvent,
+    AlertmanagerPayload,
+    split_payload,
+)
+from controller.schemas.decision import REASONING_COMPLETED, REASONING_FAILED
 
 if TYPE_CHECKING:
-    from controller.observability.metrics import Metrics
     from controller.engine.pipeline import Pipeline
+    from controller.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,15 @@ _ERRORS = {
 
 _EVENTS_ERRORS = {
     **_ERRORS,
-    401: {"model": ErrorBody, "description": "missing or wrong bearer token (static, or a Knative OIDC token "
-                                             "when --events-audience is set)"},
-    503: {"model": ErrorBody, "description": "overloaded, the store is unavailable, or the apiserver cannot check "
-                                             "a Knative token (TokenReview); retry after Retry-After"},
+    401: {
+        "model": ErrorBody,
+        "description": "missing or wrong bearer token (static, or a Knative OIDC token when --events-audience is set)",
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "overloaded, the store is unavailable, or the apiserver cannot check "
+        "a Knative token (TokenReview); retry after Retry-After",
+    },
 }
 
 
@@ -219,8 +224,10 @@ class _Routes:
     async def _ingest(self, events: list[AlertEvent]) -> IngestResponse:
         result = await self.pipeline.ingest(events)  # Overloaded / StoreUnavailable -> 503 (handlers above)
         return IngestResponse(
-            accepted=result.accepted, new_incidents=result.new_incidents,
-            duplicates=result.duplicates, resolved=result.resolved,
+            accepted=result.accepted,
+            new_incidents=result.new_incidents,
+            duplicates=result.duplicates,
+            resolved=result.resolved,
         )
 
     # -- receive
@@ -232,18 +239,24 @@ class _Routes:
             try:
                 check_payload_size(doc, self.limits)
                 if str(doc.get("version", "4")) != "4":
-                    raise HTTPException(status_code=400, detail=f"unsupported payload version {doc.get('version')!r}; expected \"4\"")
+                    raise HTTPException(
+                        status_code=400, detail=f'unsupported payload version {doc.get("version")!r}; expected "4"'
+                    )
                 payload = AlertmanagerPayload.model_validate(doc)
                 events = split_payload(payload)
                 check_alert_limits(events, self.limits)
             except ValidationError as exc:
-                raise HTTPException(status_code=400, detail=f"invalid Alertmanager payload: {summarize_validation(exc)}") from exc
+                raise HTTPException(
+                    status_code=400, detail=f"invalid Alertmanager payload: {summarize_validation(exc)}"
+                ) from exc
             except LimitExceeded as exc:
                 raise HTTPException(status_code=400, detail=str(exc)) from exc
             result = await self._ingest(events)
             # DEBUG: at storm rates one line per webhook was a third of the log; the decision and delivery lines
             # that follow carry the audit trail, and agent_sre_alerts_received_total / dedup_hits count these.
-            log.debug("alertmanager payload recorded", extra={"group_key": payload.groupKey[:200], **result.model_dump()})
+            log.debug(
+                "alertmanager payload recorded", extra={"group_key": payload.groupKey[:200], **result.model_dump()}
+            )
             return result
 
     async def events(self, request: Request) -> Response:
@@ -309,7 +322,9 @@ class _Routes:
             try:
                 reason_request = ReasonRequest.model_validate(doc)
             except ValidationError as exc:
-                raise HTTPException(status_code=422, detail=f"invalid reason request: {summarize_validation(exc)}") from exc
+                raise HTTPException(
+                    status_code=422, detail=f"invalid reason request: {summarize_validation(exc)}"
+                ) from exc
             try:
                 result = await answer_reasoning(self.pipeline, reason_request)
             except HTTPException:
@@ -372,12 +387,21 @@ def build_api(deps: ApiDeps) -> FastAPI:
     app.add_exception_handler(StoreUnavailable, r.store_unavailable)
 
     app.add_api_route(
-        "/alertmanager", r.alertmanager, methods=["POST"], response_model=IngestResponse, dependencies=auth,
-        responses=_ERRORS, openapi_extra=_body_doc(AlertmanagerPayload),
+        "/alertmanager",
+        r.alertmanager,
+        methods=["POST"],
+        response_model=IngestResponse,
+        dependencies=auth,
+        responses=_ERRORS,
+        openapi_extra=_body_doc(AlertmanagerPayload),
         summary="Alertmanager webhook (payload version 4)",
     )
     app.add_api_route(
-        "/events", r.events, methods=["POST"], dependencies=events_auth, status_code=202,
+        "/events",
+        r.events,
+        methods=["POST"],
+        dependencies=events_auth,
+        status_code=202,
         responses={
             200: {"description": f"{REASONING_COMPLETED} / {REASONING_FAILED} reply (binary mode)"},
             202: {"model": EventAccepted, "description": "alert recorded, or lambda response recorded"},
@@ -389,33 +413,52 @@ def build_api(deps: ApiDeps) -> FastAPI:
         "the TokenReview API).",
     )
     app.add_api_route(
-        "/reason", r.reason, methods=["POST"], response_model=ReasonResult, dependencies=auth,
-        responses={422: {"model": ErrorBody, "description": "not a remediation request, or no alert in context"},
-                   **_ERRORS},
+        "/reason",
+        r.reason,
+        methods=["POST"],
+        response_model=ReasonResult,
+        dependencies=auth,
+        responses={
+            422: {"model": ErrorBody, "description": "not a remediation request, or no alert in context"},
+            **_ERRORS,
+        },
         openapi_extra=_body_doc(ReasonRequest),
         summary="Which remediation fits this alert? (no side effects)",
     )
     app.add_api_route(
-        "/approvals/{approval_id}", r.approve, methods=["POST"], response_model=ApprovalResponse, dependencies=auth,
-        responses={404: {"model": ErrorBody, "description": "no such approval"},
-                   409: {"model": ApprovalResponse, "description": "already resolved otherwise, expired or cancelled"},
-                   **_ERRORS},
+        "/approvals/{approval_id}",
+        r.approve,
+        methods=["POST"],
+        response_model=ApprovalResponse,
+        dependencies=auth,
+        responses={
+            404: {"model": ErrorBody, "description": "no such approval"},
+            409: {"model": ApprovalResponse, "description": "already resolved otherwise, expired or cancelled"},
+            **_ERRORS,
+        },
         openapi_extra=_body_doc(ApprovalRequest),
         summary="Approve or reject a pending remediation",
     )
     app.add_api_route(
-        "/decisions/{decision_id}", r.decision, methods=["GET"], dependencies=auth,
+        "/decisions/{decision_id}",
+        r.decision,
+        methods=["GET"],
+        dependencies=auth,
         responses={404: {"model": ErrorBody, "description": "no such decision"}, 401: _ERRORS[401]},
         summary="A decision with its stage-by-stage trace and its delivery, approval and outcome history",
     )
     app.add_api_route("/healthz", r.healthz, methods=["GET"], summary="Liveness: the process answers")
     app.add_api_route(
-        "/readyz", r.readyz, methods=["GET"], response_model=Readiness,
+        "/readyz",
+        r.readyz,
+        methods=["GET"],
+        response_model=Readiness,
         responses={503: {"model": Readiness, "description": "not ready; reasons say why"}},
         summary="Readiness: store open, policies loaded, model loaded (or disabled)",
     )
-    app.add_api_route("/metrics", r.metrics_exposition, methods=["GET"], response_class=Response,
-                      summary="Prometheus metrics")
+    app.add_api_route(
+        "/metrics", r.metrics_exposition, methods=["GET"], response_class=Response, summary="Prometheus metrics"
+    )
 
     _document_hand_read_bodies(app, [AlertmanagerPayload, ReasonRequest, ApprovalRequest])
     app.add_middleware(_RequestMetrics, count=_request_counter(deps.metrics))
@@ -431,9 +474,7 @@ def _document_hand_read_bodies(app: FastAPI, models: list[type[BaseModel]]) -> N
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title, version=app.version, summary=app.summary, routes=app.routes
-            )
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in models:
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -459,7 +500,9 @@ class _RequestMetrics:
         self.app = app
         self.count = count
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -480,9 +523,14 @@ class _RequestMetrics:
                 route = scope.get("route")
                 self.count(getattr(route, "path", "unmatched"), status)
                 if status >= 500:
-                    log.warning("request failed", extra={"method": scope.get("method"), "path": scope.get("path"), "status": status})
+                    log.warning(
+                        "request failed",
+                        extra={"method": scope.get("method"), "path": scope.get("path"), "status": status},
+                    )
                 else:
-                    log.debug("request", extra={"method": scope.get("method"), "path": scope.get("path"), "status": status})
+                    log.debug(
+                        "request", extra={"method": scope.get("method"), "path": scope.get("path"), "status": status}
+                    )
 
 
 def _version() -> str:

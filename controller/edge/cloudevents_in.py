@@ -154,10 +154,14 @@ def parse_inbound(headers: Mapping[str, str], body: bytes) -> Inbound:
         correlation_id=str(correlation) if correlation else None,
     )
     if ce_type not in ACCEPTED_TYPES:
-        raise CloudEventRejected(f"unsupported CloudEvent type {ce_type[:200]!r}; accepted types: {', '.join(ACCEPTED_TYPES)}")
+        raise CloudEventRejected(
+            f"unsupported CloudEvent type {ce_type[:200]!r}; accepted types: {', '.join(ACCEPTED_TYPES)}"
+        )
     data = _data_object(event)
     if ce_type in (ALERT_FIRED, ALERT_RESOLVED):
-        return InboundAlert(envelope, alert_event_from_data(data, ce_type, event.get_time() if decoded.sent_time else None))
+        return InboundAlert(
+            envelope, alert_event_from_data(data, ce_type, event.get_time() if decoded.sent_time else None)
+        )
     if ce_type == REASONING_REQUESTED:
         try:
             return InboundReasoning(envelope, ReasonRequest.model_validate(data))

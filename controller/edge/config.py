@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 TOKEN_ENV = "TRM_SRE_WEBHOOK_TOKEN"
 
 # The username the apiserver gives a ServiceAccount token: system:serviceaccount:<namespace>:<name>.
-_SERVICE_ACCOUNT_USER = re.compile(r"system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?")
+_SERVICE_ACCOUNT_USER = re.compile(
+    r"system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?"
+)
 
 
 class Limits(BaseModel):
@@ -31,7 +33,9 @@ class Limits(BaseModel):
 
     #: Largest request body in bytes. Alertmanager groups rarely exceed a few hundred KiB;
     #: 4 MiB leaves room for 1,000 alerts with long annotations.
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="largest request body in bytes; larger ones get 413")
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest request body in bytes; larger ones get 413"
+    )
     #: Alerts per webhook payload (Alertmanager's `max_alerts` can cap this on the sender's side).
     max_alerts: int = Field(1_000, ge=1, description="alerts per webhook payload")
     #: Labels per alert, and annotations per alert.
@@ -63,11 +67,16 @@ class KnativeOIDC(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     audience: str | None = Field(
-        None, max_length=253, description="accept Knative OIDC tokens issued for this audience on /events (cluster mode)"
+        None,
+        max_length=253,
+        description="accept Knative OIDC tokens issued for this audience on /events (cluster mode)",
     )
     #: Usernames accepted, e.g. `system:serviceaccount:trm-sre:trm-sre-alert-fired-oidc-eventing.knative.dev-trigger`.
     allowed_subjects: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="ServiceAccounts allowed to send them, system:serviceaccount:NS:NAME (comma-separated in the environment)"
+        (),
+        description=(
+            "ServiceAccounts allowed to send them, system:serviceaccount:NS:NAME (comma-separated in the environment)"
+        ),
     )
 
     @field_validator("audience", mode="before")
@@ -88,7 +97,9 @@ class KnativeOIDC(BaseModel):
             given = [str(s).strip() for s in value if str(s).strip()]
             for subject in given:
                 if not _SERVICE_ACCOUNT_USER.fullmatch(subject):
-                    raise ValueError(f"{subject[:120]!r} is not a ServiceAccount username (system:serviceaccount:NAMESPACE:NAME)")
+                    raise ValueError(
+                        f"{subject[:120]!r} is not a ServiceAccount username (system:serviceaccount:NAMESPACE:NAME)"
+                    )
             return tuple(dict.fromkeys(given))
         return value
 

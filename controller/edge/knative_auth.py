@@ -217,13 +217,18 @@ class EventsAuthenticator:
             return False
         if self.audience not in review.audiences:
             self._observe("rejected")
-            log.warning("/events token of %s refused: not issued for the audience %r",
-                        (review.username or "?")[:300], self.audience)
+            log.warning(
+                "/events token of %s refused: not issued for the audience %r",
+                (review.username or "?")[:300],
+                self.audience,
+            )
             return False
         if review.username not in self.allowed_subjects:
             self._observe("rejected")
-            log.warning("/events token of %s refused: not one of the allowed subjects (--events-allowed-subject)",
-                        (review.username or "?")[:300])
+            log.warning(
+                "/events token of %s refused: not one of the allowed subjects (--events-allowed-subject)",
+                (review.username or "?")[:300],
+            )
             return False
         self._observe("accepted")
         self._remember(key, token)

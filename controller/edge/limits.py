@@ -51,7 +51,9 @@ def unavailable(reason: str, retry_after: int) -> HTTPException:
 
 def unavailable_response(reason: str, retry_after: int) -> JSONResponse:
     # 503, never 429: Alertmanager retries only 5xx (prometheus/alertmanager#2121).
-    return JSONResponse({"detail": f"{reason}; retry later"}, status_code=503, headers={"Retry-After": str(retry_after)})
+    return JSONResponse(
+        {"detail": f"{reason}; retry later"}, status_code=503, headers={"Retry-After": str(retry_after)}
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -87,7 +89,8 @@ def _check_map(kind: str, where: str, values: dict[str, str], max_count: int, ma
     for name, value in values.items():
         if len(name) > limits.max_name_length:
             raise LimitExceeded(
-                f"{where}: a {kind[:-1]} name is {len(name)} characters; the limit is {limits.max_name_length} (max_name_length)"
+                f"{where}: a {kind[:-1]} name is {len(name)} characters; the limit is {limits.max_name_length} "
+                "(max_name_length)"
             )
         if len(value) > max_value:
             setting = "max_label_value_length" if kind == "labels" else "max_annotation_value_length"

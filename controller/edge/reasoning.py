@@ -45,8 +45,15 @@ def alert_event_from_context(context: dict[str, Any]) -> AlertEvent:
 def decision_answer(decision: Decision | None) -> dict[str, Any]:
     """The decision as the answer other agents read: the names the trigger's data uses."""
     if decision is None:
-        return {"lambda_function": None, "parameters": {}, "outcome": "no_policy", "policy": None,
-                "decision_id": None, "stage": None, "reasoning": "no RemediationPolicy matches this alert"}
+        return {
+            "lambda_function": None,
+            "parameters": {},
+            "outcome": "no_policy",
+            "policy": None,
+            "decision_id": None,
+            "stage": None,
+            "reasoning": "no RemediationPolicy matches this alert",
+        }
     return {
         "lambda_function": decision.function if decision.outcome == "trigger" else None,
         "parameters": decision.parameters if decision.outcome == "trigger" else {},

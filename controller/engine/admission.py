@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controller.engine.coalesce import Coalescer
+from controller.engine.config import EngineSettings
 from controller.engine.errors import Overloaded, StoreUnavailable
 from controller.engine.gauges import StoreGauges
 from controller.engine.lifecycle import Lifecycle
-from controller.engine.settings import PipelineSettings
 from controller.engine.store import RecordedAlert, Store, StoreError
 from controller.engine.work_queue import WorkItem, WorkQueue
 from controller.observability.metrics import Metrics
@@ -46,7 +46,7 @@ class Admission:
 
     def __init__(
         self,
-        settings: PipelineSettings,
+        settings: EngineSettings,
         store: Store,
         queue: WorkQueue,
         gauges: StoreGauges,

@@ -17,12 +17,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from controller.engine.config import EngineSettings
 from controller.engine.delivery import trigger_entry
 from controller.engine.errors import StoreUnavailable
 from controller.engine.gauges import StoreGauges
 from controller.engine.outbox import OutboxSender
 from controller.engine.policy_stats import PolicyStatusRecorder
-from controller.engine.settings import PipelineSettings
 from controller.engine.store import ApprovalRow, Store, StoreError
 from controller.observability.metrics import Metrics
 from controller.schemas.decision import Decision
@@ -35,7 +35,7 @@ class Approvals:
 
     def __init__(
         self,
-        settings: PipelineSettings,
+        settings: EngineSettings,
         store: Store,
         outbox: OutboxSender,
         gauges: StoreGauges,

@@ -14,19 +14,25 @@ class EngineSettings(BaseModel):
 
     #: K_SINK: where events go when the policy names no sink. None: appended to `<state dir>/triggers.jsonl`.
     sink: str | None = Field(
-        None, pattern=r"^https?://\S+$", description="default CloudEvents sink (Knative's K_SINK); none: <state dir>/triggers.jsonl"
+        None,
+        pattern=r"^https?://\S+$",
+        description="default CloudEvents sink (Knative's K_SINK); none: <state dir>/triggers.jsonl",
     )
     #: `source` of every CloudEvent we emit.
     ce_source: str = Field("/trm-sre", min_length=1, description="the `source` attribute of every CloudEvent emitted")
     #: K_CE_OVERRIDES extensions (Knative SinkBinding), added to every event at send time.
-    ce_overrides: dict[str, str] = Field(default_factory=dict, description="extensions added to every CloudEvent (K_CE_OVERRIDES)")
+    ce_overrides: dict[str, str] = Field(
+        default_factory=dict, description="extensions added to every CloudEvent (K_CE_OVERRIDES)"
+    )
     #: Alerts waiting for a decision; beyond this `ingest` raises Overloaded (Alertmanager retries on 503).
     queue_size: int = Field(10_000, ge=1, description="alerts waiting for a decision; beyond it 503 + Retry-After")
     #: Also refuse once the waiting alerts would take longer than this to decide at the rate measured
     #: under backlog: an alert acknowledged now should still be acted on within a minute, and one
     #: answered 503 is retried by Alertmanager (a fixed count means minutes of work on a slow node).
     #: 45 s leaves a quarter of that minute for the rate to have been measured too high and for delivery.
-    max_queue_wait_s: float = Field(45.0, gt=0, description="refuse alerts once the queue holds this many seconds of work")
+    max_queue_wait_s: float = Field(
+        45.0, gt=0, description="refuse alerts once the queue holds this many seconds of work"
+    )
     #: The decision rate assumed until one has been measured under backlog.
     assumed_decisions_per_s: float = Field(50.0, gt=0, description="decision rate assumed until one is measured")
     #: Concurrent decisions. Each mostly waits (the model batcher, a thread hand-off, an LLM server),
@@ -51,7 +57,10 @@ class EngineSettings(BaseModel):
     #: cooldowns are deleted once idle this many days; 0 keeps everything. What is never deleted, and why
     #: this must exceed Alertmanager's repeat_interval: `Store.sweep_finished_incidents`.
     retention_days: int = Field(
-        30, ge=0, le=36_500, description="delete finished incidents idle this many days (0 keeps everything; > repeat_interval)"
+        30,
+        ge=0,
+        le=36_500,
+        description="delete finished incidents idle this many days (0 keeps everything; > repeat_interval)",
     )
     #: How often the retention sweep runs, and how soon after start the first one does.
     retention_interval_s: float = Field(600.0, gt=0, description="how often the retention sweep runs")

@@ -39,6 +39,7 @@ from cloudevents.core.v1.event import CloudEvent
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from controller.engine.guards import ApprovalRequestData
+from controller.engine.store import OutboxEntry
 from controller.schemas.alerts import AlertEvent
 from controller.schemas.decision import (
     APPROVAL_REQUESTED,
@@ -48,7 +49,6 @@ from controller.schemas.decision import (
     EscalationData,
     TriggerData,
 )
-from controller.engine.store import OutboxEntry
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,11 @@ class HttpChatTransport:
 
 
 async def post_capped(
-    http: httpx.AsyncClient, url: str, body: Mapping[str, Any], headers: Mapping[str, str], limit: int = MAX_RESPONSE_BYTES
+    http: httpx.AsyncClient,
+    url: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    limit: int = MAX_RESPONSE_BYTES,
 ) -> bytes:
     """POST JSON and read at most `limit` bytes of a 2xx reply; ReplyError otherwise."""
     try:

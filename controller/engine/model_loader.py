@@ -61,7 +61,9 @@ def load_model(enabled: bool, checkpoint_dir: Path | None, device: str, catalog:
         log.error("TRM model not loaded: %s", exc)
         return ModelState(None, "unavailable", str(exc))
     except Exception as exc:  # noqa: BLE001 - corrupt sizes fail anywhere inside torch; that must only disable the stage
-        detail = f"checkpoint {checkpoint_dir or 'shipped with the package'} cannot be loaded: {type(exc).__name__}: {exc}"
+        detail = (
+            f"checkpoint {checkpoint_dir or 'shipped with the package'} cannot be loaded: {type(exc).__name__}: {exc}"
+        )
         log.error("TRM model not loaded: %s", detail)
         return ModelState(None, "unavailable", detail)
     log.info("TRM model loaded", extra={"seconds": round(time.perf_counter() - started, 2)})

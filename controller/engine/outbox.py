@@ -22,11 +22,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from controller.engine.config import EngineSettings
 from controller.engine.delivery import JSONL_SINK_FILENAME, DeliveryResult, SinkClient
 from controller.engine.gauges import StoreGauges
 from controller.engine.lifecycle import Lifecycle
 from controller.engine.policy_stats import PolicyStatusRecorder
-from controller.engine.settings import PipelineSettings
 from controller.engine.store import OutboxEntry, Store, StoreError
 from controller.observability.logging import correlation
 from controller.observability.metrics import Metrics
@@ -43,7 +43,7 @@ class OutboxSender:
 
     def __init__(
         self,
-        settings: PipelineSettings,
+        settings: EngineSettings,
         store: Store,
         gauges: StoreGauges,
         recorder: PolicyStatusRecorder,

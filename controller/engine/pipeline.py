@@ -50,6 +50,7 @@ from controller.decision.chain import StageClients, decide, select_policy
 from controller.decision.policy_index import PolicyIndex
 from controller.engine.admission import Admission, IngestResult
 from controller.engine.approvals import Approvals
+from controller.engine.config import EngineSettings
 from controller.engine.errors import Overloaded, StoreUnavailable
 from controller.engine.gauges import StoreGauges
 from controller.engine.history import history_as_json
@@ -57,7 +58,6 @@ from controller.engine.lifecycle import Lifecycle
 from controller.engine.outbox import OutboxSender
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.retention import RetentionSweeper
-from controller.engine.settings import PipelineSettings
 from controller.engine.store import Store, StoreError
 from controller.engine.work_queue import WorkItem, WorkQueue
 from controller.engine.workers import DecisionWorkers
@@ -67,7 +67,7 @@ from controller.schemas.decision import Decision
 from runbooks import Catalog
 
 # What callers import from here: the engine's settings, what `ingest` returns and the errors it raises.
-__all__ = ["IngestResult", "Overloaded", "Pipeline", "PipelineSettings", "StoreUnavailable"]
+__all__ = ["IngestResult", "Overloaded", "Pipeline", "StoreUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Pipeline:
 
     def __init__(
         self,
-        settings: PipelineSettings,
+        settings: EngineSettings,
         store: Store,
         index: PolicyIndex,
         catalog: Catalog,

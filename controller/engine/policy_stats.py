@@ -30,15 +30,12 @@ oldest pending events are dropped and counted, never queued without limit.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import socket
 import threading
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal
 
 from controller.schemas.decision import Decision
 

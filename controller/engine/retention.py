@@ -16,9 +16,9 @@ import logging
 import time
 from collections.abc import Callable
 
+from controller.engine.config import EngineSettings
 from controller.engine.history import rfc3339
 from controller.engine.lifecycle import Lifecycle
-from controller.engine.settings import PipelineSettings
 from controller.engine.store import Store, StoreError
 from controller.observability.metrics import Metrics
 
@@ -33,7 +33,7 @@ class RetentionSweeper:
 
     def __init__(
         self,
-        settings: PipelineSettings,
+        settings: EngineSettings,
         store: Store,
         metrics: Metrics,
         lifecycle: Lifecycle,

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 
 from controller.decision.chain import StageClients, decide, select_policy
 from controller.decision.policy_index import PolicyIndex
+from controller.engine.config import EngineSettings
 from controller.engine.delivery import approval_entry, escalation_entry, trigger_entry
 from controller.engine.gauges import StoreGauges
 from controller.engine.guards import ActionPlan, GuardState, plan_actions
 from controller.engine.history import rfc3339
 from controller.engine.outbox import OutboxSender
 from controller.engine.policy_stats import PolicyStatusRecorder
-from controller.engine.settings import PipelineSettings
 from controller.engine.store import ApprovalRow, DecisionRecord, OutboxEntry, Store, StoreError
 from controller.engine.work_queue import WorkItem, WorkQueue
 from controller.observability.logging import correlation
@@ -59,7 +59,7 @@ class DecisionWorkers:
 
     def __init__(
         self,
-        settings: PipelineSettings,
+        settings: EngineSettings,
         store: Store,
         queue: WorkQueue,
         index: PolicyIndex,

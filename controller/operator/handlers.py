@@ -28,26 +28,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import kopf
-from pydantic import ValidationError
 
-from controller.decision.policy_checks import CheckResult, Problem, check_policy
-from controller.operator.readiness import is_namespace_pattern
-from controller.schemas.policy import Policy, PolicySpec
+from controller.decision.policy_checks import CheckResult, check_policy
 from controller.engine.policy_stats import PolicyEvent, PolicyStatusRecorder, rfc3339
+from controller.operator.readiness import is_namespace_pattern
 from controller.operator.status import KubernetesStatusWriter, ObjectRef, PolicyStatusSync, StatusWriter
 from controller.schemas.crd import GROUP, PLURAL, VERSION
 
 if TYPE_CHECKING:
-    from controller.operator.readiness import IndexSync
     from controller.decision.policy_index import PolicyIndex
-    from runbooks.catalog import Catalog, Parameter
+    from controller.operator.readiness import IndexSync
+    from runbooks.catalog import Catalog
 
 #: How often recorded decisions are written to `.status` and posted as Events (seconds).
 STATUS_FLUSH_SECONDS = 5.0
@@ -157,7 +154,9 @@ class PolicyHandlers:
     index_sync: IndexSync | None = None
     _sync_task: asyncio.Task[None] | None = None
 
-    async def on_policy_event(self, event: Mapping[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    async def on_policy_event(
+        self, event: Mapping[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any
+    ) -> None:
         """Index, re-index or drop the policy; ask for its validation status to be written."""
         ref = ref_of(body)
         if event.get("type") == "DELETED":

@@ -55,7 +55,7 @@ def is_namespace_pattern(namespace: str) -> bool:
 
 
 class KubernetesPolicyLister:
-    """LISTs the RemediationPolicies with the controller's own credentials: the in-cluster ServiceAccount, else $KUBECONFIG.
+    """LISTs RemediationPolicies with the controller's own credentials (in-cluster ServiceAccount, else $KUBECONFIG).
 
     The namespaces as the operator watches them: none means cluster-wide;
     exact names are listed one by one; kopf patterns (globs) list
@@ -66,7 +66,11 @@ class KubernetesPolicyLister:
     """
 
     def __init__(
-        self, namespaces: Sequence[str] = (), *, page_size: int = 500, timeout_s: float = 10.0,
+        self,
+        namespaces: Sequence[str] = (),
+        *,
+        page_size: int = 500,
+        timeout_s: float = 10.0,
         kubeconfig: str | None = None,
     ) -> None:
         self._namespaces = tuple(namespaces)
@@ -102,8 +106,9 @@ class KubernetesPolicyLister:
         found: set[PolicyId] = set()
         token: str | None = None
         while True:
-            page = call(*args, limit=self._page_size, _continue=token,
-                        _request_timeout=(min(5.0, self._timeout), self._timeout))
+            page = call(
+                *args, limit=self._page_size, _continue=token, _request_timeout=(min(5.0, self._timeout), self._timeout)
+            )
             for item in page.get("items") or ():
                 meta = item.get("metadata") or {}
                 found.add((f"{meta.get('namespace', '')}/{meta.get('name', '')}", meta.get("uid") or ""))
@@ -203,7 +208,9 @@ class IndexSync:
             missing = self.missing(listed)
             if not missing:
                 return True
-            names = ", ".join(missing[:MAX_NAMES]) + (f" and {len(missing) - MAX_NAMES} more" if len(missing) > MAX_NAMES else "")
+            names = ", ".join(missing[:MAX_NAMES]) + (
+                f" and {len(missing) - MAX_NAMES} more" if len(missing) > MAX_NAMES else ""
+            )
             self._set_problem(
                 f"the policy index is incomplete: the operator has not yet handled {len(missing)} of the "
                 f"{len(listed)} RemediationPolicies listed ({names})"

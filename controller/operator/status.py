@@ -152,7 +152,12 @@ class KubernetesStatusWriter:
         try:
             await asyncio.to_thread(
                 self._custom.patch_namespaced_custom_object_status,
-                GROUP, VERSION, ref.namespace, PLURAL, ref.name, {"status": patch},
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                ref.name,
+                {"status": patch},
                 # Strict: a status field the CRD does not know is an error to see, not data to drop silently.
                 field_validation="Strict",
                 _content_type="application/merge-patch+json",
@@ -169,24 +174,31 @@ class KubernetesStatusWriter:
         import kubernetes.client
 
         now = rfc3339(datetime.now(UTC))
-        body = kubernetes.client.CoreV1Event.from_dict({
-            "metadata": {"generateName": f"{ref.name[:200]}.", "namespace": ref.namespace},
-            "involvedObject": {
-                "apiVersion": ref.api_version, "kind": ref.kind, "name": ref.name,
-                "namespace": ref.namespace, "uid": ref.uid or None,
-            },
-            "type": event.type,
-            "reason": event.reason,
-            "message": event.message[:1024],
-            "action": "Remediate",
-            "source": {"component": self._component},
-            "reportingComponent": self._component,
-            "reportingInstance": self._instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        })
-        await asyncio.to_thread(self._core.create_namespaced_event, ref.namespace, body, _request_timeout=REQUEST_TIMEOUT_S)
+        body = kubernetes.client.CoreV1Event.from_dict(
+            {
+                "metadata": {"generateName": f"{ref.name[:200]}.", "namespace": ref.namespace},
+                "involvedObject": {
+                    "apiVersion": ref.api_version,
+                    "kind": ref.kind,
+                    "name": ref.name,
+                    "namespace": ref.namespace,
+                    "uid": ref.uid or None,
+                },
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message[:1024],
+                "action": "Remediate",
+                "source": {"component": self._component},
+                "reportingComponent": self._component,
+                "reportingInstance": self._instance,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            }
+        )
+        await asyncio.to_thread(
+            self._core.create_namespaced_event, ref.namespace, body, _request_timeout=REQUEST_TIMEOUT_S
+        )
 
 
 @dataclass
@@ -205,7 +217,9 @@ class PolicyStatusSync:
     `run` is one task in the same event loop; nothing here blocks that loop.
     """
 
-    def __init__(self, recorder: PolicyStatusRecorder, writer: StatusWriter | None = None, interval: float = 5.0) -> None:
+    def __init__(
+        self, recorder: PolicyStatusRecorder, writer: StatusWriter | None = None, interval: float = 5.0
+    ) -> None:
         self.recorder = recorder
         self.writer = writer
         self.interval = interval

@@ -79,7 +79,8 @@ class Decision(BaseModel):
     @property
     def target(self) -> str:
         """What the function acts on, for cooldowns: function plus its namespace and name."""
-        return f"{self.function}:{self.parameters.get('namespace', '')}/{self.parameters.get('name', self.parameters.get('selector', ''))}"
+        name = self.parameters.get("name", self.parameters.get("selector", ""))
+        return f"{self.function}:{self.parameters.get('namespace', '')}/{name}"
 
 
 class TriggerData(BaseModel):

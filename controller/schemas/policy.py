@@ -119,7 +119,10 @@ class Stage(_Spec):
     def _exactly_one(self) -> Stage:
         set_ = [n for n in ("static_annotation", "trm", "function_calling", "rules") if getattr(self, n) is not None]
         if len(set_) != 1:
-            raise ValueError(f"each chain stage must set exactly one of staticAnnotation, trm, functionCalling, rules (got {len(set_)})")
+            raise ValueError(
+                "each chain stage must set exactly one of staticAnnotation, trm, functionCalling, rules (got "
+                f"{len(set_)})"
+            )
         return self
 
     @property
@@ -162,7 +165,9 @@ class PolicySpec(_Spec):
     priority: int = Field(default=0, ge=-1000, le=1000)
     match: AlertMatch = AlertMatch()
     # Namespaces remediation parameters may target; "*" = any. Empty = the policy's own namespace.
-    target_namespaces: tuple[Annotated[str, Field(max_length=63, pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")], ...] = ()
+    target_namespaces: tuple[
+        Annotated[str, Field(max_length=63, pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$")], ...
+    ] = ()
     allowed_functions: tuple[str, ...] = Field(min_length=1, max_length=256)
     chain: tuple[Stage, ...] = Field(min_length=1, max_length=8)
     actions: Actions = Actions()

@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from controller import __version__
-
-PROG = "trm-sre"
+from controller.tools import PROG
+from controller.tools.explain import cmd_explain, cmd_select, render_catalog
 
 _DESCRIPTION = """\
 trm-sre turns Prometheus alerts into safe, automatic remediations: it receives
@@ -89,9 +87,15 @@ unauthenticated requests and therefore refuses to listen anywhere but loopback.
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where the TRM runs (default: cpu)")
-    group.add_argument("--no-model", action="store_true", help="disable the TRM stage deliberately (it hands over to the next stage)")
-    group.add_argument("--checkpoint", metavar="DIR", help="TRM checkpoint directory (default: the one shipped in models/checkpoints)")
+    group.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where the TRM runs (default: cpu)"
+    )
+    group.add_argument(
+        "--no-model", action="store_true", help="disable the TRM stage deliberately (it hands over to the next stage)"
+    )
+    group.add_argument(
+        "--checkpoint", metavar="DIR", help="TRM checkpoint directory (default: the one shipped in models/checkpoints)"
+    )
 
 
 def _add_policy_option(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -102,7 +106,9 @@ def _add_command(
     sub: Any, name: str, handler: Any, *, help_text: str, description: str, epilog: str | None = None
 ) -> argparse.ArgumentParser:
     """A subcommand whose parsed arguments go to `handler`; with an epilog (examples), line breaks are kept."""
-    layout: dict[str, Any] = {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter} if epilog else {}
+    layout: dict[str, Any] = (
+        {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter} if epilog else {}
+    )
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=description, **layout)
     parser.set_defaults(handler=handler)
     return parser
@@ -127,50 +133,126 @@ def build_parser() -> argparse.ArgumentParser:
     # Every flag's dest is the setting's dotted path in `controller.settings.Settings`; a flag not given
     # is absent (SUPPRESS), so the environment and the model's defaults apply (`settings_values`).
     run.argument_default = argparse.SUPPRESS
-    run.add_argument("--standalone", action="store_true", help="no cluster: policies come from --policies (or the embedded default)")
-    run.add_argument("--policies", nargs="+", metavar="FILE", dest="policy_files",
-                     help="RemediationPolicy YAML files (multi-document OK); standalone only; default: the embedded default policy")
+    run.add_argument(
+        "--standalone", action="store_true", help="no cluster: policies come from --policies (or the embedded default)"
+    )
+    run.add_argument(
+        "--policies",
+        nargs="+",
+        metavar="FILE",
+        dest="policy_files",
+        help="RemediationPolicy YAML files (multi-document OK); standalone only; default: the embedded default policy",
+    )
     run.add_argument("--host", help="address to listen on (default: 127.0.0.1; anything else needs a token)")
     run.add_argument("--port", type=int, help="HTTP port (default: 8080)")
-    run.add_argument("--state-dir", metavar="DIR", dest="state_dir",
-                     help="where the SQLite store lives (default: the user data dir, e.g. ~/.local/share/trm-sre)")
-    run.add_argument("--retention-days", type=int, metavar="DAYS", dest="engine.retention_days",
-                     help="delete finished incidents (and their alerts, decisions, events, approvals) idle this many days "
-                          "from the store; 0 keeps everything (default: 30)")
-    run.add_argument("--token-file", metavar="FILE", dest="token_file",
-                     help="bearer token file, re-read when it changes (default: $TRM_SRE_WEBHOOK_TOKEN)")
-    run.add_argument("--namespace", action="append", metavar="NS", dest="namespaces",
-                     help="watch policies in this namespace (repeatable; default: cluster-wide)")
-    run.add_argument("--sink", metavar="URL", dest="engine.sink",
-                     help="default CloudEvents sink for triggers (default: $K_SINK; none: <state dir>/triggers.jsonl)")
-    run.add_argument("--liveness-port", type=int, dest="liveness_port",
-                     help="kopf's liveness endpoint port, cluster mode (default: 8081; 0 disables)")
-    run.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), type=str.upper, dest="log_level",
-                     help="default: INFO")
+    run.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        dest="state_dir",
+        help="where the SQLite store lives (default: the user data dir, e.g. ~/.local/share/trm-sre)",
+    )
+    run.add_argument(
+        "--retention-days",
+        type=int,
+        metavar="DAYS",
+        dest="engine.retention_days",
+        help="delete finished incidents (and their alerts, decisions, events, approvals) idle this many days "
+        "from the store; 0 keeps everything (default: 30)",
+    )
+    run.add_argument(
+        "--token-file",
+        metavar="FILE",
+        dest="token_file",
+        help="bearer token file, re-read when it changes (default: $TRM_SRE_WEBHOOK_TOKEN)",
+    )
+    run.add_argument(
+        "--namespace",
+        action="append",
+        metavar="NS",
+        dest="namespaces",
+        help="watch policies in this namespace (repeatable; default: cluster-wide)",
+    )
+    run.add_argument(
+        "--sink",
+        metavar="URL",
+        dest="engine.sink",
+        help="default CloudEvents sink for triggers (default: $K_SINK; none: <state dir>/triggers.jsonl)",
+    )
+    run.add_argument(
+        "--liveness-port",
+        type=int,
+        dest="liveness_port",
+        help="kopf's liveness endpoint port, cluster mode (default: 8081; 0 disables)",
+    )
+    run.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        dest="log_level",
+        help="default: INFO",
+    )
     tls = run.add_argument_group("TLS (optional; the bearer token is still checked)")
-    tls.add_argument("--tls-cert-file", metavar="FILE", dest="tls.cert_file", help="serve HTTPS with this PEM certificate (chain)")
-    tls.add_argument("--tls-key-file", metavar="FILE", dest="tls.key_file", help="the PEM private key of --tls-cert-file")
-    tls.add_argument("--client-ca-file", metavar="FILE", dest="tls.client_ca_file",
-                     help="require client certificates signed by this PEM CA (mutual TLS)")
+    tls.add_argument(
+        "--tls-cert-file", metavar="FILE", dest="tls.cert_file", help="serve HTTPS with this PEM certificate (chain)"
+    )
+    tls.add_argument(
+        "--tls-key-file", metavar="FILE", dest="tls.key_file", help="the PEM private key of --tls-cert-file"
+    )
+    tls.add_argument(
+        "--client-ca-file",
+        metavar="FILE",
+        dest="tls.client_ca_file",
+        help="require client certificates signed by this PEM CA (mutual TLS)",
+    )
     knative = run.add_argument_group(
-        "Knative sender identity on /events (cluster mode; the bearer token keeps working; docs/api.md)")
-    knative.add_argument("--events-audience", metavar="AUDIENCE", dest="knative.audience",
-                         help="also accept Knative Eventing OIDC tokens issued for this audience on /events, checked "
-                              "with the TokenReview API (default: $TRM_SRE_KNATIVE__AUDIENCE; none: off)")
-    knative.add_argument("--events-allowed-subject", action="append", metavar="USER", dest="knative.allowed_subjects",
-                         help="a ServiceAccount allowed to send them, system:serviceaccount:NS:NAME (repeatable; required "
-                              "with --events-audience; default: $TRM_SRE_KNATIVE__ALLOWED_SUBJECTS, comma-separated)")
+        "Knative sender identity on /events (cluster mode; the bearer token keeps working; docs/api.md)"
+    )
+    knative.add_argument(
+        "--events-audience",
+        metavar="AUDIENCE",
+        dest="knative.audience",
+        help="also accept Knative Eventing OIDC tokens issued for this audience on /events, checked "
+        "with the TokenReview API (default: $TRM_SRE_KNATIVE__AUDIENCE; none: off)",
+    )
+    knative.add_argument(
+        "--events-allowed-subject",
+        action="append",
+        metavar="USER",
+        dest="knative.allowed_subjects",
+        help="a ServiceAccount allowed to send them, system:serviceaccount:NS:NAME (repeatable; required "
+        "with --events-audience; default: $TRM_SRE_KNATIVE__ALLOWED_SUBJECTS, comma-separated)",
+    )
     limits = run.add_argument_group("limits")
-    limits.add_argument("--max-body-bytes", type=int, metavar="N", dest="limits.max_body_bytes",
-                        help="largest request body; larger ones get 413 (default: 4194304, 4 MiB)")
-    limits.add_argument("--queue-size", type=int, metavar="N", dest="engine.queue_size",
-                        help="alerts waiting for a decision; beyond it 503 + Retry-After (default: 10000)")
+    limits.add_argument(
+        "--max-body-bytes",
+        type=int,
+        metavar="N",
+        dest="limits.max_body_bytes",
+        help="largest request body; larger ones get 413 (default: 4194304, 4 MiB)",
+    )
+    limits.add_argument(
+        "--queue-size",
+        type=int,
+        metavar="N",
+        dest="engine.queue_size",
+        help="alerts waiting for a decision; beyond it 503 + Retry-After (default: 10000)",
+    )
     model = run.add_argument_group("model")
-    model.add_argument("--device", choices=("cpu", "cuda", "auto"), dest="model.device", help="where the TRM runs (default: cpu)")
-    model.add_argument("--no-model", action="store_false", dest="model.enabled",
-                       help="disable the TRM stage deliberately (it hands over to the next stage)")
-    model.add_argument("--checkpoint", metavar="DIR", dest="model.checkpoint_dir",
-                       help="TRM checkpoint directory (default: the one shipped in models/checkpoints)")
+    model.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), dest="model.device", help="where the TRM runs (default: cpu)"
+    )
+    model.add_argument(
+        "--no-model",
+        action="store_false",
+        dest="model.enabled",
+        help="disable the TRM stage deliberately (it hands over to the next stage)",
+    )
+    model.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        dest="model.checkpoint_dir",
+        help="TRM checkpoint directory (default: the one shipped in models/checkpoints)",
+    )
 
     select = _add_command(
         sub,
@@ -188,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "explain",
         cmd_explain,
-        help_text="show a decision's trace stage by stage (a decision id from the store, or a fresh decision for an alert file)",
+        help_text="show a decision's trace stage by stage (a stored decision id, or a fresh one for an alert file)",
         description="Explain a decision: with a decision id, read it (and its delivery, approval and outcome history) "
         "from the store in --state-dir, or from a running server with --url; with an alert (or payload) JSON file, "
         "make a fresh decision and explain it.",
@@ -197,11 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
         "  trm-sre explain tests/fixtures/alerts/crashloop.json --no-model",
     )
     explain.add_argument("target", metavar="DECISION_ID_OR_ALERT_FILE")
-    explain.add_argument("--state-dir", metavar="DIR", help="the store to read the decision from (default: the user data dir)")
+    explain.add_argument(
+        "--state-dir", metavar="DIR", help="the store to read the decision from (default: the user data dir)"
+    )
     explain.add_argument("--url", help="read the decision from a running trm-sre instead (GET /decisions/{id})")
-    explain.add_argument("--token-file", metavar="FILE", help="bearer token for --url (default: $TRM_SRE_WEBHOOK_TOKEN)")
+    explain.add_argument(
+        "--token-file", metavar="FILE", help="bearer token for --url (default: $TRM_SRE_WEBHOOK_TOKEN)"
+    )
     explain.add_argument("--json", action="store_true", help="print the raw JSON instead of text")
-    _add_policy_option(explain, "for an alert file: RemediationPolicy YAML files (default: the embedded default policy)")
+    _add_policy_option(
+        explain, "for an alert file: RemediationPolicy YAML files (default: the embedded default policy)"
+    )
     _add_model_options(explain)
 
     catalog = _add_command(
@@ -222,11 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
         description=_VALIDATE_DESCRIPTION,
         epilog=_VALIDATE_EPILOG,
     )
-    validate.add_argument("files", nargs="+", metavar="FILE", help="YAML or JSON files (multi-document OK), directories, or - for stdin")
-    validate.add_argument("-q", "--quiet", action="store_true",
-                          help="print only the problems and errors (with --json: only the documents that have some)")
+    validate.add_argument(
+        "files", nargs="+", metavar="FILE", help="YAML or JSON files (multi-document OK), directories, or - for stdin"
+    )
+    validate.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only the problems and errors (with --json: only the documents that have some)",
+    )
     validate.add_argument("--json", action="store_true", help="print a JSON list, one entry per document")
-    validate.add_argument("--crd", metavar="FILE", help="the CRD to check against (default: the one shipped with trm-sre)")
+    validate.add_argument(
+        "--crd", metavar="FILE", help="the CRD to check against (default: the one shipped with trm-sre)"
+    )
 
     for name, text in (
         ("train", "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`)"),
@@ -255,10 +351,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from controller.app import run_controller
-    from controller.observability.logging import configure_logging
     from controller.engine.pipeline import StoreUnavailable
-    from controller.settings import Settings, SettingsError
     from controller.engine.store import StoreError
+    from controller.observability.logging import configure_logging
+    from controller.settings import Settings, SettingsError
 
     try:
         settings = Settings.load(settings_values(args))
@@ -288,301 +384,6 @@ def settings_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def _announce(line: str) -> None:
     print(line, flush=True)
-
-
-# --------------------------------------------------------------------------
-# select / explain (fresh decisions)
-# --------------------------------------------------------------------------
-
-
-class InputError(ValueError):
-    """The alert input is not an alert object or a webhook payload."""
-
-
-def events_from_json(doc: Any) -> list[Any]:
-    """An Alertmanager alert object → one event; a webhook payload → one per alert."""
-    from pydantic import ValidationError
-
-    from controller.schemas.alerts import (
-        Alert,
-        AlertEvent,
-        AlertmanagerPayload,
-        split_payload,
-    )
-
-    if not isinstance(doc, dict):
-        raise InputError("expected a JSON object: an Alertmanager alert or a whole webhook payload")
-    try:
-        if "alerts" in doc:
-            return split_payload(AlertmanagerPayload.model_validate(doc))
-        fields = {"status": "firing", "startsAt": datetime.now(UTC).isoformat(), **doc}
-        return [AlertEvent(alert=Alert.model_validate(fields), source="cli")]
-    except ValidationError as exc:
-        raise InputError(f"not a valid alert or webhook payload: {exc}") from exc
-
-
-def _read_json(stream: TextIO, what: str) -> Any:
-    try:
-        return json.load(stream)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} is not valid JSON: {exc}") from exc
-
-
-async def _decide_all(args: argparse.Namespace, events: list[Any]) -> list[tuple[Any, Any]]:
-    """(event, Decision or None) for each event, under --policies or the default policy."""
-    import httpx
-
-    from controller.app import standalone_policies
-    from controller.engine.model_loader import load_model
-    from controller.decision.chain import decide, select_policy
-    from controller.decision.stages import StageClients
-    from controller.engine.llm_http import HttpChatTransport
-    from controller.decision.policy_index import PolicyIndex
-    from runbooks import default_catalog
-
-    catalog = default_catalog()
-    index = PolicyIndex()
-    for policy in standalone_policies(tuple(Path(p) for p in args.policies or ())):
-        index.upsert(policy)
-    model = load_model(not args.no_model, Path(args.checkpoint) if args.checkpoint else None, args.device, catalog)
-    if model.status == "unavailable":
-        print(f"{PROG}: warning: {model.readiness_problem()}", file=sys.stderr)
-    results = []
-    async with httpx.AsyncClient() as http:
-        clients = StageClients(trm=model.selector, chat=HttpChatTransport(http), secrets=None)
-        for event in events:
-            policy = select_policy(event, index)
-            results.append((event, None if policy is None else await decide(event, policy, catalog, clients)))
-    return results
-
-
-def _decision_json(event: Any, decision: Any) -> dict[str, Any]:
-    if decision is None:
-        return {"alertname": event.alert.alertname, "fingerprint": event.fingerprint,
-                "outcome": "no_policy", "policy": None, "reasoning": "no RemediationPolicy matches this alert"}
-    out: dict[str, Any] = decision.model_dump(mode="json")
-    return out
-
-
-def cmd_select(args: argparse.Namespace, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    from controller.observability.logging import configure_logging
-    from controller.settings import SettingsError
-
-    configure_logging("WARNING")
-    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    try:
-        doc = _read_json(stdin, "stdin")
-        events = events_from_json(doc)
-        results = asyncio.run(_decide_all(args, events))
-    except (InputError, SettingsError) as exc:
-        print(f"{PROG} select: error: {exc}", file=sys.stderr)
-        return 2
-    decisions = [_decision_json(event, decision) for event, decision in results]
-    output: Any = decisions if "alerts" in doc else decisions[0]
-    json.dump(output, stdout, indent=2, sort_keys=True)
-    stdout.write("\n")
-    return 0
-
-
-def cmd_explain(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
-    from controller.observability.logging import configure_logging
-    from controller.settings import SettingsError
-
-    configure_logging("WARNING")
-    stdout = stdout or sys.stdout
-    rich = stdout.isatty() and not args.json
-    path = Path(args.target)
-    try:
-        if path.is_file():
-            with path.open() as handle:
-                events = events_from_json(_read_json(handle, str(path)))
-            results = asyncio.run(_decide_all(args, events))
-            if args.json:
-                json.dump([_decision_json(e, d) for e, d in results], stdout, indent=2, sort_keys=True)
-                stdout.write("\n")
-                return 0
-            for event, decision in results:
-                render_decision(_decision_json(event, decision), stdout, rich=rich)
-            return 0
-        history = _fetch_history(args)
-    except (InputError, SettingsError, LookupError, OSError) as exc:
-        print(f"{PROG} explain: error: {exc}", file=sys.stderr)
-        return 1 if isinstance(exc, LookupError) else 2
-    if args.json:
-        json.dump(history, stdout, indent=2, sort_keys=True, default=str)
-        stdout.write("\n")
-    else:
-        render_history(history, stdout, rich=rich)
-    return 0
-
-
-def _fetch_history(args: argparse.Namespace) -> dict[str, Any]:
-    """A stored decision by id: from a running server (--url) or straight from the store."""
-    decision_id = args.target
-    if args.url:
-        import httpx
-
-        token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get("TRM_SRE_WEBHOOK_TOKEN")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            response = httpx.get(f"{args.url.rstrip('/')}/decisions/{decision_id}", headers=headers, timeout=10)
-        except httpx.HTTPError as exc:
-            raise OSError(f"cannot reach {args.url}: {exc}") from exc
-        if response.status_code == 404:
-            raise LookupError(f"no decision {decision_id} at {args.url}")
-        if response.status_code != 200:
-            raise OSError(f"{args.url} answered {response.status_code}: {response.text[:200]}")
-        found: dict[str, Any] = response.json()
-        return found
-    from controller.settings import default_state_dir
-    from controller.engine.store import StoreError
-
-    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
-    if not state_dir.is_dir():
-        raise OSError(f"no state directory {state_dir} (is --state-dir right? or is {decision_id!r} a file that does not exist?)")
-    try:
-        stored = read_stored_decision(state_dir, decision_id)
-    except StoreError as exc:
-        raise OSError(str(exc)) from exc
-    if stored is None:
-        raise LookupError(f"no decision {decision_id} in {state_dir}")
-    return stored
-
-
-def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | None:
-    """The decision as `GET /decisions/{id}` shows it, read from the store in `state_dir`.
-
-    SQLite in WAL mode lets this read while a running controller writes.
-    """
-    from controller.engine.history import history_as_json
-    from controller.engine.store import Store
-
-    store = Store.open(state_dir)
-    try:
-        history = store.decision_history(decision_id)
-    finally:
-        store.close()
-    return None if history is None else history_as_json(history)
-
-
-# --------------------------------------------------------------------------
-# Rendering (plain text when not a terminal, rich tables when it is)
-# --------------------------------------------------------------------------
-
-
-def _params_text(parameters: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in sorted(parameters.items())) or "(no parameters)"
-
-
-def _result_line(decision: dict[str, Any]) -> str:
-    outcome = decision.get("outcome")
-    if outcome == "trigger":
-        confidence = decision.get("confidence")
-        conf = f", confidence {confidence:.2f}" if isinstance(confidence, (int, float)) else ""
-        return f"trigger {decision.get('function')} {_params_text(decision.get('parameters') or {})} (by {decision.get('stage')}{conf})"
-    if outcome == "escalate":
-        return "escalate: no stage yielded a valid, allowed remediation"
-    return f"{outcome}: {decision.get('reasoning', '')}"
-
-
-def _stage_rows(trace: list[dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
-    rows = []
-    for number, stage in enumerate(trace, start=1):
-        proposal = ""
-        if stage.get("function"):
-            proposal = f"{stage['function']} {_params_text(stage.get('parameters') or {})}"
-        confidence = stage.get("confidence")
-        if isinstance(confidence, (int, float)):
-            proposal += f" @ {confidence:.2f}"
-        rows.append((f"{number}. {stage.get('stage')}", str(stage.get("outcome")), f"{stage.get('latency_ms', 0):.1f} ms",
-                     proposal.strip(), str(stage.get("reason", ""))))
-    return rows
-
-
-def render_decision(decision: dict[str, Any], out: TextIO, *, rich: bool = False) -> None:
-    """One decision: what was decided, then every chain stage and why it was accepted or passed over."""
-    head = [
-        f"decision {decision.get('id') or '-'}",
-        (f"  alert:    {decision.get('alertname') or '?'} (fingerprint {decision.get('fingerprint') or '?'}, "
-         f"incident {decision.get('incident_key') or '?'})"),
-        f"  policy:   {decision.get('policy') or '(none matches)'}",
-        f"  result:   {_result_line(decision)}",
-    ]
-    out.write("\n".join(head) + "\n")
-    rows = _stage_rows(list(decision.get("trace") or []))
-    if not rows:
-        out.write("\n")
-        return
-    if rich:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("stage", "outcome", "time", "proposal", "reason", title="chain", title_justify="left")
-        for row in rows:
-            table.add_row(*row)
-        Console(file=out).print(table)
-    else:
-        out.write("  stages:\n")
-        for name, outcome, latency, proposal, reason in rows:
-            out.write(f"    {name:<20} {outcome:<16} {latency:>10}  {proposal}\n")
-            out.write(f"    {'':<20} {reason}\n")
-    out.write("\n")
-
-
-def render_history(history: dict[str, Any], out: TextIO, *, rich: bool = False) -> None:
-    """A stored decision (`GET /decisions/{id}`) plus what happened to it afterwards."""
-    incident = history.get("incident") or {}
-    decision = {**history, "alertname": history.get("alertname") or incident.get("alertname"),
-                "fingerprint": history.get("fingerprint") or incident.get("fingerprint")}
-    render_decision(decision, out, rich=rich)
-    out.write(f"  mode:     {history.get('mode')}; state: {history.get('state')}"
-              f"{' (' + history['reason'] + ')' if history.get('reason') else ''}\n")
-    if history.get("result"):
-        out.write(f"  result:   {history['result']} (from the lambda's response)\n")
-    if incident:
-        resolved = f"resolved at {incident.get('resolved_at')}" if incident.get("resolved") else "still firing"
-        out.write(f"  incident: started {incident.get('starts_at')}, re-sent {incident.get('resend_count', 0)} times, {resolved}\n")
-    for delivery in history.get("deliveries") or []:
-        when = f"at {delivery['delivered_at']}" if delivery.get("delivered_at") else f"last error: {delivery.get('last_error')}"
-        out.write(f"  event:    {delivery.get('type')} {delivery.get('event_id')} -> {delivery.get('sink') or 'default sink'}: "
-                  f"{delivery.get('state')} after {delivery.get('attempts')} attempt(s), {when}\n")
-    approval = history.get("approval")
-    if approval:
-        out.write(f"  approval: {approval.get('state')} (requested {approval.get('requested_at')}, "
-                  f"expires {approval.get('expires_at')}{', by ' + approval['actor'] if approval.get('actor') else ''})\n")
-    out.writelines(f"  response: {'success' if response.get('success') else 'error'} at {response.get('received_at')}\n" for response in history.get("responses") or [])
-    out.write("\n")
-
-
-def render_catalog(catalog: Any, out: TextIO, *, rich: bool = False) -> None:
-    """Every function with its parameters: type, required or default, the labels that carry it."""
-    if rich:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("function", "risk", "parameter", "type", "required / default", "from labels", "description")
-        for runbook in catalog.functions:
-            for i, param in enumerate(runbook.parameters):
-                table.add_row(
-                    runbook.name if i == 0 else "", runbook.risk if i == 0 else "", param.name, param.type,
-                    "required" if param.required else f"default {param.default}" if param.default is not None else "optional",
-                    ", ".join(param.sources), param.description,
-                )
-        Console(file=out).print(table)
-        return
-    for runbook in catalog.functions:
-        out.write(f"{runbook.name}  (risk: {runbook.risk})\n")
-        out.write(f"  {' '.join(runbook.description.split())}\n")
-        for param in runbook.parameters:
-            need = "required" if param.required else f"default {param.default}" if param.default is not None else "optional"
-            extra = []
-            if param.enum:
-                extra.append("one of " + "|".join(param.enum))
-            if param.sources:
-                extra.append("from labels " + ", ".join(param.sources))
-            out.write(f"    {param.name:<10} {param.type:<8} {need:<16} {'; '.join(extra)}\n")
-        out.writelines(f"    (one of {' or '.join(group)} is required)\n" for group in runbook.requires_one_of)
-        out.write("\n")
 
 
 # --------------------------------------------------------------------------
@@ -619,7 +420,9 @@ def _policy_inputs(names: list[str], stdin: TextIO) -> list[tuple[str, str | Exc
             inputs.append(("<stdin>", stdin.read()))
         elif path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix in _POLICY_SUFFIXES and p.is_file())
-            inputs += [(str(p), _read_text(p)) for p in found] or [(name, FileNotFoundError("no .yaml, .yml or .json file in it"))]
+            inputs += [(str(p), _read_text(p)) for p in found] or [
+                (name, FileNotFoundError("no .yaml, .yml or .json file in it"))
+            ]
         else:
             inputs.append((name, _read_text(path)))
     return inputs
@@ -652,7 +455,8 @@ def cmd_validate_policy(
             return 2
         notes.append(f"{exc}: the CRD schema is not checked, only the operator's checks run (pass --crd FILE)")
     notes += [
-        f"{rule.path}: the CEL rule {rule.rule!r} is checked only by the apiserver (kubectl apply --dry-run=server -f FILE)"
+        f"{rule.path}: the CEL rule {rule.rule!r} is checked only by the apiserver (kubectl apply --dry-run=server "
+        "-f FILE)"
         for rule in (crd.unchecked_rules if crd else ())
     ]
     validator = Validator(default_catalog(), crd)

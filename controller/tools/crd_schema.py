@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 from controller.decision.policy_checks import Problem
 from controller.schemas.crd import API_VERSION, GROUP, KIND
 
@@ -113,7 +112,7 @@ class CelRule:
         return CEL_RULES_ENFORCED_BY_MODEL.get(" ".join(self.rule.split()))
 
     def pinpoint(self, problem: Problem) -> Problem:
-        """The model's report of this rule moved to the rule's fieldPath (`spec.actions` -> `...approvalTimeoutSeconds`)."""
+        """The model's report of this rule, moved to its fieldPath (`spec.actions` -> `...approvalTimeoutSeconds`)."""
         node = re.escape(self.path).replace(re.escape("[*]"), r"\[\d+\]")
         if self.field_path and problem.message.startswith(self.message) and re.fullmatch(node, problem.field):
             return Problem(problem.reason, problem.field + self.field_path, problem.message)
@@ -269,9 +268,7 @@ def _array_problems(value: list[Any], schema: Mapping[str, Any], path: str) -> l
     problems = []
     if "minItems" in schema and len(value) < schema["minItems"]:
         problems.append(
-            Problem(
-                BAD_ITEM_COUNT, path, f"must have at least {plural(schema['minItems'], 'item')} (got {len(value)})"
-            )
+            Problem(BAD_ITEM_COUNT, path, f"must have at least {plural(schema['minItems'], 'item')} (got {len(value)})")
         )
     if "maxItems" in schema and len(value) > schema["maxItems"]:
         problems.append(
@@ -347,7 +344,9 @@ def metadata_problems(metadata: Any) -> list[Problem]:
         not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace)
     ):
         problems.append(
-            Problem(INVALID, "metadata.namespace", f"must be a lowercase RFC 1123 label (got {describe_value(namespace)})")
+            Problem(
+                INVALID, "metadata.namespace", f"must be a lowercase RFC 1123 label (got {describe_value(namespace)})"
+            )
         )
     return problems
 

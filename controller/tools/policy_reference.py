@@ -382,7 +382,8 @@ def load_crd(path: Path = CRD_PATH) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m controller.tools.policy_reference", description="Generate docs/policy-reference.md from the CRD."
+        prog="python -m controller.tools.policy_reference",
+        description="Generate docs/policy-reference.md from the CRD.",
     )
     parser.add_argument("--crd", type=Path, default=CRD_PATH, help="the CRD YAML (default: %(default)s)")
     mode = parser.add_mutually_exclusive_group()

@@ -114,7 +114,9 @@ def _with_trm_options(policy: Policy, **options: int) -> Policy:
     return _with_chain(policy, chain)
 
 
-def load_trm(checkpoint_dir: Any = None, device: str = "cpu", catalog: Catalog | None = None, threads: int | None = None) -> Any:
+def load_trm(
+    checkpoint_dir: Any = None, device: str = "cpu", catalog: Catalog | None = None, threads: int | None = None
+) -> Any:
     """The TRM from `checkpoint_dir` (the default checkpoint when None), or None (logged) when it cannot load."""
     try:
         from models.selector import CheckpointError, TRMSelector
@@ -158,7 +160,11 @@ class ChainSelector(_PolicySelector):
 
     @classmethod
     def load(
-        cls, checkpoint_dir: Any = None, device: str = "cpu", threads: int | None = None, trm_timeout_ms: int | None = None
+        cls,
+        checkpoint_dir: Any = None,
+        device: str = "cpu",
+        threads: int | None = None,
+        trm_timeout_ms: int | None = None,
     ) -> ChainSelector:
         """With the TRM from `checkpoint_dir` (default checkpoint when None), or without it if it cannot load."""
         catalog = default_catalog()

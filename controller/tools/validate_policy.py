@@ -26,22 +26,22 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from controller.schemas.crd import API_VERSION, GROUP, KIND
 from controller.decision.policy_checks import Problem, check_policy
+from controller.schemas.crd import API_VERSION, GROUP, KIND
 from controller.tools.crd_schema import (
-    PolicyInputError,
     DEFAULT_CRD_PATH,
-    CrdSchema,
     DEFAULT_NAMESPACE,
     DUPLICATE,
     INVALID,
     NOT_SUPPORTED,
     REQUIRED,
     WRONG_TYPE,
+    CrdSchema,
+    PolicyInputError,
     describe_value,
+    manifest_schema_problems,
     metadata_problems,
     plural,
-    manifest_schema_problems,
 )
 
 if TYPE_CHECKING:

@@ -30,7 +30,9 @@ def main() -> int:
         if headers.get("ce-specversion") != "1.0":
             problems.append(f"ce-specversion is {headers.get('ce-specversion')!r}")
         if data.get("lambda_function") != EXPECTED["lambda_function"]:
-            problems.append(f"lambda_function is {data.get('lambda_function')!r}, expected {EXPECTED['lambda_function']}")
+            problems.append(
+                f"lambda_function is {data.get('lambda_function')!r}, expected {EXPECTED['lambda_function']}"
+            )
         if (params.get("name"), params.get("namespace")) != (EXPECTED["name"], EXPECTED["namespace"]):
             problems.append(f"parameters are {params}, expected {EXPECTED['namespace']}/{EXPECTED['name']}")
         if problems:

@@ -26,9 +26,23 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
     out_dir = tmp_path_factory.mktemp("bench-smoke")
     out = out_dir / "BENCHMARKS.md"
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--sections", "selection,e2e", "--out", str(out),
-         "--workdir", str(out_dir / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--sections",
+            "selection,e2e",
+            "--out",
+            str(out),
+            "--workdir",
+            str(out_dir / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
         env={**_env(), "PYTHONPATH": str(REPO)},
     )
     assert done.returncode == 0, f"bench failed ({done.returncode}):\n{done.stderr[-4000:]}"
@@ -96,7 +110,14 @@ def test_end_to_end_accounts_for_every_alert_and_loses_none(smoke: tuple[dict[st
 
 def test_the_markdown_has_a_table_per_section_and_the_command(smoke: tuple[dict[str, Any], str, Path]) -> None:
     results, markdown, out_dir = smoke
-    for heading in ("# Benchmarks", "## Machine", "## Targets", "## 1. Selection", "## 2. End to end", "## How this was measured"):
+    for heading in (
+        "# Benchmarks",
+        "## Machine",
+        "## Targets",
+        "## 1. Selection",
+        "## 2. End to end",
+        "## How this was measured",
+    ):
         assert heading + "\n" in markdown
     assert results["command"] in markdown
     assert "| selector | p50 ms | p99 ms |" in markdown

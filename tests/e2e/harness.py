@@ -44,7 +44,11 @@ atexit.register(_kill_children)
 
 def child_env(**extra: str | None) -> dict[str, str]:
     """The test's environment without settings that would leak into the child, plus `extra` (None removes)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TRM_SRE_WEBHOOK_TOKEN", "K_SINK", "K_CE_OVERRIDES", "KUBECONFIG")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TRM_SRE_WEBHOOK_TOKEN", "K_SINK", "K_CE_OVERRIDES", "KUBECONFIG")
+    }
     env["PYTHONPATH"] = str(REPO)
     env["PYTHONUNBUFFERED"] = "1"
     for key, value in extra.items():
@@ -72,7 +76,11 @@ class ControllerProcess:
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
                 [*prefix, sys.executable, "-m", "controller", "run", *self.args],
-                cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         _children.add(self.popen)
@@ -157,7 +165,9 @@ def http(method: str, url: str, body: Any = None, token: str | None = None, time
         return status, raw.decode(errors="replace")
 
 
-def wait_until(what: str, check: Any, timeout: float, proc: ControllerProcess | None = None, interval: float = 0.1) -> None:
+def wait_until(
+    what: str, check: Any, timeout: float, proc: ControllerProcess | None = None, interval: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if check():
@@ -201,7 +211,7 @@ spec:
 
 def slow_first_stage_policy(llm_url: str) -> str:
     """LARGE_BUDGET_POLICY behind a functionCalling stage at `llm_url`: each decision waits for that server."""
-    stage = f"    - functionCalling: {{endpoint: \"{llm_url}\", api: ollama, model: slow, timeoutMs: 5000}}\n"
+    stage = f'    - functionCalling: {{endpoint: "{llm_url}", api: ollama, model: slow, timeoutMs: 5000}}\n'
     return LARGE_BUDGET_POLICY.replace("  chain:\n", "  chain:\n" + stage)
 
 

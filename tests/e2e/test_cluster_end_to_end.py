@@ -65,8 +65,9 @@ subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {OPERATOR_US
 def cluster(control_plane: ControlPlane) -> ControlPlane:
     """The CRD and the controller's RBAC, as `kubectl apply` installs them."""
     control_plane.kubectl("apply", "-f", str(REPO / "crds" / "remediationpolicy.yaml"))
-    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "crd/remediationpolicies.remediation.homelab.io")
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/remediationpolicies.remediation.homelab.io"
+    )
     control_plane.kubectl("apply", "-f", "-", input="apiVersion: v1\nkind: Namespace\nmetadata: {name: trm-sre}\n")
     control_plane.kubectl("apply", "-f", str(REPO / "deploy" / "base" / "rbac.yaml"))
     control_plane.kubectl("apply", "-f", "-", input=OPERATOR_BINDING)

@@ -37,7 +37,16 @@ OUTAGE_S = 30
 def controller(tmp_path: Path, sink: CaptureSink, policy_text: str = LARGE_BUDGET_POLICY) -> ControllerProcess:
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_text)
-    args = ["--standalone", "--port", "0", "--no-model", "--state-dir", str(tmp_path / "state"), "--policies", str(policy)]
+    args = [
+        "--standalone",
+        "--port",
+        "0",
+        "--no-model",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--policies",
+        str(policy),
+    ]
     return ControllerProcess(args, child_env(K_SINK=sink.url), tmp_path / "trm-sre.log")
 
 
@@ -62,8 +71,12 @@ def test_a_sink_outage_delays_triggers_but_loses_and_repeats_none(tmp_path: Path
         assert sink.accepted_of(LAMBDA_TRIGGER) == []
         sink.come_up()
         wait_until("every trigger after the outage", lambda: set(ids_by_pod(sink)) == set(pods), 120, proc)
-        wait_until("an empty outbox", lambda: metric_value(http("GET", f"{proc.url}/metrics")[1],
-                                                           "agent_sre_outbox_depth") == 0, 60, proc)
+        wait_until(
+            "an empty outbox",
+            lambda: metric_value(http("GET", f"{proc.url}/metrics")[1], "agent_sre_outbox_depth") == 0,
+            60,
+            proc,
+        )
         time.sleep(2)  # anything delivered twice would show up now
     finally:
         assert proc.stop() == 0, proc.log_tail()
@@ -80,7 +93,9 @@ def slow_llm() -> Iterator[CaptureSink]:
         yield llm
 
 
-def test_a_sigkill_mid_burst_loses_no_acknowledged_alert(tmp_path: Path, sink: CaptureSink, slow_llm: CaptureSink) -> None:
+def test_a_sigkill_mid_burst_loses_no_acknowledged_alert(
+    tmp_path: Path, sink: CaptureSink, slow_llm: CaptureSink
+) -> None:
     # The slow first stage keeps decisions behind the burst, so the kill finds acknowledged
     # alerts still undecided: the crash-recovery path, not only the at-least-once delivery.
     policy = slow_first_stage_policy(slow_llm.url)
@@ -114,15 +129,20 @@ def test_a_sigkill_mid_burst_loses_no_acknowledged_alert(tmp_path: Path, sink: C
     try:
         assert "re-queued alerts recorded before a restart but never decided" in restarted.log_text()
         # Recovery: everything acknowledged before the kill is decided and triggered without being re-sent.
-        wait_until("a trigger for every acknowledged alert",
-                   lambda: acknowledged <= set(ids_by_pod(sink)), 180, restarted)
+        wait_until(
+            "a trigger for every acknowledged alert", lambda: acknowledged <= set(ids_by_pod(sink)), 180, restarted
+        )
         # Then Alertmanager re-sends the whole burst (its retries and group re-sends).
         for pod in pods:
             status, body = http("POST", f"{restarted.url}/alertmanager", crashloop_payload(pod))
             assert status == 200, body
         wait_until("a trigger for every alert", lambda: set(ids_by_pod(sink)) == set(pods), 180, restarted)
-        wait_until("an empty outbox", lambda: metric_value(http("GET", f"{restarted.url}/metrics")[1],
-                                                           "agent_sre_outbox_depth") == 0, 60, restarted)
+        wait_until(
+            "an empty outbox",
+            lambda: metric_value(http("GET", f"{restarted.url}/metrics")[1], "agent_sre_outbox_depth") == 0,
+            60,
+            restarted,
+        )
     finally:
         assert restarted.stop() == 0, restarted.log_tail()
     by_pod = ids_by_pod(sink)

@@ -46,9 +46,20 @@ def trm_sre(tmp_path: Path, sink: CaptureSink, token_file: Path) -> Iterator[Con
     policy = tmp_path / "policy.yaml"
     policy.write_text(LARGE_BUDGET_POLICY)
     proc = ControllerProcess(
-        ["--standalone", "--port", "0", "--no-model", "--state-dir", str(tmp_path / "state"),
-         "--policies", str(policy), "--token-file", str(token_file)],
-        child_env(K_SINK=sink.url), tmp_path / "trm-sre.log",
+        [
+            "--standalone",
+            "--port",
+            "0",
+            "--no-model",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--policies",
+            str(policy),
+            "--token-file",
+            str(token_file),
+        ],
+        child_env(K_SINK=sink.url),
+        tmp_path / "trm-sre.log",
     )
     proc.start()
     yield proc
@@ -56,10 +67,13 @@ def trm_sre(tmp_path: Path, sink: CaptureSink, token_file: Path) -> Iterator[Con
 
 
 @pytest.fixture
-def alertmanager(alertmanager_bin_dir: Path, trm_sre: ControllerProcess, token_file: Path, tmp_path: Path) -> Iterator[Alertmanager]:
+def alertmanager(
+    alertmanager_bin_dir: Path, trm_sre: ControllerProcess, token_file: Path, tmp_path: Path
+) -> Iterator[Alertmanager]:
     # group_by alertname: both test alerts share a group, so every notification re-sends both.
-    config = webhook_config(f"{trm_sre.url}/alertmanager", token_file, group_wait="1s", group_interval="2s",
-                            repeat_interval="3s")
+    config = webhook_config(
+        f"{trm_sre.url}/alertmanager", token_file, group_wait="1s", group_interval="2s", repeat_interval="3s"
+    )
     am = start_alertmanager(config, tmp_path / "alertmanager", bin_dir=alertmanager_bin_dir)
     yield am
     am.stop()

@@ -32,8 +32,11 @@ EXPECTED_PARAMETERS = {"name": "cart-7f9c6d5b8-x2k4q", "namespace": "shop", "typ
 
 
 def start(tmp_path: Path, **env: str | None) -> ControllerProcess:
-    proc = ControllerProcess(["--standalone", "--port", "0"], child_env(XDG_DATA_HOME=str(tmp_path / "data"), **env),
-                             tmp_path / "trm-sre.log")
+    proc = ControllerProcess(
+        ["--standalone", "--port", "0"],
+        child_env(XDG_DATA_HOME=str(tmp_path / "data"), **env),
+        tmp_path / "trm-sre.log",
+    )
     proc.start()
     return proc
 
@@ -67,8 +70,13 @@ def test_a_crashloop_alert_reaches_k_sink(tmp_path: Path, sink: CaptureSink) -> 
         assert decision["trace"][-1]["outcome"] == "accepted"
         assert decision["stage"] == stages[-1]
         explained = subprocess.run(
-            [sys.executable, "-m", "controller", "explain", decision_id], cwd=REPO, capture_output=True, text=True, check=False,
-            env=child_env(XDG_DATA_HOME=str(tmp_path / "data")), timeout=120,
+            [sys.executable, "-m", "controller", "explain", decision_id],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=child_env(XDG_DATA_HOME=str(tmp_path / "data")),
+            timeout=120,
         )
         assert explained.returncode == 0, explained.stderr
         assert f"decision {decision_id}" in explained.stdout

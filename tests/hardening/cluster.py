@@ -32,7 +32,11 @@ def rendered(cp: ControlPlane, path: Path) -> list[dict[str, Any]]:
 
 def base_rbac(cp: ControlPlane) -> list[dict[str, Any]]:
     """deploy/base's ClusterRoles and bindings, every binding also bound to the test's operator user."""
-    docs = [d for d in rendered(cp, REPO / "deploy" / "base") if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "RoleBinding")]
+    docs = [
+        d
+        for d in rendered(cp, REPO / "deploy" / "base")
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "RoleBinding")
+    ]
     for doc in docs:
         if doc["kind"].endswith("Binding"):
             doc["subjects"].append({"kind": "User", "name": OPERATOR_USER, "apiGroup": "rbac.authorization.k8s.io"})
@@ -102,8 +106,14 @@ def calls_by(cp: ControlPlane, user: str, since: datetime | None = None) -> tupl
 
 
 def policy_manifest(name: str, namespace: str, spec: dict[str, Any]) -> str:
-    return json.dumps({"apiVersion": API_VERSION, "kind": "RemediationPolicy",
-                       "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    return json.dumps(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "RemediationPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+    )
 
 
 def alert_body(alertname: str, pod: str) -> dict[str, Any]:
@@ -133,6 +143,14 @@ def is_ready(cp: ControlPlane, namespace: str, name: str, generation: int | None
 
 
 def events_for(cp: ControlPlane, namespace: str, name: str) -> list[dict[str, Any]]:
-    res = cp.kubectl("get", "events", "-n", namespace, "-o", "json",
-                     "--field-selector", f"involvedObject.name={name},involvedObject.kind=RemediationPolicy")
+    res = cp.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "-o",
+        "json",
+        "--field-selector",
+        f"involvedObject.name={name},involvedObject.kind=RemediationPolicy",
+    )
     return list(json.loads(res.stdout)["items"])

@@ -21,8 +21,8 @@ import httpx
 
 from controller.app import Components, Controller
 from controller.engine.model_loader import ModelState
-from controller.settings import Settings
 from controller.engine.store import DB_FILENAME
+from controller.settings import Settings
 from tests.support.alerts import fixture_payload
 from tests.support.controllers import launch, wait_listening
 
@@ -30,8 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 STARTS = "2026-05-01T10:04:30Z"
 
 
-def crashloop(pod: str = "cart-7f9c6d5b8-x2k4q", *, starts: str = STARTS, namespace: str | None = None,
-              annotations: dict[str, str] | None = None, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+def crashloop(
+    pod: str = "cart-7f9c6d5b8-x2k4q",
+    *,
+    starts: str = STARTS,
+    namespace: str | None = None,
+    annotations: dict[str, str] | None = None,
+    extra_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """crashloop.json for `pod`: a fresh fingerprint (computed from the labels) per pod."""
     payload = fixture_payload("crashloop.json")
     payload = copy.deepcopy(payload)
@@ -84,8 +90,7 @@ class RunningServer:
 StartServer = Callable[..., Awaitable[RunningServer]]
 
 
-async def start_server(settings: Settings, *, model: ModelState | None = None,
-                       scheme: str = "http") -> RunningServer:
+async def start_server(settings: Settings, *, model: ModelState | None = None, scheme: str = "http") -> RunningServer:
     """Build and run a controller in this event loop; returns once it listens."""
     components, controller, task, announced = launch(settings, model=model)
     await wait_listening(controller, task, attempts=3000)
@@ -127,8 +132,9 @@ class FakeLLM:
     loop the controller runs in.
     """
 
-    def __init__(self, answers: dict[str, tuple[Any, Any]], marker: str = r"hostile-case-\d+",
-                 delay_s: float = 0.0) -> None:
+    def __init__(
+        self, answers: dict[str, tuple[Any, Any]], marker: str = r"hostile-case-\d+", delay_s: float = 0.0
+    ) -> None:
         import re
         import threading
 

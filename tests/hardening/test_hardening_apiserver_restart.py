@@ -36,8 +36,16 @@ def _spec(alertname: str, priority: int = 0) -> dict[str, Any]:
         "match": {"alertNames": [alertname]},
         "targetNamespaces": ["shop"],
         "allowedFunctions": ["pod-restart"],
-        "chain": [{"rules": [{"function": "pod-restart",
-                              "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"}}]}],
+        "chain": [
+            {
+                "rules": [
+                    {
+                        "function": "pod-restart",
+                        "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"},
+                    }
+                ]
+            }
+        ],
         "actions": {"cooldownSeconds": 600},
     }
 
@@ -67,10 +75,15 @@ def test_an_apiserver_restart_loses_no_policy_and_fires_nothing_twice(
         assert (status, body["duplicates"]) == (200, 1)
         status, body = http("POST", f"{url}/alertmanager", alert_body("RestartProbeBefore", "cart-b"), token=TOKEN)
         assert (status, body["new_incidents"]) == (200, 1)
-        status, reasoned = http("POST", f"{url}/reason", {"task_type": "remediation",
-                                                           "context": {"labels": {"alertname": "RestartProbeBefore",
-                                                                                  "namespace": "shop", "pod": "x"}}},
-                                token=TOKEN)
+        status, reasoned = http(
+            "POST",
+            f"{url}/reason",
+            {
+                "task_type": "remediation",
+                "context": {"labels": {"alertname": "RestartProbeBefore", "namespace": "shop", "pod": "x"}},
+            },
+            token=TOKEN,
+        )
         assert status == 200 and f'"policy": "{namespace}/before"' in reasoned["answer"]
 
         # The watches reconnected: a policy created and one edited after the restart are seen and
@@ -85,8 +98,12 @@ def test_an_apiserver_restart_loses_no_policy_and_fires_nothing_twice(
         wait_until("three triggers", lambda: len(sink.accepted_of(LAMBDA_TRIGGER)) >= 3, 60, proc)
         assert http("GET", f"{url}/readyz")[0] == 200
         # The counters kept before the restart and those after it are both in the status.
-        wait_until("counters for both incidents of the first policy",
-                   lambda: (policy_status(cp, namespace, "before").get("counters") or {}).get("triggers") == 2, 60, proc)
+        wait_until(
+            "counters for both incidents of the first policy",
+            lambda: (policy_status(cp, namespace, "before").get("counters") or {}).get("triggers") == 2,
+            60,
+            proc,
+        )
     finally:
         assert proc.stop() == 0, proc.log_tail()
 

@@ -100,7 +100,9 @@ async def test_an_unauthenticated_request_is_refused_before_its_body_is_read(ser
         for body in bodies:
             response = await http.post("/alertmanager", content=body, headers={"content-type": "application/json"})
             assert response.status_code == 401, body[:20]
-            response = await http.post("/events", content=body, headers={"content-type": "application/cloudevents+json"})
+            response = await http.post(
+                "/events", content=body, headers={"content-type": "application/cloudevents+json"}
+            )
             assert response.status_code == 401, body[:20]
     assert _alerts_stored(server) == 0
 
@@ -127,8 +129,11 @@ async def test_every_check_compares_in_constant_time(server: Any, monkeypatch: p
     monkeypatch.setattr(settings_module.hmac, "compare_digest", spy)
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         for presented in ("wrong", TOKEN[:-1], TOKEN):
-            await http.post("/reason", headers={"Authorization": f"Bearer {presented}"},
-                            json={"context": {"labels": {"alertname": "X"}}})
+            await http.post(
+                "/reason",
+                headers={"Authorization": f"Bearer {presented}"},
+                json={"context": {"labels": {"alertname": "X"}}},
+            )
     assert [a for a, _ in calls] == [b"wrong", TOKEN[:-1].encode(), TOKEN.encode()]
     assert all(isinstance(a, bytes) and b == TOKEN.encode() for a, b in calls)
 
@@ -172,8 +177,16 @@ def test_loopback_binds_need_no_token(host: str) -> None:
 def _run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("TRM_SRE_WEBHOOK_TOKEN", "K_SINK", "KUBECONFIG")}
     environ.update({"PYTHONPATH": str(REPO), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "controller", *args], cwd=REPO, env=environ, text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *args],
+        cwd=REPO,
+        env=environ,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
@@ -186,16 +199,37 @@ def test_the_cli_refuses_an_open_bind_without_a_token_and_exits_non_zero(host: s
 
 
 def test_an_empty_token_variable_counts_as_no_token(tmp_path: Path) -> None:
-    result = _run_cli("run", "--standalone", "--no-model", "--host", "0.0.0.0", "--port", "0",
-                      "--state-dir", str(tmp_path), env={"TRM_SRE_WEBHOOK_TOKEN": ""})
+    result = _run_cli(
+        "run",
+        "--standalone",
+        "--no-model",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--state-dir",
+        str(tmp_path),
+        env={"TRM_SRE_WEBHOOK_TOKEN": ""},
+    )
     assert result.returncode == 2
     assert "without authentication" in result.stderr
 
 
 def test_an_empty_token_file_is_refused_at_start(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("\n")
-    result = _run_cli("run", "--standalone", "--no-model", "--host", "0.0.0.0", "--port", "0",
-                      "--state-dir", str(tmp_path / "state"), "--token-file", str(tmp_path / "token"))
+    result = _run_cli(
+        "run",
+        "--standalone",
+        "--no-model",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "0",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--token-file",
+        str(tmp_path / "token"),
+    )
     assert result.returncode == 2
     assert "empty or unreadable" in result.stderr
 
@@ -210,19 +244,64 @@ def _openssl(*args: str) -> None:
 
 def _ca(directory: Path, name: str) -> tuple[Path, Path]:
     key, cert = directory / f"{name}.key", directory / f"{name}.crt"
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={name}",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     return key, cert
 
 
 def _leaf(directory: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
     key, csr, cert, ext = (directory / f"{name}.{suffix}" for suffix in ("key", "csr", "crt", "ext"))
     ext.write_text(extensions)
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]), "-CAcreateserial",
-             "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={name}",
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca[1]),
+        "-CAkey",
+        str(ca[0]),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+    )
     return key, cert
 
 
@@ -233,12 +312,20 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("pki")
     ca = _ca(d, "clients-ca")
     other_ca = _ca(d, "other-ca")
-    server_key, server_cert = _leaf(d, "server", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                                                     "extendedKeyUsage=serverAuth\n")
+    server_key, server_cert = _leaf(
+        d, "server", ca, "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
     client_key, client_cert = _leaf(d, "alertmanager", ca, "extendedKeyUsage=clientAuth\n")
     rogue_key, rogue_cert = _leaf(d, "rogue", other_ca, "extendedKeyUsage=clientAuth\n")
-    return {"ca": ca[1], "server_key": server_key, "server_cert": server_cert, "client_key": client_key,
-            "client_cert": client_cert, "rogue_key": rogue_key, "rogue_cert": rogue_cert}
+    return {
+        "ca": ca[1],
+        "server_key": server_key,
+        "server_cert": server_cert,
+        "client_key": client_key,
+        "client_cert": client_cert,
+        "rogue_key": rogue_key,
+        "rogue_cert": rogue_cert,
+    }
 
 
 _LISTENING = re.compile(r"trm-sre listening on (https?)://([0-9.]+):([0-9]+)")
@@ -252,9 +339,15 @@ class _Child:
         environ = {k: v for k, v in os.environ.items() if k not in ("TRM_SRE_WEBHOOK_TOKEN", "K_SINK", "KUBECONFIG")}
         environ.update({"PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **env})
         with open(log, "wb") as out:
-            self.popen = subprocess.Popen([sys.executable, "-m", "controller", "run", *args], cwd=REPO, env=environ,
-                                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "controller", "run", *args],
+                cwd=REPO,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_listening(self, timeout: float = 120) -> tuple[str, int]:
         deadline = time.monotonic() + timeout
@@ -296,10 +389,22 @@ def _handshake_refused(url: str, context: ssl.SSLContext) -> bool:
 
 def test_mtls_requires_a_client_certificate_from_the_configured_ca(pki: dict[str, Path], tmp_path: Path) -> None:
     child = _Child(
-        ["--standalone", "--no-model", "--port", "0", "--state-dir", str(tmp_path / "state"),
-         "--tls-cert-file", str(pki["server_cert"]), "--tls-key-file", str(pki["server_key"]),
-         "--client-ca-file", str(pki["ca"])],
-        {"TRM_SRE_WEBHOOK_TOKEN": TOKEN}, tmp_path / "trm-sre.log",
+        [
+            "--standalone",
+            "--no-model",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--tls-cert-file",
+            str(pki["server_cert"]),
+            "--tls-key-file",
+            str(pki["server_key"]),
+            "--client-ca-file",
+            str(pki["ca"]),
+        ],
+        {"TRM_SRE_WEBHOOK_TOKEN": TOKEN},
+        tmp_path / "trm-sre.log",
     )
     try:
         scheme, port = child.wait_listening()
@@ -316,8 +421,13 @@ def test_mtls_requires_a_client_certificate_from_the_configured_ca(pki: dict[str
         assert httpx.get(f"{base}/healthz", verify=trusted, timeout=15).status_code == 200
         refused = httpx.post(f"{base}/alertmanager", json=crashloop(), verify=trusted, timeout=15)
         assert refused.status_code == 401
-        accepted = httpx.post(f"{base}/alertmanager", json=crashloop(), verify=trusted, timeout=15,
-                              headers={"Authorization": f"Bearer {TOKEN}"})
+        accepted = httpx.post(
+            f"{base}/alertmanager",
+            json=crashloop(),
+            verify=trusted,
+            timeout=15,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         assert accepted.status_code == 200, accepted.text
     finally:
         assert child.stop() == 0, child.log.read_text()
@@ -325,9 +435,20 @@ def test_mtls_requires_a_client_certificate_from_the_configured_ca(pki: dict[str
 
 def test_tls_without_a_client_ca_serves_https_to_any_client(pki: dict[str, Path], tmp_path: Path) -> None:
     child = _Child(
-        ["--standalone", "--no-model", "--port", "0", "--state-dir", str(tmp_path / "state"),
-         "--tls-cert-file", str(pki["server_cert"]), "--tls-key-file", str(pki["server_key"])],
-        {}, tmp_path / "trm-sre.log",
+        [
+            "--standalone",
+            "--no-model",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--tls-cert-file",
+            str(pki["server_cert"]),
+            "--tls-key-file",
+            str(pki["server_key"]),
+        ],
+        {},
+        tmp_path / "trm-sre.log",
     )
     try:
         scheme, port = child.wait_listening()

@@ -31,8 +31,8 @@ import pytest
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
-from controller.schemas.alerts import ALERT_FIRED
 from controller.edge.config import KnativeOIDC
+from controller.schemas.alerts import ALERT_FIRED
 from tests.envtest.controlplane import ControlPlane, free_port, write_kubeconfig
 from tests.hardening.support import StartServer, crashloop
 from tests.pipeline.sink import CaptureSink
@@ -45,8 +45,12 @@ AUDIENCE = "trm-sre.trm-sre.svc"
 
 def _event(pod: str, event_id: str | None = None) -> tuple[bytes, dict[str, str]]:
     """A binary-mode io.homelab.prometheus.alert.fired CloudEvent, as a Trigger delivers it."""
-    attributes = {"type": ALERT_FIRED, "source": "/apis/v1/namespaces/monitoring/alertmanager",
-                  "id": event_id or f"ev-{pod}", "datacontenttype": "application/json"}
+    attributes = {
+        "type": ALERT_FIRED,
+        "source": "/apis/v1/namespaces/monitoring/alertmanager",
+        "id": event_id or f"ev-{pod}",
+        "datacontenttype": "application/json",
+    }
     message = to_binary_event(CloudEvent(attributes=attributes, data=crashloop(pod)["alerts"][0]))
     return message.body, dict(message.headers)
 
@@ -82,8 +86,11 @@ def cluster(kubeconfig_env: ControlPlane, namespace: str) -> Cluster:
 
 
 async def _start(controller: StartServer, cluster: Cluster, sink: CaptureSink) -> Any:
-    return await controller(token=TOKEN, sink=sink.url,
-                            knative=KnativeOIDC(audience=AUDIENCE, allowed_subjects=(cluster.subject(cluster.sender),)))
+    return await controller(
+        token=TOKEN,
+        sink=sink.url,
+        knative=KnativeOIDC(audience=AUDIENCE, allowed_subjects=(cluster.subject(cluster.sender),)),
+    )
 
 
 async def _post(server: Any, token: str | None, pod: str) -> httpx.Response:
@@ -175,8 +182,13 @@ async def test_an_unreachable_apiserver_is_503_with_retry_after(
 ) -> None:
     token = cluster.token()
     # The controller's kubeconfig names an apiserver that is not there (a closed port).
-    closed = write_kubeconfig(tmp_path / "closed.kubeconfig", server=f"https://127.0.0.1:{free_port()}",
-                              ca_file=cluster.cp.ca_file, user="admin", token=cluster.cp.admin_token)
+    closed = write_kubeconfig(
+        tmp_path / "closed.kubeconfig",
+        server=f"https://127.0.0.1:{free_port()}",
+        ca_file=cluster.cp.ca_file,
+        user="admin",
+        token=cluster.cp.admin_token,
+    )
     monkeypatch.setenv("KUBECONFIG", str(closed))
     server = await _start(controller, cluster, sink)
     for attempt in range(2):  # an error is never remembered: both ask (and fail) again

@@ -40,8 +40,11 @@ TRM_THEN_RULES = RULES_POLICY.replace("  chain:\n", "  chain:\n    - trm: {minCo
 def _config(**model: Any) -> dict[str, Any]:
     """A config.json that passes the catalog checks, with `model` fields on top."""
     functions = ["none", *CATALOG.names]
-    return {"model": {"functions": functions, **model}, "catalog_hash": CATALOG.hash,
-            "catalog_functions": list(CATALOG.names)}
+    return {
+        "model": {"functions": functions, **model},
+        "catalog_hash": CATALOG.hash,
+        "catalog_functions": list(CATALOG.names),
+    }
 
 
 def _write(directory: Path, config: Any = None, weights: bytes | None = b"\x00" * 64) -> Path:
@@ -125,9 +128,19 @@ def test_the_process_starts_with_a_bad_checkpoint_and_says_why(tmp_path: Path, s
     checkpoint = _write(tmp_path / "checkpoint", {**_config(), "catalog_hash": "f" * 64})
     policy = write_policy(tmp_path / "p", TRM_THEN_RULES)
     proc = ControllerProcess(
-        ["--standalone", "--port", "0", "--state-dir", str(tmp_path / "state"), "--checkpoint", str(checkpoint),
-         "--policies", str(policy)],
-        child_env(K_SINK=sink.url, TRM_SRE_WEBHOOK_TOKEN=TOKEN), tmp_path / "trm-sre.log",
+        [
+            "--standalone",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--checkpoint",
+            str(checkpoint),
+            "--policies",
+            str(policy),
+        ],
+        child_env(K_SINK=sink.url, TRM_SRE_WEBHOOK_TOKEN=TOKEN),
+        tmp_path / "trm-sre.log",
     )
     url = proc.start()
     try:

@@ -29,8 +29,13 @@ TOKEN = "clock-token"
 
 
 def _payload(pod: str, starts: Any, ends: Any = "0001-01-01T00:00:00Z", status: str = "firing") -> dict[str, Any]:
-    alert = {"status": status, "startsAt": starts, "endsAt": ends, "annotations": {},
-             "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod}}
+    alert = {
+        "status": status,
+        "startsAt": starts,
+        "endsAt": ends,
+        "annotations": {},
+        "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod},
+    }
     return {"version": "4", "status": status, "receiver": "trm-sre", "alerts": [alert]}
 
 
@@ -66,8 +71,14 @@ async def test_skewed_times_are_accepted_and_the_incident_is_triggered_once(
 
 
 async def test_one_instant_in_any_notation_is_one_incident(server: Any, sink: CaptureSink) -> None:
-    notations = ["2026-05-01T10:00:00Z", "2026-05-01T10:00:00+00:00", "2026-05-01T12:00:00+02:00",
-                 "2026-05-01T04:30:00-05:30", "2026-05-01T10:00:00", "2026-05-01T10:00:00.000000Z"]
+    notations = [
+        "2026-05-01T10:00:00Z",
+        "2026-05-01T10:00:00+00:00",
+        "2026-05-01T12:00:00+02:00",
+        "2026-05-01T04:30:00-05:30",
+        "2026-05-01T10:00:00",
+        "2026-05-01T10:00:00.000000Z",
+    ]
     async with server.client() as http:
         answers = [await http.post("/alertmanager", json=_payload("cart-instant", n)) for n in notations]
     assert [a.json()["new_incidents"] for a in answers] == [1, 0, 0, 0, 0, 0]
@@ -99,12 +110,15 @@ async def test_a_start_time_that_is_not_a_time_is_refused_with_400(server: Any, 
     assert "startsAt" in response.json()["detail"]
 
 
-async def test_a_resolution_with_endsat_before_startsat_resolves_the_same_incident(server: Any, sink: CaptureSink) -> None:
+async def test_a_resolution_with_endsat_before_startsat_resolves_the_same_incident(
+    server: Any, sink: CaptureSink
+) -> None:
     async with server.client() as http:
         fired = await http.post("/alertmanager", json=_payload("cart-r", "2026-05-01T10:00:00Z"))
         await server.idle()  # decided and triggered first (an incident resolved before its decision is not acted on)
-        resolved = await http.post("/alertmanager", json=_payload("cart-r", "2026-05-01T10:00:00Z",
-                                                                  "2026-05-01T08:00:00Z", status="resolved"))
+        resolved = await http.post(
+            "/alertmanager", json=_payload("cart-r", "2026-05-01T10:00:00Z", "2026-05-01T08:00:00Z", status="resolved")
+        )
         await server.idle()
         (trigger,) = sink.accepted_of(LAMBDA_TRIGGER)
         decision = (await http.get(f"/decisions/{trigger.data()['correlation_id']}")).json()
@@ -117,9 +131,14 @@ async def test_a_cloudevent_without_startsat_takes_its_time_and_is_stable_across
     server: Any, sink: CaptureSink
 ) -> None:
     """The CloudEvent's own (skewed) `time` stands in for startsAt, so a redelivery is the same incident."""
-    headers = {"ce-specversion": "1.0", "ce-id": "skew-1", "ce-source": "/prometheus",
-               "ce-type": "io.homelab.prometheus.alert.fired", "ce-time": "2099-06-01T00:00:00Z",
-               "content-type": "application/json"}
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "skew-1",
+        "ce-source": "/prometheus",
+        "ce-type": "io.homelab.prometheus.alert.fired",
+        "ce-time": "2099-06-01T00:00:00Z",
+        "content-type": "application/json",
+    }
     data = {"labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": "cart-ce"}}
     async with server.client() as http:
         first = await http.post("/events", json=data, headers=headers)

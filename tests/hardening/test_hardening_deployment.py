@@ -40,8 +40,14 @@ def _deployment(cp: ControlPlane, path: str) -> dict[str, Any]:
 
 @pytest.fixture
 def restricted_namespace(control_plane: ControlPlane, namespace: str) -> str:
-    control_plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted",
-                          "pod-security.kubernetes.io/enforce-version=latest", "pod-security.kubernetes.io/warn=restricted")
+    control_plane.kubectl(
+        "label",
+        "namespace",
+        namespace,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/enforce-version=latest",
+        "pod-security.kubernetes.io/warn=restricted",
+    )
     return namespace
 
 
@@ -53,9 +59,12 @@ def _dry_run(cp: ControlPlane, obj: dict[str, Any], namespace: str) -> Any:
 
 def _pod_from(deployment: dict[str, Any]) -> dict[str, Any]:
     template = deployment["spec"]["template"]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "trm-sre-pss-probe", "labels": template["metadata"]["labels"]},
-            "spec": template["spec"]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "trm-sre-pss-probe", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
 
 
 @pytest.mark.parametrize("path", OVERLAYS)
@@ -109,10 +118,14 @@ def test_the_networkpolicy_overlay_passes_a_server_side_dry_run(control_plane: C
     res = control_plane.kubectl("apply", "--dry-run=server", "-k", str(DEPLOY / "overlays" / "networkpolicy"))
     lines = res.stdout.splitlines()
     assert all(line.endswith("(server dry run)") for line in lines), res.stdout
-    assert "networkpolicy.networking.k8s.io/trm-sre created (server dry run)" in lines or \
-        "networkpolicy.networking.k8s.io/trm-sre configured (server dry run)" in lines, res.stdout
+    assert (
+        "networkpolicy.networking.k8s.io/trm-sre created (server dry run)" in lines
+        or "networkpolicy.networking.k8s.io/trm-sre configured (server dry run)" in lines
+    ), res.stdout
     base = {(d["kind"], d["metadata"]["name"]) for d in rendered(control_plane, DEPLOY / "base")}
-    overlay = {(d["kind"], d["metadata"]["name"]) for d in rendered(control_plane, DEPLOY / "overlays" / "networkpolicy")}
+    overlay = {
+        (d["kind"], d["metadata"]["name"]) for d in rendered(control_plane, DEPLOY / "overlays" / "networkpolicy")
+    }
     assert overlay == base | {("NetworkPolicy", "trm-sre")}
     assert len(lines) == len(overlay)
 
@@ -122,8 +135,11 @@ def _ports(rule: dict[str, Any]) -> set[tuple[str, int]]:
 
 
 def _namespaces(rule: dict[str, Any], key: str) -> set[str]:
-    return {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-            for peer in rule[key] if "namespaceSelector" in peer}
+    return {
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for peer in rule[key]
+        if "namespaceSelector" in peer
+    }
 
 
 def test_the_networkpolicy_admits_only_alertmanager_the_broker_and_probes(control_plane: ControlPlane) -> None:

@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from controller.decision import StageClients, decide
-from controller.engine.llm_http import HttpChatTransport
 from controller.decision.function_calling import read_reply
 from controller.decision.parsing import ParsedCall, ParseError
+from controller.engine.llm_http import HttpChatTransport
 from controller.schemas.decision import StageOutcome
 from runbooks import default_catalog
 from tests.support.loopback import serving
@@ -66,14 +66,19 @@ async def server() -> AsyncIterator[Server]:
         yield state
 
 
-RULES = {"rules": [{"function": "pod-restart",
-                    "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"}}]}
+RULES = {
+    "rules": [
+        {"function": "pod-restart", "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"}}
+    ]
+}
 
 
 async def _decide(server: Server, api: str = "ollama", timeout_ms: int = 800) -> Any:
     stage = {"functionCalling": {"endpoint": server.url, "api": api, "model": "m", "timeoutMs": timeout_ms}}
     async with httpx.AsyncClient(trust_env=False) as http:
-        return await decide(event(), policy(stage, RULES, scope=("shop",)), CATALOG, StageClients(chat=HttpChatTransport(http)))
+        return await decide(
+            event(), policy(stage, RULES, scope=("shop",)), CATALOG, StageClients(chat=HttpChatTransport(http))
+        )
 
 
 def _assert_handed_over(decision: Any, *outcomes: StageOutcome) -> None:
@@ -115,9 +120,17 @@ async def test_a_compressed_body_that_inflates_past_the_limit_is_refused(server:
 async def test_a_redirect_is_not_followed(server: Server, status: int) -> None:
     async def redirect(request: web.Request) -> web.StreamResponse:
         if request.path.startswith("/elsewhere"):
-            return web.json_response({"message": {"role": "assistant", "content": "",
-                                                  "tool_calls": [{"function": {"name": "pod-restart",
-                                                                               "arguments": {"name": "x", "namespace": "shop"}}}]}})
+            return web.json_response(
+                {
+                    "message": {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {"function": {"name": "pod-restart", "arguments": {"name": "x", "namespace": "shop"}}}
+                        ],
+                    }
+                }
+            )
         return web.Response(status=status, headers={"Location": f"{server.url}/elsewhere"})
 
     server.handler = redirect
@@ -129,7 +142,9 @@ async def test_a_redirect_is_not_followed(server: Server, status: int) -> None:
 
 async def test_a_connection_closed_mid_body_is_an_error(server: Server) -> None:
     async def cut(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json", "Content-Length": "5000"})
+        response = web.StreamResponse(
+            status=200, headers={"Content-Type": "application/json", "Content-Length": "5000"}
+        )
         await response.prepare(request)
         await response.write(b'{"message": {"content": "pod-')
         assert request.transport is not None
@@ -150,28 +165,51 @@ async def test_html_instead_of_json_is_invalid(server: Server) -> None:
 
 # ----------------------------------------------------------------------------- any reply envelope
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
-values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
-                      max_leaves=15)
+scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+)
+values = st.recursive(
+    scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3), max_leaves=15
+)
 functions = st.one_of(
     values,
-    st.fixed_dictionaries({}, optional={"name": st.sampled_from(["pod-restart", "no_automated_remediation", ""]) | values,
-                                        "arguments": values | values.map(json.dumps) | st.text(max_size=30)}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "name": st.sampled_from(["pod-restart", "no_automated_remediation", ""]) | values,
+            "arguments": values | values.map(json.dumps) | st.text(max_size=30),
+        },
+    ),
 )
-tool_calls = st.one_of(values, st.lists(st.one_of(values, st.fixed_dictionaries({}, optional={"function": functions})),
-                                        max_size=2))
-messages = st.one_of(values, st.fixed_dictionaries({}, optional={"role": values, "content": values | st.text(max_size=60),
-                                                                 "tool_calls": tool_calls}))
+tool_calls = st.one_of(
+    values, st.lists(st.one_of(values, st.fixed_dictionaries({}, optional={"function": functions})), max_size=2)
+)
+messages = st.one_of(
+    values,
+    st.fixed_dictionaries(
+        {}, optional={"role": values, "content": values | st.text(max_size=60), "tool_calls": tool_calls}
+    ),
+)
 replies = st.one_of(
     values,
     st.fixed_dictionaries({}, optional={"message": messages}),
-    st.fixed_dictionaries({}, optional={"choices": st.one_of(values, st.lists(st.one_of(
-        values, st.fixed_dictionaries({}, optional={"message": messages})), max_size=2))}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "choices": st.one_of(
+                values,
+                st.lists(st.one_of(values, st.fixed_dictionaries({}, optional={"message": messages})), max_size=2),
+            )
+        },
+    ),
 )
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
-@given(st.sampled_from(["ollama", "openai"]), st.one_of(replies.map(lambda r: json.dumps(r).encode()), st.binary(max_size=80)))
+@given(
+    st.sampled_from(["ollama", "openai"]),
+    st.one_of(replies.map(lambda r: json.dumps(r).encode()), st.binary(max_size=80)),
+)
 def test_any_reply_is_a_call_an_abstention_or_a_parse_error(api: str, raw: bytes) -> None:
     try:
         parsed = read_reply(api, raw)  # type: ignore[arg-type]

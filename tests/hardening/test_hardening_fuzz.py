@@ -48,13 +48,23 @@ def _deliberate_unavailable(path: str, response: requests.Response) -> bool:
     return path == "/readyz" or int(response.headers.get("retry-after", "0")) > 0
 
 
-def test_a_thousand_generated_requests_yield_no_server_error(fuzz_target: tuple[str, threading.Thread, dict[str, Any]]) -> None:
+def test_a_thousand_generated_requests_yield_no_server_error(
+    fuzz_target: tuple[str, threading.Thread, dict[str, Any]],
+) -> None:
     url, thread, holder = fuzz_target
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     paths = {op.path for op in operations}
-    assert {"/alertmanager", "/events", "/reason", "/approvals/{approval_id}", "/decisions/{decision_id}",
-            "/healthz", "/readyz", "/metrics"} <= paths
+    assert {
+        "/alertmanager",
+        "/events",
+        "/reason",
+        "/approvals/{approval_id}",
+        "/decisions/{decision_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    } <= paths
 
     sent: collections.Counter[str] = collections.Counter()
     statuses: collections.Counter[int] = collections.Counter()
@@ -66,15 +76,21 @@ def test_a_thousand_generated_requests_yield_no_server_error(fuzz_target: tuple[
         path = operation.path
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None,
-                  derandomize=True)
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+            derandomize=True,
+        )
         def call(case: schemathesis.Case) -> None:
             response = case.call(base_url=url, session=session, headers=auth, timeout=30)
             sent[path] += 1
             statuses[response.status_code] += 1
             if response.status_code >= 500 and not _deliberate_unavailable(path, response):
-                server_errors.append(f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                                     f"{response.text[:200]}")
+                server_errors.append(
+                    f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:200]}"
+                )
 
         try:
             call()
@@ -96,7 +112,10 @@ def test_a_thousand_generated_requests_yield_no_server_error(fuzz_target: tuple[
     ready = httpx.get(f"{url}/readyz", timeout=10)
     assert ready.status_code == 200, ready.text
     exposition = httpx.get(f"{url}/metrics", timeout=10).text
-    served = sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
-                 if line.startswith("agent_sre_http_requests_total{"))
+    served = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("agent_sre_http_requests_total{")
+    )
     assert served >= total  # every generated request really reached the server
     assert 'code="500"' not in exposition

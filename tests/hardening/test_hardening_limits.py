@@ -32,8 +32,8 @@ import pytest
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
-from controller.schemas.decision import LAMBDA_TRIGGER
 from controller.edge.config import Limits
+from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.hardening.support import (
     REPO,
     RULES_POLICY,
@@ -56,7 +56,7 @@ def _padded(payload: dict[str, Any], size: int) -> bytes:
 
 async def _chunks(body: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     for start in range(0, len(body), size):
-        yield body[start:start + size]
+        yield body[start : start + size]
 
 
 @pytest.fixture
@@ -69,12 +69,17 @@ async def server(controller: StartServer) -> Any:
 
 async def test_the_default_body_limit_is_4_mib_exactly(server: Any) -> None:
     async with server.client() as http:
-        at_limit = await http.post("/alertmanager", content=_padded(crashloop(), 4 * MIB),
-                                   headers={"content-type": "application/json"})
-        over = await http.post("/alertmanager", content=_padded(crashloop(), 4 * MIB + 1),
-                               headers={"content-type": "application/json"})
-        over_chunked = await http.post("/alertmanager", content=_chunks(_padded(crashloop(), 4 * MIB + 1)),
-                                       headers={"content-type": "application/json"})
+        at_limit = await http.post(
+            "/alertmanager", content=_padded(crashloop(), 4 * MIB), headers={"content-type": "application/json"}
+        )
+        over = await http.post(
+            "/alertmanager", content=_padded(crashloop(), 4 * MIB + 1), headers={"content-type": "application/json"}
+        )
+        over_chunked = await http.post(
+            "/alertmanager",
+            content=_chunks(_padded(crashloop(), 4 * MIB + 1)),
+            headers={"content-type": "application/json"},
+        )
     assert at_limit.status_code == 200, at_limit.text
     assert over.status_code == 413
     assert over.json()["detail"] == f"body of {4 * MIB + 1} bytes is over the limit of {4 * MIB} bytes"
@@ -87,11 +92,13 @@ async def test_a_lying_content_length_does_not_get_past_the_limit(controller: St
     body = _padded(crashloop(), 64 * 1024)
     reader, writer = await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
     try:
-        head = (f"POST /alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        head = (
+            f"POST /alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         writer.write(head.encode())
         for start in range(0, len(body), 1024):
-            piece = body[start:start + 1024]
+            piece = body[start : start + 1024]
             writer.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
@@ -105,9 +112,17 @@ async def test_a_lying_content_length_does_not_get_past_the_limit(controller: St
 async def test_every_post_route_enforces_the_configured_body_limit(controller: StartServer, path: str) -> None:
     server = await controller(token=TOKEN, limits=Limits(max_body_bytes=2048))
     async with server.client() as http:
-        response = await http.post(path, content=b"{" + b" " * 4096 + b"}",
-                                   headers={"content-type": "application/json", "ce-specversion": "1.0",
-                                            "ce-id": "x", "ce-source": "/x", "ce-type": "io.homelab.prometheus.alert.fired"})
+        response = await http.post(
+            path,
+            content=b"{" + b" " * 4096 + b"}",
+            headers={
+                "content-type": "application/json",
+                "ce-specversion": "1.0",
+                "ce-id": "x",
+                "ce-source": "/x",
+                "ce-type": "io.homelab.prometheus.alert.fired",
+            },
+        )
     assert response.status_code == 413
     assert "limit of 2048 bytes" in response.json()["detail"]
 
@@ -118,9 +133,25 @@ def test_the_body_limit_is_configurable_on_the_command_line(tmp_path: Path) -> N
     log = tmp_path / "log"
     with open(log, "wb") as out:
         child = subprocess.Popen(
-            [sys.executable, "-m", "controller", "run", "--standalone", "--no-model", "--port", "0",
-             "--state-dir", str(tmp_path / "state"), "--max-body-bytes", "2048"],
-            cwd=REPO, env=environ, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "controller",
+                "run",
+                "--standalone",
+                "--no-model",
+                "--port",
+                "0",
+                "--state-dir",
+                str(tmp_path / "state"),
+                "--max-body-bytes",
+                "2048",
+            ],
+            cwd=REPO,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -141,13 +172,18 @@ def test_the_body_limit_is_configurable_on_the_command_line(tmp_path: Path) -> N
 
 # ----------------------------------------------------------------------------- structure limits
 
-SMALL = Limits(max_alerts=5, max_labels=8, max_name_length=32, max_label_value_length=64, max_annotation_value_length=128)
+SMALL = Limits(
+    max_alerts=5, max_labels=8, max_name_length=32, max_label_value_length=64, max_annotation_value_length=128
+)
 
 
 def _alert(i: int = 0, **labels: str) -> dict[str, Any]:
-    return {"status": "firing", "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop",
-                                           "pod": f"cart-{i}", **labels},
-            "annotations": {}, "startsAt": "2026-05-01T10:00:00Z"}
+    return {
+        "status": "firing",
+        "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": f"cart-{i}", **labels},
+        "annotations": {},
+        "startsAt": "2026-05-01T10:00:00Z",
+    }
 
 
 def _payload(*alerts: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -172,12 +208,18 @@ OVER_LIMIT = [
     pytest.param(_payload(_alert(**_labels(6))), "max_labels", id="labels"),
     pytest.param(_payload(_alert(**{"n" * 33: "x"})), "max_name_length", id="label-name"),
     pytest.param(_payload(_alert(extra="v" * 65)), "max_label_value_length", id="label-value"),
-    pytest.param(_payload({**_alert(), "annotations": {"description": "d" * 129}}), "max_annotation_value_length",
-                 id="annotation-value"),
+    pytest.param(
+        _payload({**_alert(), "annotations": {"description": "d" * 129}}),
+        "max_annotation_value_length",
+        id="annotation-value",
+    ),
     pytest.param(_payload({**_alert(), "annotations": {"a" * 33: "x"}}), "max_name_length", id="annotation-name"),
     pytest.param(_payload({**_alert(), "annotations": _labels(9)}), "max_labels", id="annotations"),
-    pytest.param(_payload(_alert(), commonAnnotations={"description": "d" * 129}), "max_annotation_value_length",
-                 id="common-annotation"),
+    pytest.param(
+        _payload(_alert(), commonAnnotations={"description": "d" * 129}),
+        "max_annotation_value_length",
+        id="common-annotation",
+    ),
     pytest.param(_payload(_alert(), _alert(1, extra="v" * 65)), "max_label_value_length", id="second-alert"),
 ]
 
@@ -204,13 +246,16 @@ async def test_a_payload_over_a_limit_is_400_naming_it_and_nothing_is_stored(
 
 async def test_the_default_structure_limits(server: Any) -> None:
     """1,000 alerts, 64 labels, 256-character names, 2,048-character label values, 16 KiB annotations."""
+
     def many(n: int) -> dict[str, Any]:
         return _payload(*(_alert(i) for i in range(n)))
 
     async with server.client() as http:
         cases = [
-            (many(1000), 200, None), (many(1001), 400, "max_alerts"),
-            (_payload(_alert(**_labels(61))), 200, None), (_payload(_alert(**_labels(62))), 400, "max_labels"),
+            (many(1000), 200, None),
+            (many(1001), 400, "max_alerts"),
+            (_payload(_alert(**_labels(61))), 200, None),
+            (_payload(_alert(**_labels(62))), 400, "max_labels"),
             (_payload(_alert(**{"n" * 256: "x"})), 200, None),
             (_payload(_alert(**{"n" * 257: "x"})), 400, "max_name_length"),
             (_payload(_alert(extra="v" * 2048)), 200, None),
@@ -225,15 +270,27 @@ async def test_the_default_structure_limits(server: Any) -> None:
                 assert f"({limit})" in response.json()["detail"]
 
 
-@pytest.mark.parametrize(("alert", "limit"), [
-    (_alert(**_labels(6)), "max_labels"),
-    (_alert(extra="v" * 65), "max_label_value_length"),
-    ({**_alert(), "annotations": {"description": "d" * 129}}, "max_annotation_value_length"),
-])
-async def test_alert_cloudevents_obey_the_same_limits(controller: StartServer, alert: dict[str, Any], limit: str) -> None:
+@pytest.mark.parametrize(
+    ("alert", "limit"),
+    [
+        (_alert(**_labels(6)), "max_labels"),
+        (_alert(extra="v" * 65), "max_label_value_length"),
+        ({**_alert(), "annotations": {"description": "d" * 129}}, "max_annotation_value_length"),
+    ],
+)
+async def test_alert_cloudevents_obey_the_same_limits(
+    controller: StartServer, alert: dict[str, Any], limit: str
+) -> None:
     server = await controller(token=TOKEN, limits=SMALL)
-    event = CloudEvent(attributes={"type": "io.homelab.prometheus.alert.fired", "source": "/prometheus", "id": "e-1",
-                                   "datacontenttype": "application/json"}, data=alert)
+    event = CloudEvent(
+        attributes={
+            "type": "io.homelab.prometheus.alert.fired",
+            "source": "/prometheus",
+            "id": "e-1",
+            "datacontenttype": "application/json",
+        },
+        data=alert,
+    )
     message = to_binary_event(event)
     async with server.client() as http:
         response = await http.post("/events", content=message.body, headers=dict(message.headers))
@@ -245,7 +302,7 @@ async def test_alert_cloudevents_obey_the_same_limits(controller: StartServer, a
 
 SLOW_POLICY = RULES_POLICY.replace(
     "  chain:\n",
-    "  chain:\n    - functionCalling: {endpoint: \"LLM_URL\", api: ollama, model: slow, timeoutMs: 10000}\n",
+    '  chain:\n    - functionCalling: {endpoint: "LLM_URL", api: ollama, model: slow, timeoutMs: 10000}\n',
 )
 
 
@@ -256,18 +313,23 @@ async def test_requests_beyond_the_in_flight_bound_get_503_with_retry_after_neve
     reader, writer = await asyncio.open_connection("127.0.0.1", int(server.url.rsplit(":", 1)[1]))
     try:
         # A sender that has sent its headers and half its body holds its slot until the rest arrives.
-        writer.write((f"POST /alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
-                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-                     + body[: len(body) // 2])
+        writer.write(
+            (
+                f"POST /alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body[: len(body) // 2]
+        )
         await writer.drain()
         async with server.client() as http:
             for i in range(600):  # until the slow sender has its slot (probes before that are simply accepted)
                 if (await http.post("/alertmanager", json=_payload(_alert(i)))).status_code == 503:
                     break
-            answers = await asyncio.gather(*(http.post("/alertmanager", json=_payload(_alert(1000 + i)))
-                                             for i in range(10)))
+            answers = await asyncio.gather(
+                *(http.post("/alertmanager", json=_payload(_alert(1000 + i))) for i in range(10))
+            )
             reasoned = await http.post("/reason", json={"task_type": "remediation", "context": {"alert": _alert()}})
-        writer.write(body[len(body) // 2:])
+        writer.write(body[len(body) // 2 :])
         await writer.drain()
         held = await asyncio.wait_for(reader.readline(), 30)
     finally:
@@ -329,22 +391,50 @@ _SURROGATE = '"x\\ud800"'  # valid JSON; json.loads makes a lone surrogate of it
 _CE_BINARY = {"ce-specversion": "1.0", "ce-id": "u-1", "ce-source": "/s", "content-type": "application/json"}
 _CE_STRUCTURED = {"content-type": "application/cloudevents+json"}
 NOT_UNICODE = [
-    ("/alertmanager", {"content-type": "application/json"},
-     '{"alerts": [{"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "labels": {"alertname": "A", "pod": S}}]}'),
-    ("/alertmanager", {"content-type": "application/json"},
-     '{"receiver": S, "alerts": [{"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "labels": {"alertname": "A"}}]}'),
-    ("/events", {**_CE_BINARY, "ce-type": "io.homelab.prometheus.alert.fired"},
-     '{"labels": {"alertname": "A", "pod": S}, "startsAt": "2026-05-01T10:00:00Z"}'),
+    (
+        "/alertmanager",
+        {"content-type": "application/json"},
+        '{"alerts": [{"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "labels": {"alertname": "A", "pod": S}}]}',
+    ),
+    (
+        "/alertmanager",
+        {"content-type": "application/json"},
+        '{"receiver": S, "alerts": [{"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "labels": {"alertname": "A"}}]}',
+    ),
+    (
+        "/events",
+        {**_CE_BINARY, "ce-type": "io.homelab.prometheus.alert.fired"},
+        '{"labels": {"alertname": "A", "pod": S}, "startsAt": "2026-05-01T10:00:00Z"}',
+    ),
     ("/events", {**_CE_BINARY, "ce-type": "io.knative.lambda.response.success"}, '{"correlationId": S}'),
-    ("/events", _CE_STRUCTURED,
-     '{"specversion": "1.0", "id": S, "source": "/s", "type": "io.knative.lambda.response.error", "data": {"correlationId": "c"}}'),
-    ("/events", _CE_STRUCTURED,
-     '{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.knative.lambda.response.success", "data": {"correlationId": S}}'),
-    ("/events", _CE_STRUCTURED,
-     ('{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.homelab.reasoning.requested", '
-      '"data": {"task_type": "remediation", "context": {"labels": {"alertname": S}}}}')),
-    ("/reason", {"content-type": "application/json"}, '{"task_type": "remediation", "context": {"labels": {"alertname": S}}}'),
-    ("/reason", {"content-type": "application/json"}, '{"task_type": "remediation", "conversation_id": S, "context": {}}'),
+    (
+        "/events",
+        _CE_STRUCTURED,
+        '{"specversion": "1.0", "id": S, "source": "/s", "type": "io.knative.lambda.response.error", "data": {"correlationId": "c"}}',
+    ),
+    (
+        "/events",
+        _CE_STRUCTURED,
+        '{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.knative.lambda.response.success", "data": {"correlationId": S}}',
+    ),
+    (
+        "/events",
+        _CE_STRUCTURED,
+        (
+            '{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.homelab.reasoning.requested", '
+            '"data": {"task_type": "remediation", "context": {"labels": {"alertname": S}}}}'
+        ),
+    ),
+    (
+        "/reason",
+        {"content-type": "application/json"},
+        '{"task_type": "remediation", "context": {"labels": {"alertname": S}}}',
+    ),
+    (
+        "/reason",
+        {"content-type": "application/json"},
+        '{"task_type": "remediation", "conversation_id": S, "context": {}}',
+    ),
     ("/approvals/abc", {"content-type": "application/json"}, '{"decision": "approve", "actor": S}'),
 ]
 
@@ -363,21 +453,38 @@ async def test_text_that_is_not_unicode_is_refused_on_every_route_never_a_500(
 
 # ----------------------------------------------------------------------------- nesting
 
+
 def _nested(depth: int) -> str:
     return '{"a": ' * depth + "1" + "}" * depth
 
 
 NESTED_BODIES = [
     ("/alertmanager", {"content-type": "application/json"}, "N"),
-    ("/alertmanager", {"content-type": "application/json"},
-     '{"alerts": [{"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "labels": N}]}'),
+    (
+        "/alertmanager",
+        {"content-type": "application/json"},
+        '{"alerts": [{"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "labels": N}]}',
+    ),
     ("/alertmanager", {"content-type": "application/json"}, '{"extra": N, "alerts": []}'),
-    ("/events", {**_CE_BINARY, "ce-type": "io.homelab.prometheus.alert.fired"}, '{"labels": {"alertname": "A"}, "x": N}'),
+    (
+        "/events",
+        {**_CE_BINARY, "ce-type": "io.homelab.prometheus.alert.fired"},
+        '{"labels": {"alertname": "A"}, "x": N}',
+    ),
     ("/events", {**_CE_BINARY, "ce-type": "io.knative.lambda.response.success"}, '{"correlationId": "c", "result": N}'),
-    ("/events", _CE_STRUCTURED, ('{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.homelab.reasoning.requested", '
-                                 '"data": {"task_type": "remediation", "context": {"deep": N, "labels": {"alertname": "A"}}}}')),
-    ("/reason", {"content-type": "application/json"},
-     '{"task_type": "remediation", "context": {"deep": N, "labels": {"alertname": "A"}}}'),
+    (
+        "/events",
+        _CE_STRUCTURED,
+        (
+            '{"specversion": "1.0", "id": "x", "source": "/s", "type": "io.homelab.reasoning.requested", '
+            '"data": {"task_type": "remediation", "context": {"deep": N, "labels": {"alertname": "A"}}}}'
+        ),
+    ),
+    (
+        "/reason",
+        {"content-type": "application/json"},
+        '{"task_type": "remediation", "context": {"deep": N, "labels": {"alertname": "A"}}}',
+    ),
     ("/reason", {"content-type": "application/json"}, '{"task_type": "remediation", "context": {"alert": N}}'),
     ("/approvals/abc", {"content-type": "application/json"}, '{"decision": "approve", "actor": "a", "x": N}'),
 ]

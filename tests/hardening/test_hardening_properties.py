@@ -27,15 +27,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller.edge.limits import LimitExceeded, check_alert_limits, check_payload_size
-from controller.edge.cloudevents_in import (
-    ACCEPTED_TYPES,
-    CloudEventRejected,
-    InboundAlert,
-    InboundLambdaResponse,
-    InboundReasoning,
-    parse_inbound,
-)
 from controller.decision import StageClients, decide
 from controller.decision.parsing import (
     MAX_DEPTH,
@@ -45,6 +36,16 @@ from controller.decision.parsing import (
     parse_call,
 )
 from controller.decision.validation import validate_proposal
+from controller.edge.cloudevents_in import (
+    ACCEPTED_TYPES,
+    CloudEventRejected,
+    InboundAlert,
+    InboundLambdaResponse,
+    InboundReasoning,
+    parse_inbound,
+)
+from controller.edge.config import Limits
+from controller.edge.limits import LimitExceeded, check_alert_limits, check_payload_size
 from controller.schemas.alerts import (
     ALERT_FIRED,
     ALERT_RESOLVED,
@@ -54,7 +55,6 @@ from controller.schemas.alerts import (
 )
 from controller.schemas.decision import StageOutcome
 from controller.schemas.policy import Policy, PolicySpec
-from controller.edge.config import Limits
 from runbooks import InvalidCall, default_catalog
 from tests.unit.decision.helpers import assert_call_or_parse_error
 
@@ -85,10 +85,20 @@ def _offsets() -> st.SearchStrategy[timezone]:
 timestamps = st.one_of(
     st.datetimes(timezones=_offsets()).map(lambda d: d.isoformat()),
     st.datetimes().map(lambda d: d.isoformat()),
-    st.sampled_from([
-        "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00", "9999-12-31T23:59:59Z",
-        "2026-05-01T10:00:00Z", "2026-05-01T10:00:00.123456789Z", "2026-02-30T00:00:00Z", "", "now", "1e3",
-    ]),
+    st.sampled_from(
+        [
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00+05:00",
+            "9999-12-31T23:59:59-05:00",
+            "9999-12-31T23:59:59Z",
+            "2026-05-01T10:00:00Z",
+            "2026-05-01T10:00:00.123456789Z",
+            "2026-02-30T00:00:00Z",
+            "",
+            "now",
+            "1e3",
+        ]
+    ),
     st.integers(min_value=-(2**63), max_value=2**63),
     st.floats(allow_nan=True, allow_infinity=True),
     json_values,
@@ -121,8 +131,9 @@ payloads = st.fixed_dictionaries(
     },
 )
 
-SMALL_LIMITS = Limits(max_alerts=3, max_labels=4, max_name_length=8, max_label_value_length=12,
-                      max_annotation_value_length=16)
+SMALL_LIMITS = Limits(
+    max_alerts=3, max_labels=4, max_name_length=8, max_label_value_length=12, max_annotation_value_length=16
+)
 
 
 def _wire(doc: Any) -> Any:
@@ -180,14 +191,21 @@ def test_near_valid_payloads_validate_into_storable_events_or_are_rejected(doc: 
 
 
 @PROPERTY
-@given(st.lists(st.dictionaries(st.text(string.ascii_lowercase, min_size=1, max_size=6),
-                                st.text(max_size=10), max_size=5), min_size=1, max_size=3),
-       st.datetimes(timezones=_offsets(), min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)))
+@given(
+    st.lists(
+        st.dictionaries(st.text(string.ascii_lowercase, min_size=1, max_size=6), st.text(max_size=10), max_size=5),
+        min_size=1,
+        max_size=3,
+    ),
+    st.datetimes(timezones=_offsets(), min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+)
 def test_valid_alerts_always_parse_and_their_incident_key_ignores_the_offset(
     label_sets: list[dict[str, str]], starts: datetime
 ) -> None:
-    doc = {"version": "4", "alerts": [{"status": "firing", "labels": labels, "startsAt": starts.isoformat()}
-                                      for labels in label_sets]}
+    doc = {
+        "version": "4",
+        "alerts": [{"status": "firing", "labels": labels, "startsAt": starts.isoformat()} for labels in label_sets],
+    }
     assert _alertmanager_outcome(doc, Limits()) == "ok"
     in_utc = {**doc, "alerts": [{**a, "startsAt": starts.astimezone(UTC).isoformat()} for a in doc["alerts"]]}
     keys = [e.incident_key for e in split_payload(AlertmanagerPayload.model_validate(doc))]
@@ -224,14 +242,32 @@ def test_text_that_is_not_unicode_is_rejected_not_a_crash(where: str) -> None:
 
 ce_types = st.sampled_from(ACCEPTED_TYPES) | any_text
 ce_header_names = st.sampled_from(
-    ["ce-specversion", "ce-id", "ce-source", "ce-type", "ce-time", "ce-subject", "ce-correlationid",
-     "ce-datacontenttype", "ce-dataschema", "content-type", "ce-Extra"]
+    [
+        "ce-specversion",
+        "ce-id",
+        "ce-source",
+        "ce-type",
+        "ce-time",
+        "ce-subject",
+        "ce-correlationid",
+        "ce-datacontenttype",
+        "ce-dataschema",
+        "content-type",
+        "ce-Extra",
+    ]
 )
 header_values = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)
-content_types = st.sampled_from([
-    "application/json", "application/cloudevents+json", "application/cloudevents-batch+json",
-    "text/plain", "application/octet-stream", "", "application/json; charset=utf-8",
-])
+content_types = st.sampled_from(
+    [
+        "application/json",
+        "application/cloudevents+json",
+        "application/cloudevents-batch+json",
+        "text/plain",
+        "application/octet-stream",
+        "",
+        "application/json; charset=utf-8",
+    ]
+)
 
 
 @st.composite
@@ -244,35 +280,44 @@ def binary_requests(draw: st.DrawFn) -> tuple[dict[str, str], bytes]:
         "content-type": draw(content_types),
     }
     if draw(st.booleans()):
-        headers["ce-time"] = draw(st.sampled_from(["2026-05-01T10:00:00Z", "yesterday", "0001-01-01T00:00:00+05:00"])
-                                  | header_values)
+        headers["ce-time"] = draw(
+            st.sampled_from(["2026-05-01T10:00:00Z", "yesterday", "0001-01-01T00:00:00+05:00"]) | header_values
+        )
     headers.update(draw(st.dictionaries(ce_header_names, header_values, max_size=3)))
-    data = draw(st.one_of(
-        json_values.map(lambda v: json.dumps(v).encode()),
-        alert_objects.map(lambda v: json.dumps(v).encode()),
-        st.binary(max_size=64),
-    ))
+    data = draw(
+        st.one_of(
+            json_values.map(lambda v: json.dumps(v).encode()),
+            alert_objects.map(lambda v: json.dumps(v).encode()),
+            st.binary(max_size=64),
+        )
+    )
     return headers, data
 
 
 @st.composite
 def structured_requests(draw: st.DrawFn) -> tuple[dict[str, str], bytes]:
-    doc = draw(st.fixed_dictionaries(
-        {},
-        optional={
-            "specversion": st.sampled_from(["1.0", "0.3"]) | json_values,
-            "id": any_text | json_values,
-            "source": any_text | json_values,
-            "type": ce_types | json_values,
-            "time": timestamps,
-            "datacontenttype": content_types | json_values,
-            "correlationid": any_text | json_values,
-            "data": alert_objects | json_values,
-            "data_base64": any_text,
-        },
-    ))
+    doc = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "specversion": st.sampled_from(["1.0", "0.3"]) | json_values,
+                "id": any_text | json_values,
+                "source": any_text | json_values,
+                "type": ce_types | json_values,
+                "time": timestamps,
+                "datacontenttype": content_types | json_values,
+                "correlationid": any_text | json_values,
+                "data": alert_objects | json_values,
+                "data_base64": any_text,
+            },
+        )
+    )
     body = draw(st.one_of(st.just(json.dumps(doc).encode()), st.binary(max_size=64)))
-    return {"content-type": draw(st.sampled_from(["application/cloudevents+json", "application/cloudevents+json; charset=utf-8"]))}, body
+    return {
+        "content-type": draw(
+            st.sampled_from(["application/cloudevents+json", "application/cloudevents+json; charset=utf-8"])
+        )
+    }, body
 
 
 def _inbound_outcome(headers: dict[str, str], body: bytes) -> str:
@@ -303,13 +348,17 @@ def test_any_binary_mode_request_is_a_typed_event_or_a_clean_rejection(request: 
 
 @PROPERTY
 @given(structured_requests())
-def test_any_structured_mode_request_is_a_typed_event_or_a_clean_rejection(request: tuple[dict[str, str], bytes]) -> None:
+def test_any_structured_mode_request_is_a_typed_event_or_a_clean_rejection(
+    request: tuple[dict[str, str], bytes],
+) -> None:
     _inbound_outcome(*request)
 
 
 @PROPERTY
 @given(alert_objects, st.sampled_from([ALERT_FIRED, ALERT_RESOLVED]), st.sampled_from(["binary", "structured"]))
-def test_alert_events_with_any_alert_data_are_ingestible_or_rejected(data: dict[str, Any], ce_type: str, mode: str) -> None:
+def test_alert_events_with_any_alert_data_are_ingestible_or_rejected(
+    data: dict[str, Any], ce_type: str, mode: str
+) -> None:
     attributes = {"specversion": "1.0", "id": "e-1", "source": "/prometheus", "type": ce_type}
     if mode == "binary":
         headers = {f"ce-{k}": v for k, v in attributes.items()} | {"content-type": "application/json"}
@@ -328,7 +377,9 @@ PARAMETER_KEYS = ["parameters", "arguments", "args", "params"]
 catalog_or_hostile = st.sampled_from(list(CATALOG.names)) | st.text(max_size=30)
 parameter_values = st.text(max_size=40) | st.integers(-5, 10**6) | st.booleans() | st.none() | json_values
 parameter_maps = st.dictionaries(
-    st.sampled_from(["name", "namespace", "type", "replicas", "selector"]) | st.text(max_size=8), parameter_values, max_size=4
+    st.sampled_from(["name", "namespace", "type", "replicas", "selector"]) | st.text(max_size=8),
+    parameter_values,
+    max_size=4,
 )
 
 
@@ -349,8 +400,14 @@ def test_any_decoded_tool_call_is_a_call_or_a_parse_error(value: Any) -> None:
 
 
 @PROPERTY
-@given(st.sampled_from(FUNCTION_KEYS), st.sampled_from(PARAMETER_KEYS), catalog_or_hostile, parameter_maps,
-       st.booleans(), st.sampled_from(["plain", "fenced", "prose"]))
+@given(
+    st.sampled_from(FUNCTION_KEYS),
+    st.sampled_from(PARAMETER_KEYS),
+    catalog_or_hostile,
+    parameter_maps,
+    st.booleans(),
+    st.sampled_from(["plain", "fenced", "prose"]),
+)
 def test_a_call_round_trips_through_any_accepted_shape(
     function_key: str, parameter_key: str, function: str, parameters: dict[str, Any], as_string: bool, wrapping: str
 ) -> None:
@@ -389,19 +446,26 @@ def test_the_validator_accepts_only_catalog_clean_in_scope_calls_and_never_raise
 
 
 @PROPERTY
-@given(st.one_of(unicode_text, json_values.map(json.dumps), parameter_maps.map(json.dumps)),
-       st.one_of(unicode_text, catalog_or_hostile),
-       st.dictionaries(st.sampled_from(["pod", "namespace", "deployment", "name", "alertname"]), st.text(max_size=20),
-                       max_size=4))
+@given(
+    st.one_of(unicode_text, json_values.map(json.dumps), parameter_maps.map(json.dumps)),
+    st.one_of(unicode_text, catalog_or_hostile),
+    st.dictionaries(
+        st.sampled_from(["pod", "namespace", "deployment", "name", "alertname"]), st.text(max_size=20), max_size=4
+    ),
+)
 async def test_any_static_annotation_is_escalated_or_becomes_a_clean_in_scope_call(
     parameters_text: str, function: str, labels: dict[str, str]
 ) -> None:
     from controller.schemas.alerts import Alert
 
-    alert = Alert.model_validate({
-        "status": "firing", "startsAt": "2026-05-01T10:00:00Z", "labels": {"alertname": "Prop", **labels},
-        "annotations": {"lambda_function": function, "lambda_parameters": parameters_text},
-    })
+    alert = Alert.model_validate(
+        {
+            "status": "firing",
+            "startsAt": "2026-05-01T10:00:00Z",
+            "labels": {"alertname": "Prop", **labels},
+            "annotations": {"lambda_function": function, "lambda_parameters": parameters_text},
+        }
+    )
     decision = await decide(AlertEvent(alert=alert), POLICY, CATALOG, StageClients())
     assert decision.outcome in ("trigger", "escalate")
     if decision.outcome == "trigger":
@@ -413,14 +477,26 @@ async def test_any_static_annotation_is_escalated_or_becomes_a_clean_in_scope_ca
 @pytest.mark.parametrize("time", [[1], ["1"] * 11, {"t": 1}, 5, 1.5, True, "yesterday", "0001-01-01T00:00:00+05:00"])
 @pytest.mark.parametrize("ce_type", [ALERT_FIRED, "io.knative.lambda.response.success"])
 def test_a_structured_event_whose_time_is_not_a_timestamp_is_rejected_not_a_crash(time: Any, ce_type: str) -> None:
-    doc = {"specversion": "1.0", "id": "e-1", "source": "/p", "type": ce_type, "time": time,
-           "data": {"labels": {"alertname": "A"}, "correlationId": "c-1"}}
+    doc = {
+        "specversion": "1.0",
+        "id": "e-1",
+        "source": "/p",
+        "type": ce_type,
+        "time": time,
+        "data": {"labels": {"alertname": "A"}, "correlationId": "c-1"},
+    }
     headers = {"content-type": "application/cloudevents+json"}
     assert _inbound_outcome(headers, json.dumps(doc).encode()) in ("ok", "rejected")
 
 
 @pytest.mark.parametrize("time", ["yesterday", "0001-01-01T00:00:00+05:00", "2026-13-01T00:00:00Z"])
 def test_a_binary_event_whose_time_is_not_a_timestamp_is_rejected_not_a_crash(time: str) -> None:
-    headers = {"ce-specversion": "1.0", "ce-id": "e-1", "ce-source": "/p", "ce-type": ALERT_FIRED, "ce-time": time,
-               "content-type": "application/json"}
+    headers = {
+        "ce-specversion": "1.0",
+        "ce-id": "e-1",
+        "ce-source": "/p",
+        "ce-type": ALERT_FIRED,
+        "ce-time": time,
+        "content-type": "application/json",
+    }
     assert _inbound_outcome(headers, json.dumps({"labels": {"alertname": "A"}}).encode()) in ("ok", "rejected")

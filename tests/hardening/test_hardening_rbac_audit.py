@@ -63,8 +63,16 @@ RULES_SPEC: dict[str, Any] = {
     "match": {"alertNames": ["KubePodCrashLooping"]},
     "targetNamespaces": ["shop"],
     "allowedFunctions": ["pod-restart"],
-    "chain": [{"rules": [{"function": "pod-restart",
-                          "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"}}]}],
+    "chain": [
+        {
+            "rules": [
+                {
+                    "function": "pod-restart",
+                    "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"},
+                }
+            ]
+        }
+    ],
 }
 
 
@@ -73,8 +81,17 @@ def _llm_spec(endpoint: str) -> dict[str, Any]:
         "match": {"alertNames": ["KubePodNotReady"]},
         "targetNamespaces": ["shop"],
         "allowedFunctions": ["pod-check-status"],
-        "chain": [{"functionCalling": {"endpoint": endpoint, "api": "ollama", "model": "m", "timeoutMs": 20000,
-                                       "secretRef": {"name": "llm-token", "key": "token"}}}],
+        "chain": [
+            {
+                "functionCalling": {
+                    "endpoint": endpoint,
+                    "api": "ollama",
+                    "model": "m",
+                    "timeoutMs": 20000,
+                    "secretRef": {"name": "llm-token", "key": "token"},
+                }
+            }
+        ],
     }
 
 
@@ -91,8 +108,12 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
 
     with FakeLLM(answers, marker=r"cart-llm") as llm:
         proc = cluster_controller(cp.operator_kubeconfig, sink.url, TOKEN, tmp_path)
-        proc.args += ["--events-audience", EVENTS_AUDIENCE,
-                      "--events-allowed-subject", f"system:serviceaccount:trm-sre:{TRIGGER_SA}"]
+        proc.args += [
+            "--events-audience",
+            EVENTS_AUDIENCE,
+            "--events-allowed-subject",
+            f"system:serviceaccount:trm-sre:{TRIGGER_SA}",
+        ]
         url = proc.start()
         try:
             wait_until("/readyz", lambda: http("GET", f"{url}/readyz")[0] == 200, 120, proc)
@@ -109,8 +130,12 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
             status, body = http("POST", f"{url}/alertmanager", alert_body("KubePodCrashLooping", "cart-1"), token=TOKEN)
             assert status == 200, body
             wait_until("the trigger", lambda: sink.accepted_of(LAMBDA_TRIGGER), 60, proc)
-            wait_until("a Triggered event", lambda: "Triggered" in {e["reason"] for e in events_for(cp, namespace, "restart")},
-                       60, proc)
+            wait_until(
+                "a Triggered event",
+                lambda: "Triggered" in {e["reason"] for e in events_for(cp, namespace, "restart")},
+                60,
+                proc,
+            )
 
             # A functionCalling stage with a secretRef: the token is read from its Secret (get secrets).
             cp.kubectl("apply", "-f", "-", input=policy_manifest("ask-llm", "trm-sre", _llm_spec(llm.url)))
@@ -124,13 +149,25 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
 
             # A Knative Trigger's delivery with its OIDC token: checked with a TokenReview (create tokenreviews).
             cp.kubectl("create", "serviceaccount", TRIGGER_SA, "-n", "trm-sre")
-            oidc = cp.kubectl("create", "token", TRIGGER_SA, "-n", "trm-sre", "--audience", EVENTS_AUDIENCE).stdout.strip()
-            event = CloudEvent(attributes={"type": ALERT_FIRED, "source": "/rbac-audit", "id": "oidc-1",
-                                           "datacontenttype": "application/json"},
-                               data=alert_body("KubePodCrashLooping", "cart-oidc")["alerts"][0])
+            oidc = cp.kubectl(
+                "create", "token", TRIGGER_SA, "-n", "trm-sre", "--audience", EVENTS_AUDIENCE
+            ).stdout.strip()
+            event = CloudEvent(
+                attributes={
+                    "type": ALERT_FIRED,
+                    "source": "/rbac-audit",
+                    "id": "oidc-1",
+                    "datacontenttype": "application/json",
+                },
+                data=alert_body("KubePodCrashLooping", "cart-oidc")["alerts"][0],
+            )
             message = to_binary_event(event)
-            delivered = httpx.post(f"{url}/events", content=message.body,
-                                   headers={**message.headers, "Authorization": f"Bearer {oidc}"}, timeout=30)
+            delivered = httpx.post(
+                f"{url}/events",
+                content=message.body,
+                headers={**message.headers, "Authorization": f"Bearer {oidc}"},
+                timeout=30,
+            )
             assert delivered.status_code == 202, delivered.text
 
             # Deleted: forgotten (nothing to write; the operator keeps no finalizer).
@@ -150,10 +187,17 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
     missing = sorted(made - allowed)
     assert missing == [], f"calls the ClusterRoles do not grant: {', '.join(map(str, missing))}"
     unused = sorted(allowed - made)
-    assert unused == [], f"granted but never used (remove them, or document why they are needed): {', '.join(map(str, unused))}"
+    assert unused == [], (
+        f"granted but never used (remove them, or document why they are needed): {', '.join(map(str, unused))}"
+    )
     # The secret reader is bound in trm-sre only, and only `get` by name was used.
-    secret_calls = [e for e in cp.audit_events() if e.get("user", {}).get("username") == OPERATOR_USER
-                    and (e.get("objectRef") or {}).get("resource") == "secrets" and audit_time(e) >= started]
+    secret_calls = [
+        e
+        for e in cp.audit_events()
+        if e.get("user", {}).get("username") == OPERATOR_USER
+        and (e.get("objectRef") or {}).get("resource") == "secrets"
+        and audit_time(e) >= started
+    ]
     assert {(e["verb"], e["objectRef"]["namespace"], e["objectRef"].get("name")) for e in secret_calls} == {
         ("get", "trm-sre", "llm-token")
     }

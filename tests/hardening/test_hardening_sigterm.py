@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from controller.engine.pipeline import PipelineSettings
+from controller.engine.config import EngineSettings
 from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.e2e.harness import ControllerProcess, child_env, http, wait_until
 from tests.hardening.support import RULES_POLICY, FakeLLM
@@ -34,18 +34,24 @@ TOKEN = "sigterm-token"
 MODEL_DELAY_S = 4.0
 # More than the workers can finish in the grace period (each round of decisions takes MODEL_DELAY_S),
 # so work is still queued at the exit whatever the worker count.
-ALERTS = PipelineSettings().workers * (GRACE_PERIOD_S // int(MODEL_DELAY_S) + 1)
+ALERTS = EngineSettings().workers * (GRACE_PERIOD_S // int(MODEL_DELAY_S) + 1)
 
 
 def test_the_grace_period_in_deploy_base_is_the_one_tested() -> None:
-    deployment = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "base" / "deployment.yaml").read_text())
+    deployment = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "deploy" / "base" / "deployment.yaml").read_text()
+    )
     grace = deployment["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
     assert grace >= GRACE_PERIOD_S
 
 
 def _payload(i: int) -> dict[str, object]:
-    alert = {"status": "firing", "startsAt": "2026-05-01T10:00:00Z", "annotations": {},
-             "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": f"cart-{i}"}}
+    alert = {
+        "status": "firing",
+        "startsAt": "2026-05-01T10:00:00Z",
+        "annotations": {},
+        "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": f"cart-{i}"},
+    }
     return {"version": "4", "status": "firing", "receiver": "trm-sre", "alerts": [alert]}
 
 
@@ -54,12 +60,23 @@ def test_sigterm_drains_in_flight_work_exits_in_the_grace_period_and_loses_nothi
 ) -> None:
     with FakeLLM({}, delay_s=MODEL_DELAY_S) as llm:
         policy = tmp_path / "policy.yaml"
-        policy.write_text(RULES_POLICY.replace(
-            "  chain:\n",
-            f"  chain:\n    - functionCalling: {{endpoint: \"{llm.url}\", api: ollama, model: slow, timeoutMs: 20000}}\n",
-        ))
-        args = ["--standalone", "--no-model", "--port", "0", "--state-dir", str(tmp_path / "state"),
-                "--policies", str(policy)]
+        policy.write_text(
+            RULES_POLICY.replace(
+                "  chain:\n",
+                "  chain:\n    - functionCalling: "
+                f'{{endpoint: "{llm.url}", api: ollama, model: slow, timeoutMs: 20000}}\n',
+            )
+        )
+        args = [
+            "--standalone",
+            "--no-model",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--policies",
+            str(policy),
+        ]
         env = child_env(K_SINK=sink.url, TRM_SRE_WEBHOOK_TOKEN=TOKEN)
         first = ControllerProcess(args, env, tmp_path / "first.log")
         url = first.start()
@@ -93,8 +110,12 @@ def test_sigterm_drains_in_flight_work_exits_in_the_grace_period_and_loses_nothi
         second = ControllerProcess(args, env, tmp_path / "second.log")
         url = second.start()
         try:
-            wait_until("every accepted alert triggered", lambda: len(set(sink.accepted_ids(LAMBDA_TRIGGER))) >= ALERTS,
-                       90, second)
+            wait_until(
+                "every accepted alert triggered",
+                lambda: len(set(sink.accepted_ids(LAMBDA_TRIGGER))) >= ALERTS,
+                90,
+                second,
+            )
             time.sleep(1)  # a duplicate would have arrived by now
         finally:
             assert second.stop() == 0, second.log_tail()

@@ -183,8 +183,19 @@ async def test_a_mixed_misbehaving_sink_never_sees_an_incident_under_two_ids(
     assert set(sink.accepted_ids()) == expected
 
 
-@pytest.mark.parametrize("retry_after", ["Wed, 21 Oct 2015 07:28:00", "Wed, 21 Oct 2015 07:28:00 GMT", "soon", "-5",
-                                         "99999999999999999999999", "1e9", "", "\u00e9"])
+@pytest.mark.parametrize(
+    "retry_after",
+    [
+        "Wed, 21 Oct 2015 07:28:00",
+        "Wed, 21 Oct 2015 07:28:00 GMT",
+        "soon",
+        "-5",
+        "99999999999999999999999",
+        "1e9",
+        "",
+        "\u00e9",
+    ],
+)
 async def test_any_retry_after_from_the_sink_is_survived(
     make_engine: MakeEngine, sink: CaptureSink, retry_after: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -33,8 +33,8 @@ from typing import Any
 
 import pytest
 
-from controller.schemas.decision import LAMBDA_TRIGGER
 from controller.engine.store import DB_FILENAME
+from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.hardening.support import REPO, RULES_POLICY, StartServer, write_policy
 from tests.pipeline.sink import CaptureSink
 
@@ -42,8 +42,15 @@ TOKEN = "store-fault-token"
 
 
 def _payload(*pods: str, starts: str = "2026-05-01T10:00:00Z") -> dict[str, Any]:
-    alerts = [{"status": "firing", "startsAt": starts, "annotations": {},
-               "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod}} for pod in pods]
+    alerts = [
+        {
+            "status": "firing",
+            "startsAt": starts,
+            "annotations": {},
+            "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod},
+        }
+        for pod in pods
+    ]
     return {"version": "4", "status": "firing", "receiver": "trm-sre", "alerts": alerts}
 
 
@@ -120,9 +127,17 @@ async def test_a_store_fault_answers_503_acknowledges_nothing_and_recovers(
             refused = await http.post("/alertmanager", json=batch)
             # The CloudEvents route records through the same path. A single small alert may still fit in a
             # "full" database (a page with room left): then it is stored and acknowledged, never one without the other.
-            event = await http.post("/events", json=batch["alerts"][0], headers={
-                "ce-specversion": "1.0", "ce-id": "fault-1", "ce-source": "/prometheus",
-                "ce-type": "io.homelab.prometheus.alert.fired", "content-type": "application/json"})
+            event = await http.post(
+                "/events",
+                json=batch["alerts"][0],
+                headers={
+                    "ce-specversion": "1.0",
+                    "ce-id": "fault-1",
+                    "ce-source": "/prometheus",
+                    "ce-type": "io.homelab.prometheus.alert.fired",
+                    "content-type": "application/json",
+                },
+            )
             alive = await http.get("/healthz")
         assert refused.status_code == 503, refused.text
         assert event.status_code == 503 if fault != "full" else event.status_code in (202, 503)
@@ -146,9 +161,16 @@ async def test_a_store_fault_answers_503_acknowledges_nothing_and_recovers(
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("TRM_SRE_WEBHOOK_TOKEN", "K_SINK", "KUBECONFIG")}
     environ["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "controller", "run", "--standalone", "--no-model", "--port", "0", *args],
-                          cwd=REPO, env=environ, text=True, capture_output=True, timeout=120, check=False,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "controller", "run", "--standalone", "--no-model", "--port", "0", *args],
+        cwd=REPO,
+        env=environ,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_a_state_dir_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
@@ -173,8 +195,9 @@ def test_a_database_path_that_is_not_a_file_is_a_clear_error(tmp_path: Path) -> 
 async def test_a_store_fault_never_turns_into_a_500_under_concurrency(server: Any, fault: str) -> None:
     async with server.client() as http:
         with FAULTS[fault](server):
-            answers = await asyncio.gather(*(http.post("/alertmanager", json=_payload(f"cart-{i}", f"cart-{i}-b"))
-                                             for i in range(30)))
+            answers = await asyncio.gather(
+                *(http.post("/alertmanager", json=_payload(f"cart-{i}", f"cart-{i}-b")) for i in range(30))
+            )
     statuses = [a.status_code for a in answers]
     assert set(statuses) <= {200, 503}
     assert 503 in statuses

@@ -43,7 +43,9 @@ def operator(control_plane: ControlPlane, kube: Kube, monkeypatch: pytest.Monkey
         yield op
     finally:
         # Delete the policies while the operator still runs, so it releases its finalizers itself.
-        res = control_plane.kubectl("delete", "remediationpolicies", "--all", "-n", kube.namespace, "--timeout=30s", check=False)
+        res = control_plane.kubectl(
+            "delete", "remediationpolicies", "--all", "-n", kube.namespace, "--timeout=30s", check=False
+        )
         op.shutdown()
         if res.returncode != 0:
             strip_finalizers(control_plane, kube.namespace)

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.operator.handlers import build_registry, run_operator
 from controller.decision.policy_index import PolicyIndex
 from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.operator.handlers import build_registry, run_operator
 from runbooks import default_catalog
 from tests.envtest.controlplane import ControlPlane, free_port
 
@@ -64,7 +64,9 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S, inter
 
 
 def policy_manifest(name: str, spec: dict[str, Any]) -> str:
-    return yaml.safe_dump({"apiVersion": API_VERSION, "kind": "RemediationPolicy", "metadata": {"name": name}, "spec": spec})
+    return yaml.safe_dump(
+        {"apiVersion": API_VERSION, "kind": "RemediationPolicy", "metadata": {"name": name}, "spec": spec}
+    )
 
 
 def simple_spec(**overrides: Any) -> dict[str, Any]:
@@ -110,16 +112,26 @@ class Kube:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         res = self.run(
-            "get", "events", "-n", self.namespace, "-o", "json",
-            "--field-selector", f"involvedObject.name={name},involvedObject.kind=RemediationPolicy",
+            "get",
+            "events",
+            "-n",
+            self.namespace,
+            "-o",
+            "json",
+            "--field-selector",
+            f"involvedObject.name={name},involvedObject.kind=RemediationPolicy",
         )
         return json.loads(res.stdout)["items"]
 
     def patch_spec(self, name: str, patch: dict[str, Any]) -> None:
-        self.run("patch", "remediationpolicy", name, "-n", self.namespace, "--type=merge", "-p", json.dumps({"spec": patch}))
+        self.run(
+            "patch", "remediationpolicy", name, "-n", self.namespace, "--type=merge", "-p", json.dumps({"spec": patch})
+        )
 
     def delete_policy(self, name: str, wait: bool = False) -> None:
-        self.run("delete", "remediationpolicy", name, "-n", self.namespace, f"--wait={str(wait).lower()}", "--timeout=60s")
+        self.run(
+            "delete", "remediationpolicy", name, "-n", self.namespace, f"--wait={str(wait).lower()}", "--timeout=60s"
+        )
 
 
 def strip_finalizers(cp: ControlPlane, namespace: str | None) -> None:
@@ -132,8 +144,15 @@ def strip_finalizers(cp: ControlPlane, namespace: str | None) -> None:
         meta = item["metadata"]
         if meta.get("finalizers"):
             cp.kubectl(
-                "patch", "remediationpolicy", meta["name"], "-n", meta["namespace"],
-                "--type=merge", "-p", '{"metadata":{"finalizers":null}}', check=False,
+                "patch",
+                "remediationpolicy",
+                meta["name"],
+                "-n",
+                meta["namespace"],
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
             )
         cp.kubectl("delete", "remediationpolicy", meta["name"], "-n", meta["namespace"], "--wait=false", check=False)
 
@@ -197,8 +216,11 @@ def start_operator(
         try:
             asyncio.run(
                 run_operator(
-                    registry, namespaces=namespaces, stop_flag=op.stop,  # type: ignore[arg-type]  # kopf takes threading.Event too
-                    liveness_endpoint=op.liveness_url, settings_hook=settings_hook,
+                    registry,
+                    namespaces=namespaces,
+                    stop_flag=op.stop,  # type: ignore[arg-type]  # kopf takes threading.Event too
+                    liveness_endpoint=op.liveness_url,
+                    settings_hook=settings_hook,
                 )
             )
         except BaseException as exc:  # noqa: BLE001 - reported by shutdown(): a crash must fail the test, not vanish with the thread
@@ -207,5 +229,3 @@ def start_operator(
     op.thread = threading.Thread(target=main, name="kopf-operator", daemon=True)
     op.thread.start()
     return op
-
-

@@ -21,10 +21,9 @@ from controller.decision.policy_checks import (
     REASON_UNKNOWN_PARAMETER,
     check_policy,
 )
-from controller.operator.handlers import PolicyHandlers, validation_status
 from controller.decision.policy_index import PolicyIndex
-from controller.schemas.decision import Decision
 from controller.engine.policy_stats import PolicyEvent, PolicyStatusRecorder
+from controller.operator.handlers import PolicyHandlers, validation_status
 from controller.operator.status import (
     ObjectGone,
     ObjectRef,
@@ -34,6 +33,7 @@ from controller.operator.status import (
     merge_patch_for,
     status_changes,
 )
+from controller.schemas.decision import Decision
 from runbooks import default_catalog
 
 CATALOG = default_catalog()
@@ -75,29 +75,68 @@ def test_a_valid_spec_becomes_an_indexable_policy() -> None:
 @pytest.mark.parametrize(
     ("spec_", "expected"),
     [
-        pytest.param(spec(allowedFunctions=["pod-restart", "pod-nuke"]),
-                     [(REASON_UNKNOWN_FUNCTION, "spec.allowedFunctions[1]")], id="unknown-allowed-function"),
-        pytest.param(spec(allowedFunctions=["pod-nuke"], chain=rules({"function": "pod-nuke"})),
-                     [(REASON_UNKNOWN_FUNCTION, "spec.allowedFunctions[0]"),
-                      (REASON_UNKNOWN_FUNCTION, "spec.chain[0].rules[0].function")], id="unknown-rule-function"),
-        pytest.param(spec(chain=rules({"function": "scale-deployment"})),
-                     [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].function")], id="rule-function-not-allowed"),
-        pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"pod": "{{ $labels.pod }}"}})),
-                     [(REASON_UNKNOWN_PARAMETER, "spec.chain[0].rules[0].parameters.pod")], id="unknown-parameter"),
-        pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"type": "node"}})),
-                     [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.type")], id="literal-outside-enum"),
-        pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"name": "{{ $labels.pod "}})),
-                     [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.name")], id="unclosed-template"),
-        pytest.param(spec(chain=rules({"function": "pod-restart", "parameters": {"name": "{{ $env.HOME }}"}})),
-                     [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.name")], id="template-reads-no-alert-field"),
-        pytest.param(spec(match={"alertNameRegex": "Kube(Pod"}),
-                     [(REASON_INVALID_REGEX, "spec.match.alertNameRegex")], id="bad-alertname-regex"),
-        pytest.param(spec(chain=rules({"function": "pod-restart", "match": {"matchers": [{"label": "ns", "op": "!~", "value": "[a-"}]}})),
-                     [(REASON_INVALID_REGEX, "spec.chain[0].rules[0].match.matchers[0].value")], id="bad-rule-matcher-regex"),
-        pytest.param(spec(chain=[{"trm": {}, "staticAnnotation": {}}]),
-                     [(REASON_INVALID_SPEC, "spec.chain[0]")], id="two-stage-types"),
-        pytest.param(spec(chain=[{"trm": {"minConfidence": 1.5}}]),
-                     [(REASON_INVALID_SPEC, "spec.chain[0].trm.minConfidence")], id="confidence-out-of-range"),
+        pytest.param(
+            spec(allowedFunctions=["pod-restart", "pod-nuke"]),
+            [(REASON_UNKNOWN_FUNCTION, "spec.allowedFunctions[1]")],
+            id="unknown-allowed-function",
+        ),
+        pytest.param(
+            spec(allowedFunctions=["pod-nuke"], chain=rules({"function": "pod-nuke"})),
+            [
+                (REASON_UNKNOWN_FUNCTION, "spec.allowedFunctions[0]"),
+                (REASON_UNKNOWN_FUNCTION, "spec.chain[0].rules[0].function"),
+            ],
+            id="unknown-rule-function",
+        ),
+        pytest.param(
+            spec(chain=rules({"function": "scale-deployment"})),
+            [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].function")],
+            id="rule-function-not-allowed",
+        ),
+        pytest.param(
+            spec(chain=rules({"function": "pod-restart", "parameters": {"pod": "{{ $labels.pod }}"}})),
+            [(REASON_UNKNOWN_PARAMETER, "spec.chain[0].rules[0].parameters.pod")],
+            id="unknown-parameter",
+        ),
+        pytest.param(
+            spec(chain=rules({"function": "pod-restart", "parameters": {"type": "node"}})),
+            [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.type")],
+            id="literal-outside-enum",
+        ),
+        pytest.param(
+            spec(chain=rules({"function": "pod-restart", "parameters": {"name": "{{ $labels.pod "}})),
+            [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.name")],
+            id="unclosed-template",
+        ),
+        pytest.param(
+            spec(chain=rules({"function": "pod-restart", "parameters": {"name": "{{ $env.HOME }}"}})),
+            [(REASON_INVALID_SPEC, "spec.chain[0].rules[0].parameters.name")],
+            id="template-reads-no-alert-field",
+        ),
+        pytest.param(
+            spec(match={"alertNameRegex": "Kube(Pod"}),
+            [(REASON_INVALID_REGEX, "spec.match.alertNameRegex")],
+            id="bad-alertname-regex",
+        ),
+        pytest.param(
+            spec(
+                chain=rules(
+                    {"function": "pod-restart", "match": {"matchers": [{"label": "ns", "op": "!~", "value": "[a-"}]}}
+                )
+            ),
+            [(REASON_INVALID_REGEX, "spec.chain[0].rules[0].match.matchers[0].value")],
+            id="bad-rule-matcher-regex",
+        ),
+        pytest.param(
+            spec(chain=[{"trm": {}, "staticAnnotation": {}}]),
+            [(REASON_INVALID_SPEC, "spec.chain[0]")],
+            id="two-stage-types",
+        ),
+        pytest.param(
+            spec(chain=[{"trm": {"minConfidence": 1.5}}]),
+            [(REASON_INVALID_SPEC, "spec.chain[0].trm.minConfidence")],
+            id="confidence-out-of-range",
+        ),
         pytest.param(spec(chian=[]), [(REASON_INVALID_SPEC, "spec.chian")], id="typo-field"),
         pytest.param("not an object", [(REASON_INVALID_SPEC, "spec")], id="spec-not-an-object"),
     ],
@@ -132,7 +171,11 @@ def test_ready_condition_keeps_its_transition_time_until_the_status_flips() -> N
     bad_spec = spec(allowedFunctions=["nope"])
     bad = validation_status(check_policy("ns", "p", 3, bad_spec, CATALOG), bad_spec, 3, again, T1)
     ready = bad["conditions"][0]
-    assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == ("False", REASON_UNKNOWN_FUNCTION, "2026-03-01T12:05:00Z")
+    assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == (
+        "False",
+        REASON_UNKNOWN_FUNCTION,
+        "2026-03-01T12:05:00Z",
+    )
     assert "spec.allowedFunctions[0]" in ready["message"]
 
 
@@ -181,9 +224,12 @@ class FakeWriter:
         self.events.append(event)
 
 
-def body(spec_: Any, generation: int = 1, status: dict[str, Any] | None = None, name: str = "p", **meta: Any) -> kopf.Body:
+def body(
+    spec_: Any, generation: int = 1, status: dict[str, Any] | None = None, name: str = "p", **meta: Any
+) -> kopf.Body:
     raw = {
-        "apiVersion": "remediation.homelab.io/v1alpha1", "kind": "RemediationPolicy",
+        "apiVersion": "remediation.homelab.io/v1alpha1",
+        "kind": "RemediationPolicy",
         "metadata": {"namespace": "ns", "name": name, "generation": generation, "uid": f"u-{name}", **meta},
         "spec": spec_,
     }
@@ -227,7 +273,9 @@ def test_a_new_policy_is_indexed_and_its_status_written_once(handlers: PolicyHan
     assert len(writer.patches) == 1 and len(writer.events) == 1
 
 
-def test_a_change_seen_before_its_status_is_written_is_announced_once(handlers: PolicyHandlers, writer: FakeWriter) -> None:
+def test_a_change_seen_before_its_status_is_written_is_announced_once(
+    handlers: PolicyHandlers, writer: FakeWriter
+) -> None:
     handle(handlers, body(spec()))
     handle(handlers, body(spec(), labels={"team": "sre"}), "MODIFIED")  # our status not visible yet
     flush(handlers)
@@ -241,7 +289,9 @@ def test_an_edit_rewrites_only_what_changed(handlers: PolicyHandlers, writer: Fa
     flush(handlers)
     assert set(writer.patches[-1]) == {"observedGeneration", "mode", "conditions"}
     assert writer.status["ns/p"]["mode"] == "dry-run"
-    assert writer.status["ns/p"]["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:00Z"  # still True: no transition
+    assert (
+        writer.status["ns/p"]["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:00Z"
+    )  # still True: no transition
 
 
 def test_invalid_policy_is_dropped_from_the_index_with_a_warning(handlers: PolicyHandlers, writer: FakeWriter) -> None:
@@ -265,8 +315,18 @@ def test_deletion_removes_the_policy_and_its_recorded_state(handlers: PolicyHand
 
 
 def test_recorded_decisions_reach_status_and_events(handlers: PolicyHandlers, writer: FakeWriter) -> None:
-    decision = Decision(id="d1", incident_key="f@t", fingerprint="f", alertname="KubePodCrashLooping", policy="ns/p",
-                        outcome="trigger", function="pod-restart", parameters={"name": "x"}, stage="rules", confidence=None)
+    decision = Decision(
+        id="d1",
+        incident_key="f@t",
+        fingerprint="f",
+        alertname="KubePodCrashLooping",
+        policy="ns/p",
+        outcome="trigger",
+        function="pod-restart",
+        parameters={"name": "x"},
+        stage="rules",
+        confidence=None,
+    )
     handlers.recorder.record("ns/p", decision, "matched")  # recorded before the operator saw the policy
     handle(handlers, body(spec(), status={"counters": {"triggers": 4, "alertsMatched": 9}}))
     handlers.recorder.record("ns/p", decision, "trigger")
@@ -283,8 +343,15 @@ def test_recorded_decisions_reach_status_and_events(handlers: PolicyHandlers, wr
 def test_a_failed_write_is_retried_and_its_events_wait(handlers: PolicyHandlers, writer: FakeWriter) -> None:
     handle(handlers, body(spec()))
     writer.down = True
-    decision = Decision(id="d1", incident_key="f@t", fingerprint="f", alertname="A", policy="ns/p", outcome="trigger",
-                        function="pod-restart")
+    decision = Decision(
+        id="d1",
+        incident_key="f@t",
+        fingerprint="f",
+        alertname="A",
+        policy="ns/p",
+        outcome="trigger",
+        function="pod-restart",
+    )
     handlers.recorder.record("ns/p", decision, "trigger")
     flush(handlers)
     flush(handlers)
@@ -303,7 +370,9 @@ def test_a_policy_gone_from_the_cluster_is_no_longer_written(handlers: PolicyHan
     assert handlers.sync.backlog() == 0 and handlers.sync.write_failures == 0
 
 
-def test_an_unavailable_api_ends_the_round_but_a_refused_write_does_not(handlers: PolicyHandlers, writer: FakeWriter) -> None:
+def test_an_unavailable_api_ends_the_round_but_a_refused_write_does_not(
+    handlers: PolicyHandlers, writer: FakeWriter
+) -> None:
     for name in ("a", "b", "c"):
         handle(handlers, body(spec(), name=name))
     writer.down = True

@@ -31,8 +31,12 @@ def test_defaults_from_the_schema_are_filled_in(kube: Kube) -> None:
     spec = kube.get_policy("defaults")["spec"]  # type: ignore[index]
     assert spec["chain"][0]["trm"] == {"minConfidence": 0.8, "maxSteps": 8, "timeoutMs": 200}
     assert spec["actions"] == {
-        "dryRun": False, "cooldownSeconds": 300, "maxTriggersPerWindow": 20, "windowSeconds": 600,
-        "requireApproval": False, "onResolved": "cancelPending",
+        "dryRun": False,
+        "cooldownSeconds": 300,
+        "maxTriggersPerWindow": 20,
+        "windowSeconds": 600,
+        "requireApproval": False,
+        "onResolved": "cancelPending",
     }
     assert spec["priority"] == 0 and spec["match"] == {}
 
@@ -128,7 +132,7 @@ def test_short_names_and_categories_list_the_policies(kube: Kube) -> None:
 
 
 def test_printer_columns_show_the_status(kube: Kube) -> None:
-    """`kubectl get rp` shows each additionalPrinterColumn of the CRD, filled from a status written via the subresource."""
+    """`kubectl get rp` shows each additionalPrinterColumn of the CRD, filled from a status the subresource wrote."""
     kube.apply(
         policy_manifest(
             "columns", simple_spec(allowedFunctions=["pod-restart", "pod-check-status"], actions={"dryRun": True})
@@ -206,44 +210,92 @@ def _fc(**fields: Any) -> dict[str, Any]:
 # (id, spec, substrings the apiserver's message must contain: the field, and the problem)
 INVALID: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ("empty-chain", simple_spec(chain=[]), ("spec.chain", "at least 1 items")),
-    ("two-stage-types", simple_spec(chain=[{"trm": {}, "staticAnnotation": {}}]),
-     ("spec.chain[0]", "exactly one of staticAnnotation, trm, functionCalling, rules")),
+    (
+        "two-stage-types",
+        simple_spec(chain=[{"trm": {}, "staticAnnotation": {}}]),
+        ("spec.chain[0]", "exactly one of staticAnnotation, trm, functionCalling, rules"),
+    ),
     ("no-stage-type", simple_spec(chain=[{}]), ("spec.chain[0]", "exactly one of")),
-    ("confidence-1.5", simple_spec(chain=[{"trm": {"minConfidence": 1.5}}]),
-     ("spec.chain[0].trm.minConfidence", "less than or equal to 1")),
-    ("negative-cooldown", simple_spec(actions={"cooldownSeconds": -1}),
-     ("spec.actions.cooldownSeconds", "greater than or equal to 0")),
+    (
+        "confidence-1.5",
+        simple_spec(chain=[{"trm": {"minConfidence": 1.5}}]),
+        ("spec.chain[0].trm.minConfidence", "less than or equal to 1"),
+    ),
+    (
+        "negative-cooldown",
+        simple_spec(actions={"cooldownSeconds": -1}),
+        ("spec.actions.cooldownSeconds", "greater than or equal to 0"),
+    ),
     ("unknown-api", _fc(api="anthropic"), ("spec.chain[0].functionCalling.api", "Unsupported value", "ollama")),
-    ("approval-without-timeout", simple_spec(actions={"requireApproval": True}),
-     ("spec.actions.approvalTimeoutSeconds", "requireApproval needs approvalTimeoutSeconds")),
+    (
+        "approval-without-timeout",
+        simple_spec(actions={"requireApproval": True}),
+        ("spec.actions.approvalTimeoutSeconds", "requireApproval needs approvalTimeoutSeconds"),
+    ),
     ("typo-top-level", {**simple_spec(), "chian": []}, ('unknown field "spec.chian"',)),
-    ("typo-in-stage", simple_spec(chain=[{"trm": {"minConfidense": 0.9}}]), ('unknown field "spec.chain[0].trm.minConfidense"',)),
-    ("missing-allowed-functions", {k: v for k, v in simple_spec().items() if k != "allowedFunctions"},
-     ("spec.allowedFunctions", "Required value")),
+    (
+        "typo-in-stage",
+        simple_spec(chain=[{"trm": {"minConfidense": 0.9}}]),
+        ('unknown field "spec.chain[0].trm.minConfidense"',),
+    ),
+    (
+        "missing-allowed-functions",
+        {k: v for k, v in simple_spec().items() if k != "allowedFunctions"},
+        ("spec.allowedFunctions", "Required value"),
+    ),
     ("empty-allowed-functions", simple_spec(allowedFunctions=[]), ("spec.allowedFunctions", "at least 1 items")),
-    ("duplicate-allowed-function", simple_spec(allowedFunctions=["pod-restart", "pod-restart"]),
-     ("spec.allowedFunctions[1]", "Duplicate value")),
+    (
+        "duplicate-allowed-function",
+        simple_spec(allowedFunctions=["pod-restart", "pod-restart"]),
+        ("spec.allowedFunctions[1]", "Duplicate value"),
+    ),
     ("empty-rules-stage", simple_spec(chain=[{"rules": []}]), ("spec.chain[0].rules", "at least 1 items")),
-    ("rule-without-function", simple_spec(chain=[{"rules": [{"parameters": {}}]}]),
-     ("spec.chain[0].rules[0].function", "Required value")),
-    ("rule-function-not-allowed", simple_spec(chain=[{"rules": [{"function": "scale-deployment"}]}]),
-     ("spec.chain", "must also be listed in spec.allowedFunctions")),
-    ("max-steps-0", simple_spec(chain=[{"trm": {"maxSteps": 0}}]), ("spec.chain[0].trm.maxSteps", "greater than or equal to 1")),
-    ("endpoint-scheme", _fc(endpoint="ftp://ollama:11434"), ("spec.chain[0].functionCalling.endpoint", "should match", "https?")),
-    ("endpoint-missing", simple_spec(chain=[{"functionCalling": {"model": "x"}}]),
-     ("spec.chain[0].functionCalling.endpoint", "Required value")),
+    (
+        "rule-without-function",
+        simple_spec(chain=[{"rules": [{"parameters": {}}]}]),
+        ("spec.chain[0].rules[0].function", "Required value"),
+    ),
+    (
+        "rule-function-not-allowed",
+        simple_spec(chain=[{"rules": [{"function": "scale-deployment"}]}]),
+        ("spec.chain", "must also be listed in spec.allowedFunctions"),
+    ),
+    (
+        "max-steps-0",
+        simple_spec(chain=[{"trm": {"maxSteps": 0}}]),
+        ("spec.chain[0].trm.maxSteps", "greater than or equal to 1"),
+    ),
+    (
+        "endpoint-scheme",
+        _fc(endpoint="ftp://ollama:11434"),
+        ("spec.chain[0].functionCalling.endpoint", "should match", "https?"),
+    ),
+    (
+        "endpoint-missing",
+        simple_spec(chain=[{"functionCalling": {"model": "x"}}]),
+        ("spec.chain[0].functionCalling.endpoint", "Required value"),
+    ),
     ("sink-scheme", simple_spec(actions={"sink": "broker.default"}), ("spec.actions.sink", "should match")),
-    ("matcher-op", simple_spec(match={"matchers": [{"label": "a", "op": "==", "value": "b"}]}),
-     ("spec.match.matchers[0].op", "Unsupported value")),
+    (
+        "matcher-op",
+        simple_spec(match={"matchers": [{"label": "a", "op": "==", "value": "b"}]}),
+        ("spec.match.matchers[0].op", "Unsupported value"),
+    ),
     ("priority-too-high", simple_spec(priority=5000), ("spec.priority", "less than or equal to 1000")),
-    ("target-namespace-not-a-name", simple_spec(targetNamespaces=["Shop_NS"]), ("spec.targetNamespaces[0]", "should match")),
+    (
+        "target-namespace-not-a-name",
+        simple_spec(targetNamespaces=["Shop_NS"]),
+        ("spec.targetNamespaces[0]", "should match"),
+    ),
     ("on-resolved", simple_spec(actions={"onResolved": "delete"}), ("spec.actions.onResolved", "Unsupported value")),
     ("chain-too-long", simple_spec(chain=[{"trm": {}}] * 9), ("spec.chain", "at most 8 items")),
 ]
 
 
 @pytest.mark.parametrize(("spec", "expected"), [pytest.param(s, e, id=i) for i, s, e in INVALID])
-def test_apiserver_refuses_invalid_policy_naming_the_problem(kube: Kube, spec: dict[str, Any], expected: tuple[str, ...]) -> None:
+def test_apiserver_refuses_invalid_policy_naming_the_problem(
+    kube: Kube, spec: dict[str, Any], expected: tuple[str, ...]
+) -> None:
     res = kube.apply(policy_manifest("invalid", spec), check=False)
     assert res.returncode != 0, f"accepted: {res.stdout}"
     for text in expected:
@@ -252,7 +304,9 @@ def test_apiserver_refuses_invalid_policy_naming_the_problem(kube: Kube, spec: d
 
 
 def test_a_policy_without_spec_is_refused(kube: Kube) -> None:
-    manifest = yaml.safe_dump({"apiVersion": "remediation.homelab.io/v1alpha1", "kind": "RemediationPolicy", "metadata": {"name": "x"}})
+    manifest = yaml.safe_dump(
+        {"apiVersion": "remediation.homelab.io/v1alpha1", "kind": "RemediationPolicy", "metadata": {"name": "x"}}
+    )
     res = kube.apply(manifest, check=False)
     assert res.returncode != 0 and "spec: Required value" in res.stderr
 

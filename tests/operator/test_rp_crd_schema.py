@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from controller.decision.policy_checks import check_policy
-from controller.schemas.policy import PolicySpec
 from controller.engine.policy_stats import COUNTER_NAMES, RecordKind, last_decision_of
+from controller.schemas.policy import PolicySpec
 from runbooks import default_catalog
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +31,21 @@ BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "minItems", "maxItems"
 # (standalone mode accepts what the cluster would refuse). Listed so that any
 # other difference fails, and so that they can move into policy.py.
 CRD_ONLY = {
-    ("spec.match.alertNames", "maxItems"), ("spec.match.alertNames[]", "maxLength"),
+    ("spec.match.alertNames", "maxItems"),
+    ("spec.match.alertNames[]", "maxLength"),
     ("spec.match.alertNameRegex", "maxLength"),
     ("spec.match.matchers", "maxItems"),
-    ("spec.match.severities", "maxItems"), ("spec.match.severities[]", "maxLength"),
-    ("spec.targetNamespaces", "maxItems"), 
-    ("spec.allowedFunctions[]", "minLength"), ("spec.allowedFunctions[]", "maxLength"),
-    ("spec.chain[].rules[].match.alertNames", "maxItems"), ("spec.chain[].rules[].match.alertNames[]", "maxLength"),
+    ("spec.match.severities", "maxItems"),
+    ("spec.match.severities[]", "maxLength"),
+    ("spec.targetNamespaces", "maxItems"),
+    ("spec.allowedFunctions[]", "minLength"),
+    ("spec.allowedFunctions[]", "maxLength"),
+    ("spec.chain[].rules[].match.alertNames", "maxItems"),
+    ("spec.chain[].rules[].match.alertNames[]", "maxLength"),
     ("spec.chain[].rules[].match.alertNameRegex", "maxLength"),
     ("spec.chain[].rules[].match.matchers", "maxItems"),
-    ("spec.chain[].rules[].match.severities", "maxItems"), ("spec.chain[].rules[].match.severities[]", "maxLength"),
+    ("spec.chain[].rules[].match.severities", "maxItems"),
+    ("spec.chain[].rules[].match.severities[]", "maxLength"),
     ("spec.chain[].rules[].parameters{}", "maxLength"),
 }
 
@@ -58,7 +63,9 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
-def _compare(crd: dict[str, Any], py: dict[str, Any], path: str, defs: dict[str, Any], found: list[str], crd_only: set) -> None:
+def _compare(
+    crd: dict[str, Any], py: dict[str, Any], path: str, defs: dict[str, Any], found: list[str], crd_only: set
+) -> None:
     py = _resolve(py, defs)
     where = path or "spec"
     if "type" in py:
@@ -128,7 +135,11 @@ def _node(path: str) -> dict[str, Any]:
 def test_crd_names_scope_and_printer_columns() -> None:
     names = CRD["spec"]["names"]
     assert CRD["metadata"]["name"] == "remediationpolicies.remediation.homelab.io"
-    assert (names["kind"], names["shortNames"], names["categories"]) == ("RemediationPolicy", ["rp", "rempol"], ["trm-sre"])
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "RemediationPolicy",
+        ["rp", "rempol"],
+        ["trm-sre"],
+    )
     assert CRD["spec"]["scope"] == "Namespaced"
     assert [v["name"] for v in CRD["spec"]["versions"]] == ["v1alpha1"]
     assert VERSION["served"] and VERSION["storage"] and VERSION["subresources"] == {"status": {}}
@@ -149,16 +160,36 @@ def test_status_schema_matches_what_the_recorder_writes() -> None:
     from controller.schemas.decision import Decision
 
     props = STATUS["properties"]
-    assert set(props) == {"observedGeneration", "mode", "allowedFunctionCount", "conditions", "counters", "lastDecision"}
+    assert set(props) == {
+        "observedGeneration",
+        "mode",
+        "allowedFunctionCount",
+        "conditions",
+        "counters",
+        "lastDecision",
+    }
     assert set(props["counters"]["properties"]) == set(COUNTER_NAMES)
     assert props["lastDecision"]["properties"]["outcome"]["enum"] == list(get_args(RecordKind))
     decision = Decision(
-        id="d", incident_key="k", fingerprint="f", alertname="A", policy="ns/p", outcome="trigger",
-        function="pod-restart", stage="rules", confidence=1.0, created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        id="d",
+        incident_key="k",
+        fingerprint="f",
+        alertname="A",
+        policy="ns/p",
+        outcome="trigger",
+        function="pod-restart",
+        stage="rules",
+        confidence=1.0,
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
     )
     assert set(last_decision_of(decision, "trigger")) == set(props["lastDecision"]["properties"])
     assert set(props["conditions"]["items"]["properties"]) == {
-        "type", "status", "reason", "message", "lastTransitionTime", "observedGeneration",
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
     }
 
 
@@ -182,7 +213,9 @@ def test_samples_cover_the_documented_cases() -> None:
     assert specs["flux"]["targetNamespaces"] == ["*"]
     pods_trm = [s["trm"] for s in specs["pods"]["chain"] if "trm" in s]
     assert pods_trm and pods_trm[0]["minConfidence"] == 0.8 and "rules" in specs["pods"]["chain"][-1]
-    assert specs["storage"]["actions"]["dryRun"] is True and specs["storage"]["allowedFunctions"] == ["check-pvc-status"]
+    assert specs["storage"]["actions"]["dryRun"] is True and specs["storage"]["allowedFunctions"] == [
+        "check-pvc-status"
+    ]
     assert specs["approval"]["actions"]["requireApproval"] is True
     calling = [s["functionCalling"] for s in specs["function-calling"]["chain"] if "functionCalling" in s]
     assert calling and calling[0]["api"] == "ollama" and calling[0]["model"] == "functiongemma"
@@ -191,4 +224,6 @@ def test_samples_cover_the_documented_cases() -> None:
 
 
 def _templates(spec: dict[str, Any]) -> list[str]:
-    return [v for stage in spec["chain"] for rule in stage.get("rules", ()) for v in rule.get("parameters", {}).values()]
+    return [
+        v for stage in spec["chain"] for rule in stage.get("rules", ()) for v in rule.get("parameters", {}).values()
+    ]

@@ -46,10 +46,15 @@ def test_base_holds_the_expected_objects(control_plane: ControlPlane) -> None:
     objects = render(control_plane, DEPLOY / "base")
     assert set(objects) == {
         ("CustomResourceDefinition", "remediationpolicies.remediation.homelab.io"),
-        ("Namespace", "trm-sre"), ("ServiceAccount", "trm-sre"),
-        ("ClusterRole", "trm-sre-operator"), ("ClusterRoleBinding", "trm-sre-operator"),
-        ("ClusterRole", "trm-sre-secret-reader"), ("RoleBinding", "trm-sre-secret-reader"),
-        ("PersistentVolumeClaim", "trm-sre-state"), ("Deployment", "trm-sre"), ("Service", "trm-sre"),
+        ("Namespace", "trm-sre"),
+        ("ServiceAccount", "trm-sre"),
+        ("ClusterRole", "trm-sre-operator"),
+        ("ClusterRoleBinding", "trm-sre-operator"),
+        ("ClusterRole", "trm-sre-secret-reader"),
+        ("RoleBinding", "trm-sre-secret-reader"),
+        ("PersistentVolumeClaim", "trm-sre-state"),
+        ("Deployment", "trm-sre"),
+        ("Service", "trm-sre"),
     }
     for (kind, _), obj in objects.items():
         if kind not in ("CustomResourceDefinition", "Namespace", "ClusterRole", "ClusterRoleBinding"):
@@ -58,7 +63,12 @@ def test_base_holds_the_expected_objects(control_plane: ControlPlane) -> None:
 
 def test_operator_role_grants_no_workload_access_and_no_wildcards(control_plane: ControlPlane) -> None:
     role = render(control_plane, DEPLOY / "base")["ClusterRole", "trm-sre-operator"]
-    granted = {(group, res): set(rule["verbs"]) for rule in role["rules"] for group in rule["apiGroups"] for res in rule["resources"]}
+    granted = {
+        (group, res): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for res in rule["resources"]
+    }
     assert granted == {
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
         ("remediation.homelab.io", "remediationpolicies"): {"list", "watch"},
@@ -81,11 +91,21 @@ def test_deployment_is_single_recreated_hardened_and_probed(control_plane: Contr
     c = container(objects)
     assert c["image"] == "ghcr.io/homelab/trm-sre:0.1.0"
     assert c["command"] + c["args"][:9] == [
-        "trm-sre", "run", "--host", "0.0.0.0", "--port", "8080", "--state-dir", "/var/lib/trm-sre",
-        "--token-file", "/etc/trm-sre/token/token",
+        "trm-sre",
+        "run",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8080",
+        "--state-dir",
+        "/var/lib/trm-sre",
+        "--token-file",
+        "/etc/trm-sre/token/token",
     ]
     assert c["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
     }
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -164,7 +184,11 @@ def test_alertmanager_receiver_snippet_is_valid_alertmanager_config(alertmanager
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config))
     res = subprocess.run(
-        [str(alertmanager_bin_dir / "amtool"), "check-config", str(path)], capture_output=True, text=True, timeout=60, check=False
+        [str(alertmanager_bin_dir / "amtool"), "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert res.returncode == 0, res.stdout + res.stderr
     assert "SUCCESS" in res.stdout

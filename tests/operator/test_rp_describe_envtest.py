@@ -21,7 +21,8 @@ pytestmark = pytest.mark.envtest
 # Leftovers of Python objects or errors that must never reach a person's terminal: a dict or list
 # repr, a dataclass or pydantic repr, an exception repr, a traceback, an escaped newline.
 UNREADABLE = re.compile(
-    r"""\{'[^']*': |\['[^']*'[,\]]|\b(?:Problem|PolicySpec|CheckResult|ValidationError)\(|\w+Error\(|Traceback|File "|"""
+    r"""\{'[^']*': |\['[^']*'[,\]]|\b(?:Problem|PolicySpec|CheckResult|ValidationError)\(|"""
+    r"""\w+Error\(|Traceback|File "|"""
     r"""<class |object at 0x|\\n|\n"""
 )
 

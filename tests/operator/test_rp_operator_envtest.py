@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from controller.schemas.decision import Decision
 from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.schemas.decision import Decision
 from tests.envtest.controlplane import ControlPlane
 from tests.operator.support import (
     Kube,
@@ -21,10 +21,16 @@ pytestmark = pytest.mark.envtest
 
 def decision(kube: Kube, name: str, n: int = 1, **fields: object) -> Decision:
     base: dict[str, object] = {
-        "id": f"dec-{n}", "incident_key": f"fp{n}@2026-03-01T12:00:00Z", "fingerprint": f"fp{n}",
-        "alertname": "KubePodCrashLooping", "policy": f"{kube.namespace}/{name}", "outcome": "trigger",
-        "function": "pod-restart", "parameters": {"name": "cart-1", "namespace": "shop", "type": "pod"},
-        "stage": "trm", "confidence": 0.93,
+        "id": f"dec-{n}",
+        "incident_key": f"fp{n}@2026-03-01T12:00:00Z",
+        "fingerprint": f"fp{n}",
+        "alertname": "KubePodCrashLooping",
+        "policy": f"{kube.namespace}/{name}",
+        "outcome": "trigger",
+        "function": "pod-restart",
+        "parameters": {"name": "cart-1", "namespace": "shop", "type": "pod"},
+        "stage": "trm",
+        "confidence": 0.93,
     }
     base.update(fields)
     return Decision(**base)  # type: ignore[arg-type]
@@ -59,7 +65,9 @@ def test_edit_reindexes_and_bumps_observed_generation(kube: Kube, operator: Runn
     policy = wait_for("generation 2 indexed", lambda: (p := operator.index.get(key)) and p.generation == 2 and p)
     assert policy.spec.priority == 7 and policy.spec.actions.dry_run is True
     assert operator.index.version > version
-    status = wait_for("observedGeneration 2", lambda: (s := kube.policy_status("edited")).get("observedGeneration") == 2 and s)
+    status = wait_for(
+        "observedGeneration 2", lambda: (s := kube.policy_status("edited")).get("observedGeneration") == 2 and s
+    )
     assert status["mode"] == "dry-run"
     assert next(c for c in status["conditions"] if c["type"] == "Ready")["observedGeneration"] == 2
 
@@ -73,7 +81,9 @@ def test_delete_removes_the_policy_from_the_index(kube: Kube, operator: RunningO
     wait_for("removed from the index", lambda: operator.index.get(key) is None)
 
 
-def test_unknown_function_is_not_indexed_and_gets_ready_false_and_a_warning(kube: Kube, operator: RunningOperator) -> None:
+def test_unknown_function_is_not_indexed_and_gets_ready_false_and_a_warning(
+    kube: Kube, operator: RunningOperator
+) -> None:
     spec = simple_spec(allowedFunctions=["pod-restart", "pod-delete"])
     kube.apply(policy_manifest("unknown-fn", spec))
     ready = wait_for("Ready=False", lambda: (c := kube.ready("unknown-fn")) and c["status"] == "False" and c)
@@ -114,8 +124,17 @@ def test_recorded_decisions_show_up_in_status_and_events(kube: Kube, operator: R
     first = decision(kube, "busy", 1)
     operator.recorder.record(key, first, "matched")
     operator.recorder.record(key, first, "trigger")
-    escalated = decision(kube, "busy", 2, outcome="escalate", function=None, parameters={}, stage=None, confidence=None,
-                         reasoning="no stage proposed an allowed function")
+    escalated = decision(
+        kube,
+        "busy",
+        2,
+        outcome="escalate",
+        function=None,
+        parameters={},
+        stage=None,
+        confidence=None,
+        reasoning="no stage proposed an allowed function",
+    )
     operator.recorder.record(key, escalated, "matched")
     operator.recorder.record(key, escalated, "escalation")
     operator.recorder.record(key, first, "dead_letter", "sink refused the trigger 6 times")
@@ -126,11 +145,19 @@ def test_recorded_decisions_show_up_in_status_and_events(kube: Kube, operator: R
 
     status = wait_for("counters in .status", flushed)
     assert status["counters"] == {
-        "alertsMatched": 2, "triggers": 1, "escalations": 1, "dryRunDecisions": 0, "deadLetters": 1, "approvalsRequested": 0,
+        "alertsMatched": 2,
+        "triggers": 1,
+        "escalations": 1,
+        "dryRunDecisions": 0,
+        "deadLetters": 1,
+        "approvalsRequested": 0,
     }
     last = status["lastDecision"]
     assert last["decisionId"] == "dec-1" and last["outcome"] == "dead_letter" and last["function"] == "pod-restart"
-    events = wait_for("decision events", lambda: (r := reasons(kube, "busy")) and {"Triggered", "Escalated", "DeadLettered"} <= set(r) and r)
+    events = wait_for(
+        "decision events",
+        lambda: (r := reasons(kube, "busy")) and {"Triggered", "Escalated", "DeadLettered"} <= set(r) and r,
+    )
     assert "Indexed" in events
     by_reason = {e["reason"]: e for e in kube.events("busy")}
     assert by_reason["Escalated"]["type"] == "Warning" and "no stage proposed" in by_reason["Escalated"]["message"]
@@ -158,7 +185,9 @@ def test_counters_survive_an_operator_restart(
         wait_for("3 triggers in status", lambda: kube.policy_status("kept").get("counters", {}).get("triggers") == 3)
     finally:
         first.shutdown()
-    second = start_operator(control_plane.kubeconfig, monkeypatch, namespaces=[kube.namespace], recorder=PolicyStatusRecorder())
+    second = start_operator(
+        control_plane.kubeconfig, monkeypatch, namespaces=[kube.namespace], recorder=PolicyStatusRecorder()
+    )
     try:
         wait_for("indexed again", lambda: second.index.get(key))
         second.recorder.record(key, decision(kube, "kept", 9), "trigger")
@@ -178,7 +207,9 @@ def test_liveness_endpoint_reports_the_index(kube: Kube, operator: RunningOperat
     assert body["index"]["statusWriteFailures"] == 0
 
 
-def test_policies_in_unwatched_namespaces_are_ignored(control_plane: ControlPlane, kube: Kube, operator: RunningOperator) -> None:
+def test_policies_in_unwatched_namespaces_are_ignored(
+    control_plane: ControlPlane, kube: Kube, operator: RunningOperator
+) -> None:
     other = Kube(control_plane, f"{kube.namespace}-other")
     control_plane.kubectl("create", "namespace", other.namespace)
     try:
@@ -192,15 +223,20 @@ def test_policies_in_unwatched_namespaces_are_ignored(control_plane: ControlPlan
 
 
 @pytest.mark.slow
-def test_operator_survives_an_apiserver_restart(control_plane: ControlPlane, kube: Kube, operator: RunningOperator) -> None:
+def test_operator_survives_an_apiserver_restart(
+    control_plane: ControlPlane, kube: Kube, operator: RunningOperator
+) -> None:
     key = f"{kube.namespace}/before"
     kube.apply(policy_manifest("before", simple_spec()))
     wait_for("indexed before the restart", lambda: operator.index.get(key))
     control_plane.restart_apiserver()
     # A decision recorded around the outage still reaches .status: the failed writes are retried.
     operator.recorder.record(key, decision(kube, "before"), "trigger")
-    wait_for("status written after the restart",
-             lambda: kube.policy_status("before").get("counters", {}).get("triggers") == 1, timeout=180)
+    wait_for(
+        "status written after the restart",
+        lambda: kube.policy_status("before").get("counters", {}).get("triggers") == 1,
+        timeout=180,
+    )
     # The watch reconnected: new objects and deletions are still seen.
     kube.apply(policy_manifest("after", simple_spec()))
     wait_for("indexed after the restart", lambda: operator.index.get(f"{kube.namespace}/after"), timeout=180)

@@ -36,7 +36,9 @@ def base_rbac(control_plane: ControlPlane) -> list[dict[str, Any]]:
     docs = [d for d in load_rendered(rendered) if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "RoleBinding")]
     for doc in docs:
         if doc["kind"].endswith("Binding"):
-            assert {s["kind"] for s in doc["subjects"]} == {"ServiceAccount"}, "deploy/base binds only its ServiceAccount"
+            assert {s["kind"] for s in doc["subjects"]} == {"ServiceAccount"}, (
+                "deploy/base binds only its ServiceAccount"
+            )
             doc["subjects"].append({"kind": "User", "name": OPERATOR_USER, "apiGroup": "rbac.authorization.k8s.io"})
     assert {d["kind"] for d in docs} == {"ClusterRole", "ClusterRoleBinding", "RoleBinding"}
     return docs
@@ -70,7 +72,10 @@ def least_privileged_operator(
 
 
 def test_operator_with_base_rbac_indexes_writes_status_and_posts_events(
-    control_plane: ControlPlane, kube: Kube, least_privileged_operator: RunningOperator, caplog: pytest.LogCaptureFixture
+    control_plane: ControlPlane,
+    kube: Kube,
+    least_privileged_operator: RunningOperator,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
     op = least_privileged_operator
@@ -78,11 +83,21 @@ def test_operator_with_base_rbac_indexes_writes_status_and_posts_events(
     kube.apply(policy_manifest("rbac-checked", simple_spec()))
     wait_for("indexed", lambda: op.index.get(key))
     wait_for("Ready=True written by the operator", lambda: (c := kube.ready("rbac-checked")) and c["status"] == "True")
-    decision = Decision(id="rbac-1", incident_key="fp@t", fingerprint="fp", alertname="KubePodCrashLooping", policy=key,
-                        outcome="trigger", function="pod-restart", parameters={"name": "a", "namespace": "shop"})
+    decision = Decision(
+        id="rbac-1",
+        incident_key="fp@t",
+        fingerprint="fp",
+        alertname="KubePodCrashLooping",
+        policy=key,
+        outcome="trigger",
+        function="pod-restart",
+        parameters={"name": "a", "namespace": "shop"},
+    )
     op.recorder.record(key, decision, "trigger")
     wait_for("counters written", lambda: kube.policy_status("rbac-checked").get("counters", {}).get("triggers") == 1)
-    events = wait_for("Events posted", lambda: {"Indexed", "Triggered"} <= {e["reason"] for e in kube.events("rbac-checked")})
+    events = wait_for(
+        "Events posted", lambda: {"Indexed", "Triggered"} <= {e["reason"] for e in kube.events("rbac-checked")}
+    )
     assert events
     kube.delete_policy("rbac-checked")
     wait_for("delete seen", lambda: op.index.get(key) is None)
@@ -122,11 +137,15 @@ def test_operator_user_can_do_what_the_operator_needs(control_plane: ControlPlan
     ],
     ids=lambda v: " ".join(a for a in v if not a.startswith("-") and a not in ("default", "trm-sre", "flux-system")),
 )
-def test_operator_user_is_refused_everything_else(control_plane: ControlPlane, operator_rbac: str, verb_resource: tuple[str, ...]) -> None:
+def test_operator_user_is_refused_everything_else(
+    control_plane: ControlPlane, operator_rbac: str, verb_resource: tuple[str, ...]
+) -> None:
     assert not can_i(control_plane, *verb_resource)
 
 
 def test_deleting_a_pod_as_the_operator_is_forbidden(control_plane: ControlPlane, operator_rbac: str) -> None:
-    res = control_plane.kubectl("delete", "pod", "x", "-n", "default", kubeconfig=control_plane.operator_kubeconfig, check=False)
+    res = control_plane.kubectl(
+        "delete", "pod", "x", "-n", "default", kubeconfig=control_plane.operator_kubeconfig, check=False
+    )
     assert res.returncode != 0
     assert "Forbidden" in res.stderr and f'User "{OPERATOR_USER}" cannot delete resource "pods"' in res.stderr

@@ -30,8 +30,8 @@ import pytest
 
 from controller import app
 from controller.app import Components
-from controller.operator.readiness import KubernetesPolicyLister, PolicyListError
 from controller.operator.handlers import PolicyHandlers
+from controller.operator.readiness import KubernetesPolicyLister, PolicyListError
 from tests.e2e.harness import http
 from tests.envtest.controlplane import ControlPlane
 from tests.operator.support import Kube, policy_manifest, wait_for
@@ -49,8 +49,16 @@ def rules_spec(pod: str, **overrides: Any) -> dict[str, Any]:
         "match": {"alertNames": ["KubePodCrashLooping"], "matchers": [{"label": "pod", "op": "=", "value": pod}]},
         "targetNamespaces": ["shop"],
         "allowedFunctions": ["pod-restart"],
-        "chain": [{"rules": [{"function": "pod-restart",
-                              "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"}}]}],
+        "chain": [
+            {
+                "rules": [
+                    {
+                        "function": "pod-restart",
+                        "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"},
+                    }
+                ]
+            }
+        ],
     }
     spec.update(overrides)
     return spec
@@ -63,10 +71,25 @@ def apply_all(kube: Kube, manifests: list[str]) -> None:
 def alert_payload(pod: str, fingerprint: str) -> dict[str, Any]:
     labels = {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod, "severity": "warning"}
     return {
-        "version": "4", "status": "firing", "receiver": "trm-sre", "groupKey": "{}:{}", "groupLabels": {},
-        "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
-        "alerts": [{"status": "firing", "labels": labels, "annotations": {}, "startsAt": STARTS_AT,
-                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": fingerprint}],
+        "version": "4",
+        "status": "firing",
+        "receiver": "trm-sre",
+        "groupKey": "{}:{}",
+        "groupLabels": {},
+        "commonLabels": labels,
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {},
+                "startsAt": STARTS_AT,
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "",
+                "fingerprint": fingerprint,
+            }
+        ],
     }
 
 
@@ -131,7 +154,8 @@ def test_ready_only_once_every_policy_listed_at_start_is_indexed(
     invalid = {names[n] for n in (3, 11, 19, 26)}
     manifests = [
         policy_manifest(name, rules_spec(f"pod-{name}", allowedFunctions=["pod-restart", "pod-delete"]))
-        if name in invalid else policy_manifest(name, rules_spec(f"pod-{name}"))
+        if name in invalid
+        else policy_manifest(name, rules_spec(f"pod-{name}"))
         for name in names
     ]
     apply_all(kube, manifests)
@@ -142,7 +166,9 @@ def test_ready_only_once_every_policy_listed_at_start_is_indexed(
 
     with cluster_controller(kube.namespace, tmp_path) as (url, components):
         indexed, not_ready = first_ready(url, components)
-        assert indexed == valid, f"ready with {len(valid - indexed)} valid policies not indexed: {sorted(valid - indexed)}"
+        assert indexed == valid, (
+            f"ready with {len(valid - indexed)} valid policies not indexed: {sorted(valid - indexed)}"
+        )
         # The reason said what it waited for.
         assert any(f"{kube.namespace}/{last}" in " ".join(reasons) for reasons in not_ready), not_ready[-3:]
         # An alert for the last-created policy, sent the moment the controller is ready, is decided by it.
@@ -223,7 +249,9 @@ def test_never_ready_while_the_policies_cannot_be_listed(
     kube.apply(policy_manifest("indexed", rules_spec("pod-indexed")))
     # The operator (kopf) works; only the readiness LIST is refused (its own credentials are wrong).
     stranger = control_plane.write_kubeconfig(tmp_path / "stranger", token="not-a-known-token")
-    monkeypatch.setattr(app, "KubernetesPolicyLister", functools.partial(KubernetesPolicyLister, kubeconfig=str(stranger)))
+    monkeypatch.setattr(
+        app, "KubernetesPolicyLister", functools.partial(KubernetesPolicyLister, kubeconfig=str(stranger))
+    )
     with cluster_controller(kube.namespace, tmp_path) as (url, components):
         wait_for("the policy indexed", lambda: components.index.get(f"{kube.namespace}/indexed"))
 

@@ -7,17 +7,25 @@ from datetime import UTC, datetime
 
 import pytest
 
-from controller.schemas.decision import Decision
 from controller.engine.policy_stats import COUNTER_NAMES, PolicyStatusRecorder
+from controller.schemas.decision import Decision
 
 KEY = "shop/pods"
 
 
 def decision(n: int = 1, **fields: object) -> Decision:
     base: dict[str, object] = {
-        "id": f"d{n}", "incident_key": f"fp{n}@t", "fingerprint": f"fp{n}", "alertname": "KubePodCrashLooping",
-        "policy": KEY, "outcome": "trigger", "function": "pod-restart", "parameters": {"name": "cart-1", "namespace": "shop"},
-        "stage": "trm", "confidence": 0.91, "created_at": datetime(2026, 3, 1, 12, 0, n, tzinfo=UTC),
+        "id": f"d{n}",
+        "incident_key": f"fp{n}@t",
+        "fingerprint": f"fp{n}",
+        "alertname": "KubePodCrashLooping",
+        "policy": KEY,
+        "outcome": "trigger",
+        "function": "pod-restart",
+        "parameters": {"name": "cart-1", "namespace": "shop"},
+        "stage": "trm",
+        "confidence": 0.91,
+        "created_at": datetime(2026, 3, 1, 12, 0, n, tzinfo=UTC),
     }
     base.update(fields)
     return Decision(**base)  # type: ignore[arg-type]
@@ -34,8 +42,13 @@ def test_each_kind_bumps_its_counter_and_becomes_the_last_decision() -> None:
     snap = recorder.snapshot(KEY)
     assert set(snap["counters"].values()) == {1}
     assert snap["lastDecision"] == {
-        "time": "2026-03-01T12:00:01Z", "alertname": "KubePodCrashLooping", "function": "pod-restart",
-        "stage": "trm", "confidence": 0.91, "outcome": "approval_requested", "decisionId": "d1",
+        "time": "2026-03-01T12:00:01Z",
+        "alertname": "KubePodCrashLooping",
+        "function": "pod-restart",
+        "stage": "trm",
+        "confidence": 0.91,
+        "outcome": "approval_requested",
+        "decisionId": "d1",
     }
 
 
@@ -43,7 +56,10 @@ def test_an_escalation_has_no_function_in_its_last_decision() -> None:
     recorder = PolicyStatusRecorder()
     recorder.record(KEY, decision(2, outcome="escalate", function=None, stage=None, confidence=None), "escalation")
     assert recorder.snapshot(KEY)["lastDecision"] == {
-        "time": "2026-03-01T12:00:02Z", "alertname": "KubePodCrashLooping", "outcome": "escalation", "decisionId": "d2",
+        "time": "2026-03-01T12:00:02Z",
+        "alertname": "KubePodCrashLooping",
+        "outcome": "escalation",
+        "decisionId": "d2",
     }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.tools import cli as cli
+from controller.tools import cli
 from tests.operator.support import Kube, policy_manifest, simple_spec
 
 pytestmark = pytest.mark.envtest

@@ -67,7 +67,12 @@ def build_promql_check() -> Path:
     tmp = binary.with_name("promql-check.tmp")
     proc = subprocess.run(
         ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp), "."],
-        cwd=PROMQL_MODULE, capture_output=True, text=True, timeout=BUILD_TIMEOUT, env=go_env(), check=False,
+        cwd=PROMQL_MODULE,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        env=go_env(),
+        check=False,
     )
     if proc.returncode != 0:
         raise BuildError(f"building tests/packaging/promql failed:\n{proc.stderr[-4000:]}")

@@ -73,7 +73,9 @@ def env_of(stage: list[Instruction]) -> dict[str, str]:
 
 
 def test_builds_from_python_311_slim_in_two_stages(parsed: list[Instruction]) -> None:
-    args = {m[0]: m[1] for i in parsed if i.keyword == "ARG" and i.stage == -1 for m in re.findall(r"(\w+)=(\S+)", i.args)}
+    args = {
+        m[0]: m[1] for i in parsed if i.keyword == "ARG" and i.stage == -1 for m in re.findall(r"(\w+)=(\S+)", i.args)
+    }
     assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
     froms = [i.args for i in parsed if i.keyword == "FROM"]
     assert froms == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
@@ -96,7 +98,9 @@ def test_pip_installs_from_the_lock_without_a_cache(parsed: list[Instruction]) -
     for run in pip_runs:
         for command in re.findall(r"pip install[^;&|]*", run):
             assert "--no-cache-dir" in command, command
-    assert any("-c requirements.lock ." in run for run in pip_runs), "the project must be installed under the lock's constraints"
+    assert any("-c requirements.lock ." in run for run in pip_runs), (
+        "the project must be installed under the lock's constraints"
+    )
 
 
 def test_runtime_is_non_root_and_read_only_root_friendly(parsed: list[Instruction]) -> None:
@@ -157,8 +161,13 @@ def ignore_patterns() -> list[tuple[bool, str]]:
 
 def _matches(pattern: str, path: str) -> bool:
     """Go's filepath.Match plus `**` (any number of directories), as Docker applies it."""
-    regex = (re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*")
-             .replace(r"\*", "[^/]*").replace(r"\?", "[^/]"))
+    regex = (
+        re.escape(pattern)
+        .replace(r"\*\*/", "(?:.*/)?")
+        .replace(r"\*\*", ".*")
+        .replace(r"\*", "[^/]*")
+        .replace(r"\?", "[^/]")
+    )
     return re.fullmatch(regex, path) is not None
 
 
@@ -174,12 +183,28 @@ def is_ignored(path: str) -> bool:
 
 
 def test_dockerignore_keeps_what_the_build_copies() -> None:
-    needed = ["requirements.lock", "pyproject.toml", "README.md", "controller/tools/cli.py", "controller/defaults/default-policy.yaml",
-              "runbooks/catalog.py", "runbooks/pod-restart.yaml", "models/selector.py", "models/checkpoints/trm/model.safetensors"]
+    needed = [
+        "requirements.lock",
+        "pyproject.toml",
+        "README.md",
+        "controller/tools/cli.py",
+        "controller/defaults/default-policy.yaml",
+        "runbooks/catalog.py",
+        "runbooks/pod-restart.yaml",
+        "models/selector.py",
+        "models/checkpoints/trm/model.safetensors",
+    ]
     assert [p for p in needed if is_ignored(p)] == []
 
 
 def test_dockerignore_keeps_local_state_out() -> None:
-    for path in (".git/config", ".venv/bin/python", "tests/conftest.py", "controller/__pycache__/x.pyc",
-                 "state/trm-sre.sqlite", "models/datasets/train.jsonl", "models/checkpoints/plain/config.json"):
+    for path in (
+        ".git/config",
+        ".venv/bin/python",
+        "tests/conftest.py",
+        "controller/__pycache__/x.pyc",
+        "state/trm-sre.sqlite",
+        "models/datasets/train.jsonl",
+        "models/checkpoints/plain/config.json",
+    ):
         assert is_ignored(path), path

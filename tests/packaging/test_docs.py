@@ -72,7 +72,7 @@ def test_operations_lists_every_environment_variable_the_settings_read() -> None
 def test_every_module_the_architecture_doc_names_exists() -> None:
     text = (REPO / "docs" / "architecture.md").read_text()
     named = set(re.findall(r"`((?:controller|models|runbooks)(?:/[\w.-]+)+)`", text))
-    named |= set(re.findall(r"^\s*((?:controller|models|runbooks)/[\w/.-]+)", text, flags=re.M))
+    named |= set(re.findall(r"^\s*((?:controller|models|runbooks)/[\w/.-]+)", text, flags=re.MULTILINE))
     assert len(named) >= 20, "the architecture map names the modules"
     missing = sorted(path for path in named if not (REPO / path.rstrip("/")).exists())
     assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"

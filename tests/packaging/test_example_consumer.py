@@ -33,8 +33,8 @@ import yaml
 from cloudevents.core.bindings.http import to_structured_event
 
 from controller.engine.delivery import SinkClient, escalation_entry, to_cloudevent
-from controller.schemas.decision import LAMBDA_TRIGGER, REMEDIATION_ESCALATED, TriggerData
 from controller.engine.store import OutboxEntry
+from controller.schemas.decision import LAMBDA_TRIGGER, REMEDIATION_ESCALATED, TriggerData
 from runbooks import default_catalog
 from tests.e2e.harness import ControllerProcess, child_env, fixture_payload, http, wait_until
 from tests.envtest.controlplane import ControlPlane
@@ -160,7 +160,9 @@ def test_a_redelivered_trigger_is_acknowledged_but_handled_once(consumer: Consum
 
 
 def test_another_event_type_is_refused_with_400_and_not_retried(consumer: Consumer, tmp_path: Path) -> None:
-    dec = sample_decision().model_copy(update={"outcome": "escalate", "function": None, "parameters": {}, "stage": None})
+    dec = sample_decision().model_copy(
+        update={"outcome": "escalate", "function": None, "parameters": {}, "stage": None}
+    )
     escalated = escalation_entry(dec, payload(alert_dict())[0], "/trm-sre", None, ["no stage proposed an allowed call"])
     assert escalated.type == REMEDIATION_ESCALATED
     result = deliver(consumer.url, escalated, tmp_path)

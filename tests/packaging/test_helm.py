@@ -47,10 +47,14 @@ ALL_OPTIONS = (
     "podAnnotations.team=sre",
 )
 
+
 def normalized_rules(role: dict[str, Any]) -> list[tuple[tuple[str, ...], ...]]:
     """Rules as sorted tuples, so list order and YAML flow style do not matter."""
     return sorted(
-        tuple(tuple(sorted(rule.get(key, []))) for key in ("apiGroups", "resources", "resourceNames", "verbs", "nonResourceURLs"))
+        tuple(
+            tuple(sorted(rule.get(key, [])))
+            for key in ("apiGroups", "resources", "resourceNames", "verbs", "nonResourceURLs")
+        )
         for rule in role["rules"]
     )
 
@@ -113,9 +117,9 @@ def test_rendered_rbac_rules_equal_the_kustomize_base(helm_bin: Path) -> None:
     rendered = render_chart(helm_bin)
     base = base_docs("rbac.yaml")
     for suffix in ("-operator", "-secret-reader"):
-        assert normalized_rules(one(rendered, "ClusterRole", suffix)) == normalized_rules(one(base, "ClusterRole", suffix)), (
-            f"ClusterRole *{suffix}: the chart's rules differ from deploy/base/rbac.yaml"
-        )
+        assert normalized_rules(one(rendered, "ClusterRole", suffix)) == normalized_rules(
+            one(base, "ClusterRole", suffix)
+        ), f"ClusterRole *{suffix}: the chart's rules differ from deploy/base/rbac.yaml"
     # No other grants on either side: no Roles, no extra ClusterRoles.
     for docs in (rendered, base):
         assert len(by_kind(docs, "ClusterRole")) == 2
@@ -126,15 +130,21 @@ def test_rendered_rbac_rules_equal_the_kustomize_base(helm_bin: Path) -> None:
         assert binding["roleRef"]["name"].endswith("-operator")
         assert [s["kind"] for s in binding["subjects"]] == ["ServiceAccount"]
         reader = one(docs, "RoleBinding", "-secret-reader")
-        assert reader["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                     "name": reader["roleRef"]["name"]}
+        assert reader["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": reader["roleRef"]["name"],
+        }
         assert reader["roleRef"]["name"].endswith("-secret-reader")
 
 
 @pytest.mark.envtest
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("options", [(), ALL_OPTIONS, ("model.enabled=false", "persistence.enabled=false")],
-                         ids=["defaults", "all-options", "no-model-no-persistence"])
+@pytest.mark.parametrize(
+    "options",
+    [(), ALL_OPTIONS, ("model.enabled=false", "persistence.enabled=false")],
+    ids=["defaults", "all-options", "no-model-no-persistence"],
+)
 def test_deployment_is_unprivileged_with_a_read_only_root(helm_bin: Path, options: tuple[str, ...]) -> None:
     deployment = one(render_chart(helm_bin, *options), "Deployment")
     spec = deployment["spec"]
@@ -163,7 +173,15 @@ def test_deployment_mirrors_the_kustomize_base(helm_bin: Path) -> None:
     # The chart passes the base's arguments (in order), then its own (--log-level).
     assert chart["args"][: len(base["args"])] == base["args"]
     assert chart["command"] == base["command"]
-    for key in ("ports", "startupProbe", "livenessProbe", "readinessProbe", "volumeMounts", "resources", "securityContext"):
+    for key in (
+        "ports",
+        "startupProbe",
+        "livenessProbe",
+        "readinessProbe",
+        "volumeMounts",
+        "resources",
+        "securityContext",
+    ):
         assert chart[key] == base[key], f"container.{key} differs from deploy/base/deployment.yaml"
     assert {e["name"]: e.get("value") for e in chart["env"]} == {e["name"]: e.get("value") for e in base["env"]}
 
@@ -206,8 +224,12 @@ def test_optional_objects_follow_their_switches(helm_bin: Path) -> None:
     assert len(token["data"]["token"]) > 64  # base64 of a 64-character random token
 
     bare = render_chart(
-        helm_bin, "starterPolicy.enabled=false", "webhookToken.create=false", "persistence.enabled=false",
-        "sink.url=", "model.enabled=false",
+        helm_bin,
+        "starterPolicy.enabled=false",
+        "webhookToken.create=false",
+        "persistence.enabled=false",
+        "sink.url=",
+        "model.enabled=false",
     )
     kinds = {d["kind"] for d in bare}
     assert not kinds & {"RemediationPolicy", "Secret", "PersistentVolumeClaim"}
@@ -217,8 +239,9 @@ def test_optional_objects_follow_their_switches(helm_bin: Path) -> None:
     volumes = {v["name"]: v for v in one(bare, "Deployment")["spec"]["template"]["spec"]["volumes"]}
     assert volumes["state"] == {"name": "state", "emptyDir": {}}
 
-    existing = render_chart(helm_bin, "webhookToken.existingSecret=mine", "webhookToken.key=bearer",
-                            "persistence.existingClaim=old-state")
+    existing = render_chart(
+        helm_bin, "webhookToken.existingSecret=mine", "webhookToken.key=bearer", "persistence.existingClaim=old-state"
+    )
     assert by_kind(existing, "Secret") == [] and by_kind(existing, "PersistentVolumeClaim") == []
     pod = one(existing, "Deployment")["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}

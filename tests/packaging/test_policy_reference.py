@@ -13,8 +13,8 @@ import yaml
 
 from controller.decision import policy_checks
 from controller.operator import handlers as operator
-from controller.tools.policy_reference import CRD_PATH, DOC_PATH, load_crd, main, render
 from controller.schemas.policy import PolicySpec
+from controller.tools.policy_reference import CRD_PATH, DOC_PATH, load_crd, main, render
 from runbooks import default_catalog
 from tests.packaging.helpers import REPO
 

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from controller.app import Components, Controller, build_components
-from controller.engine.model_loader import ModelState
 from pydantic import BaseModel
 
+from controller.app import Components, Controller, build_components
 from controller.edge.config import Limits
+from controller.engine.model_loader import ModelState
 from controller.settings import Settings
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from controller.app import Readiness
+from controller.decision.policy_index import PolicyIndex
 from controller.engine.model_loader import ModelState
 from controller.operator.readiness import IndexSync, KubernetesPolicyLister, PolicyId, PolicyListError
-from controller.decision.policy_index import PolicyIndex
 
 
 class Lister:
@@ -117,8 +117,9 @@ async def test_an_unexpected_error_is_a_reason_not_a_crash() -> None:
 
 async def test_readiness_in_cluster_mode_reports_the_sync() -> None:
     sync = IndexSync(Lister(PolicyListError("403 Forbidden")), relist_s=0.05, poll_s=0.01)
-    readiness = Readiness(standalone=False, index=PolicyIndex(), model=ModelState(None, "disabled", "tests"),
-                          index_sync=sync)
+    readiness = Readiness(
+        standalone=False, index=PolicyIndex(), model=ModelState(None, "disabled", "tests"), index_sync=sync
+    )
     assert readiness() == ["the operator has not started watching RemediationPolicies yet"]
     readiness.operator_started.set()
     task = asyncio.create_task(sync.run(readiness.operator_started))

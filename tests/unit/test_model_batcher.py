@@ -1,4 +1,4 @@
-"""ModelBatcher: concurrent asks become batches, every caller gets its own answer, failures and give-ups stay contained."""
+"""ModelBatcher: concurrent asks become batches, each caller gets its answer, failures and give-ups stay contained."""
 
 from __future__ import annotations
 

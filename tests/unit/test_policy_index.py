@@ -61,7 +61,12 @@ def test_precedence_is_priority_then_specificity_then_key() -> None:
         make("z", "generic"),
         make("a", "generic"),
         make("m", "by-name", alertNames=["KubePodCrashLooping"]),
-        make("m", "by-name-and-ns", alertNames=["KubePodCrashLooping"], matchers=[{"label": "namespace", "value": "shop"}]),
+        make(
+            "m",
+            "by-name-and-ns",
+            alertNames=["KubePodCrashLooping"],
+            matchers=[{"label": "namespace", "value": "shop"}],
+        ),
         make("b", "urgent", priority=10),
         make("c", "demoted", priority=-5, alertNames=["KubePodCrashLooping"], severities=["warning"]),
         make("x", "other-alert", priority=100, alertNames=["Watchdog"]),
@@ -118,7 +123,9 @@ def test_a_thousand_policies_match_like_a_linear_scan() -> None:
         elif kind == 1:
             match["alertNameRegex"] = f"Alert{rng.randrange(5)}.*"
         elif kind == 2:
-            match["matchers"] = [{"label": "namespace", "op": "=~", "value": f"ns{rng.randrange(10)}|ns{rng.randrange(10)}"}]
+            match["matchers"] = [
+                {"label": "namespace", "op": "=~", "value": f"ns{rng.randrange(10)}|ns{rng.randrange(10)}"}
+            ]
         policies.append(make(f"ns{i % 13}", f"p{i:04d}", priority=rng.randrange(-3, 4), **match))
     index = PolicyIndex()
     for policy in policies:
@@ -144,7 +151,7 @@ def test_concurrent_writers_and_readers_see_consistent_snapshots() -> None:
                 index.upsert(make("w", f"p{offset}-{i % 30}", priority=i % 5))
                 if i % 3 == 0:
                     index.remove(f"w/p{offset}-{(i + 7) % 30}")
-        except BaseException as exc:  # surfaced below
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
     def reader() -> None:
@@ -152,7 +159,7 @@ def test_concurrent_writers_and_readers_see_consistent_snapshots() -> None:
             while not stop.is_set():
                 found = index.matching(alert())
                 assert found == sorted(found, key=precedence_key)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
     readers = [threading.Thread(target=reader) for _ in range(2)]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.tools import cli as cli
+from controller.tools import cli
 from controller.tools.crd_schema import CEL_RULES_ENFORCED_BY_MODEL, DEFAULT_CRD_PATH, CrdSchema, structural_problems
 from controller.tools.validate_policy import Validator, load_crd
 from runbooks import default_catalog
@@ -484,7 +484,6 @@ def test_without_a_crd_file_a_note_says_the_schema_is_not_checked(
 def test_the_package_carries_the_same_crd_as_the_repository() -> None:
     """`controller/crds` links to `crds/` and is package data, so an installed `validate-policy` has the CRD."""
     import tomllib
-
 
     repo = Path(__file__).resolve().parents[2]
     assert DEFAULT_CRD_PATH.read_bytes() == (repo / "crds" / "remediationpolicy.yaml").read_bytes()

@@ -18,7 +18,7 @@ from tests.support.controllers import launch, server_settings, wait_listening
 
 @pytest.fixture
 async def start_server(tmp_path: Path) -> AsyncIterator[StartServer]:
-    """Start controllers in this loop (`await start_server(token=..., sink=..., limits=...)`); all stopped at the end."""
+    """Start controllers in this loop (`await start_server(token=..., sink=..., limits=...)`); all stop at the end."""
     running: list[tuple[Controller, asyncio.Task[int]]] = []
 
     async def start(*, model: ModelState | None = None, **kwargs: Any) -> EdgeServer:

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from controller.edge.config import Limits
 from controller.engine.model_loader import ModelState
 from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_TRIGGER
-from controller.edge.config import Limits
 from tests.pipeline.edge.servers import EdgeServer, StartServer, fixture_payload
 from tests.pipeline.sink import CaptureSink
 
@@ -128,7 +128,9 @@ async def test_without_a_token_on_loopback_requests_are_accepted(start_server: S
         (b'{"alerts": [{"status": "burning", "startsAt": "2026-05-01T10:00:00Z"}]}', "alerts.0.status"),
     ],
 )
-async def test_malformed_payloads_are_400_with_a_clear_message(client: httpx.AsyncClient, body: bytes, expected: str) -> None:
+async def test_malformed_payloads_are_400_with_a_clear_message(
+    client: httpx.AsyncClient, body: bytes, expected: str
+) -> None:
     response = await client.post("/alertmanager", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert expected in response.json()["detail"]
@@ -140,7 +142,7 @@ async def test_a_body_over_the_limit_is_413_even_without_content_length(start_se
 
     async def chunks() -> AsyncIterator[bytes]:  # chunked transfer encoding: no Content-Length to trust
         for start in range(0, len(big), 512):
-            yield big[start:start + 512]
+            yield big[start : start + 512]
 
     async with server.client() as http:
         declared = await http.post("/alertmanager", content=big, headers={"content-type": "application/json"})
@@ -161,8 +163,9 @@ async def test_a_body_over_the_limit_is_413_even_without_content_length(start_se
     ],
 )
 async def test_limits_answer_400_naming_the_limit(start_server: StartServer, mutate: Any, limit_name: str) -> None:
-    limits = Limits(max_alerts=3, max_labels=16, max_name_length=64, max_label_value_length=128,
-                    max_annotation_value_length=300)
+    limits = Limits(
+        max_alerts=3, max_labels=16, max_name_length=64, max_label_value_length=128, max_annotation_value_length=300
+    )
     server = await start_server(token="t", limits=limits)
     payload = fixture_payload("crashloop.json")
     mutate(payload)
@@ -195,8 +198,10 @@ async def test_an_overloaded_pipeline_answers_503_never_429(server: EdgeServer, 
 
 async def test_reason_answers_with_the_decision_and_its_trace(client: httpx.AsyncClient) -> None:
     alert = fixture_payload("crashloop.json")["alerts"][0]
-    response = await client.post("/reason", json={"question": "what now?", "context": {"alert": alert}, "max_steps": 4,
-                                                  "task_type": "remediation"})
+    response = await client.post(
+        "/reason",
+        json={"question": "what now?", "context": {"alert": alert}, "max_steps": 4, "task_type": "remediation"},
+    )
     assert response.status_code == 200
     body = response.json()
     answer = json.loads(body["answer"])
@@ -208,7 +213,9 @@ async def test_reason_answers_with_the_decision_and_its_trace(client: httpx.Asyn
     assert body["duration_ms"] >= 0
 
 
-async def test_reason_accepts_labels_as_context_and_has_no_side_effects(server: EdgeServer, client: httpx.AsyncClient) -> None:
+async def test_reason_accepts_labels_as_context_and_has_no_side_effects(
+    server: EdgeServer, client: httpx.AsyncClient
+) -> None:
     response = await client.post("/reason", json={"context": {"labels": {"alertname": "Watchdog", "severity": "none"}}})
     assert response.status_code == 200
     assert json.loads(response.json()["answer"])["outcome"] == "escalate"
@@ -227,7 +234,9 @@ async def test_reason_refuses_free_form_questions(client: httpx.AsyncClient) -> 
 # ---------------------------------------------------------------- approvals and decisions
 
 
-async def test_an_approval_releases_the_trigger_once(start_server: StartServer, sink: CaptureSink, tmp_path: Path) -> None:
+async def test_an_approval_releases_the_trigger_once(
+    start_server: StartServer, sink: CaptureSink, tmp_path: Path
+) -> None:
     policy = tmp_path / "approval.yaml"
     policy.write_text(APPROVAL_POLICY)
     server = await start_server(token="t", sink=sink.url, policies=[policy])
@@ -258,8 +267,11 @@ async def test_an_approval_releases_the_trigger_once(start_server: StartServer, 
 async def test_decisions_show_their_trace_and_history(server: EdgeServer, client: httpx.AsyncClient) -> None:
     await client.post("/alertmanager", json=fixture_payload("crashloop.json"))
     await server.idle()
-    decision_id = json.loads((await client.post(
-        "/reason", json={"context": {"alert": fixture_payload("crashloop.json")["alerts"][0]}})).json()["answer"])["decision_id"]
+    decision_id = json.loads(
+        (
+            await client.post("/reason", json={"context": {"alert": fixture_payload("crashloop.json")["alerts"][0]}})
+        ).json()["answer"]
+    )["decision_id"]
     response = await client.get(f"/decisions/{decision_id}")
     assert response.status_code == 200
     body = response.json()
@@ -309,8 +321,16 @@ async def test_metrics_count_requests_and_alerts(client: httpx.AsyncClient, serv
 
 async def test_openapi_documents_every_route_and_body(client: httpx.AsyncClient) -> None:
     schema = (await client.get("/openapi.json")).json()
-    for path in ("/alertmanager", "/events", "/reason", "/approvals/{approval_id}", "/decisions/{decision_id}",
-                 "/healthz", "/readyz", "/metrics"):
+    for path in (
+        "/alertmanager",
+        "/events",
+        "/reason",
+        "/approvals/{approval_id}",
+        "/decisions/{decision_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in schema["paths"], path
     body = schema["paths"]["/alertmanager"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/AlertmanagerPayload"}

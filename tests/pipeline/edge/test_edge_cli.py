@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.tools import cli as cli
 from controller.observability.logging import JsonFormatter, correlation
+from controller.tools import cli, explain
 from tests.pipeline.edge.servers import FIXTURES, EdgeServer, fixture_payload
 
 REPO = Path(__file__).resolve().parents[3]
@@ -24,8 +24,16 @@ REPO = Path(__file__).resolve().parents[3]
 def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("TRM_SRE_WEBHOOK_TOKEN", "K_SINK")}
     environ.update({"PYTHONPATH": str(REPO), **(env or {})})
-    return subprocess.run([sys.executable, "-m", "controller", *args], cwd=REPO, env=environ, text=True,
-                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *args],
+        cwd=REPO,
+        env=environ,
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def test_run_refuses_a_non_loopback_bind_without_a_token(tmp_path: Path) -> None:
@@ -62,7 +70,9 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
     assert "usage: trm-sre" in capsys.readouterr().out
 
 
-def test_select_prints_the_decision_for_an_alert_object(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_select_prints_the_decision_for_an_alert_object(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     alert = fixture_payload("crashloop.json")["alerts"][0]
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(alert)))
     assert cli.main(["select", "--no-model"]) == 0
@@ -71,7 +81,9 @@ def test_select_prints_the_decision_for_an_alert_object(monkeypatch: pytest.Monk
     assert decision["stage"] == "rules"
 
 
-def test_select_prints_one_decision_per_alert_of_a_payload(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_select_prints_one_decision_per_alert_of_a_payload(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO((FIXTURES / "group-mixed.json").read_text()))
     assert cli.main(["select", "--no-model"]) == 0
     decisions = json.loads(capsys.readouterr().out)
@@ -79,7 +91,9 @@ def test_select_prints_one_decision_per_alert_of_a_payload(monkeypatch: pytest.M
     assert {d["function"] for d in decisions} == {"pod-check-status"}
 
 
-def test_select_refuses_what_is_not_an_alert(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_select_refuses_what_is_not_an_alert(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("[1, 2]"))
     assert cli.main(["select", "--no-model"]) == 2
     assert "expected a JSON object" in capsys.readouterr().err
@@ -98,7 +112,9 @@ async def test_explain_a_stored_decision_by_id(
     async with server.client() as http:
         await http.post("/alertmanager", json=fixture_payload("crashloop.json"))
         await server.idle()
-        answer = (await http.post("/reason", json={"context": {"alert": fixture_payload("crashloop.json")["alerts"][0]}})).json()
+        answer = (
+            await http.post("/reason", json={"context": {"alert": fixture_payload("crashloop.json")["alerts"][0]}})
+        ).json()
     decision_id = json.loads(answer["answer"])["decision_id"]
     state_dir = server.components.settings.state_dir
     assert cli.main(["explain", decision_id, "--state-dir", str(state_dir)]) == 0
@@ -124,8 +140,15 @@ async def test_explain_a_stored_decision_by_id(
 def test_catalog_lists_every_function(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["catalog"]) == 0
     out = capsys.readouterr().out
-    for name in ("check-pvc-status", "flux-reconcile-gitrepository", "flux-reconcile-helmrelease",
-                 "flux-reconcile-kustomization", "pod-check-status", "pod-restart", "scale-deployment"):
+    for name in (
+        "check-pvc-status",
+        "flux-reconcile-gitrepository",
+        "flux-reconcile-helmrelease",
+        "flux-reconcile-kustomization",
+        "pod-check-status",
+        "pod-restart",
+        "scale-deployment",
+    ):
         assert f"{name}  (risk:" in out
     assert cli.main(["catalog", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 7
@@ -134,10 +157,16 @@ def test_catalog_lists_every_function(capsys: pytest.CaptureFixture[str]) -> Non
 def test_terminal_output_uses_tables(capsys: pytest.CaptureFixture[str]) -> None:
     from runbooks import default_catalog
 
-    stored = {"id": "d1", "alertname": "A", "outcome": "escalate", "policy": "ns/p", "reasoning": "nothing fits",
-              "trace": [{"stage": "rules", "outcome": "abstained", "reason": "no rule matched", "latency_ms": 0.2}]}
+    stored = {
+        "id": "d1",
+        "alertname": "A",
+        "outcome": "escalate",
+        "policy": "ns/p",
+        "reasoning": "nothing fits",
+        "trace": [{"stage": "rules", "outcome": "abstained", "reason": "no rule matched", "latency_ms": 0.2}],
+    }
     out = io.StringIO()
-    cli.render_decision(stored, out, rich=True)
+    explain.render_decision(stored, out, rich=True)
     cli.render_catalog(default_catalog(), out, rich=True)
     text = out.getvalue()
     assert "escalate" in text and "abstained" in text

@@ -36,8 +36,16 @@ async def test_select_returns_the_decision(server: EdgeServer) -> None:
 
 async def test_reason_with_labels_as_context(server: EdgeServer) -> None:
     async with ReasoningClient(server.url, token=server.token) as client:
-        result = await client.reason("what now?", {"labels": {"alertname": "KubePersistentVolumeFillingUp",
-                                                               "namespace": "monitoring", "persistentvolumeclaim": "db"}})
+        result = await client.reason(
+            "what now?",
+            {
+                "labels": {
+                    "alertname": "KubePersistentVolumeFillingUp",
+                    "namespace": "monitoring",
+                    "persistentvolumeclaim": "db",
+                }
+            },
+        )
     assert result.decision()["lambda_function"] == "check-pvc-status"
 
 

@@ -99,8 +99,13 @@ def test_missing_start_time_falls_back_to_the_event_time_or_is_refused() -> None
 
 @pytest.mark.parametrize("mode", ["binary", "structured"])
 def test_reasoning_requests_are_typed(mode: str) -> None:
-    data = {"question": "what now?", "context": {"alert": AM_ALERT}, "max_steps": 4, "task_type": "remediation",
-            "conversation_id": "c-1"}
+    data = {
+        "question": "what now?",
+        "context": {"alert": AM_ALERT},
+        "max_steps": 4,
+        "task_type": "remediation",
+        "conversation_id": "c-1",
+    }
     inbound = parse(message("io.homelab.reasoning.requested", data, mode=mode))
     assert isinstance(inbound, InboundReasoning)
     assert inbound.request.max_steps == 4
@@ -119,8 +124,9 @@ def test_lambda_responses_carry_their_correlation_id(mode: str, ce_type: str) ->
 
 
 def test_lambda_response_correlation_id_may_come_from_the_extension() -> None:
-    inbound = parse(message("io.knative.lambda.response.error", {"error": {"message": "x"}}, mode="binary",
-                            correlationid="fromext"))
+    inbound = parse(
+        message("io.knative.lambda.response.error", {"error": {"message": "x"}}, mode="binary", correlationid="fromext")
+    )
     assert isinstance(inbound, InboundLambdaResponse)
     assert inbound.correlation_id == "fromext"
     with pytest.raises(CloudEventRejected, match="no correlation id"):
@@ -146,11 +152,33 @@ def test_batched_mode_is_refused_and_says_so() -> None:
         ({"content-type": "application/json"}, b'{"a": 1}', "not a CloudEvent"),
         ({"content-type": "application/cloudevents+json"}, b"{not json", "not valid JSON"),
         ({"content-type": "application/cloudevents+json"}, b"[]", "must be a JSON object"),
-        ({"content-type": "application/cloudevents+json"}, b'{"specversion": "1.0", "type": "x"}', "invalid CloudEvent"),
-        ({"ce-specversion": "1.0", "ce-type": ALERT_FIRED, "ce-source": "/s", "ce-id": "1",
-          "content-type": "application/json"}, b"[1, 2]", "data must be a JSON object"),
-        ({"ce-specversion": "1.0", "ce-type": ALERT_FIRED, "ce-source": "/s", "ce-id": "1",
-          "content-type": "application/json"}, b'{"labels": {}}', "no alertname"),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"specversion": "1.0", "type": "x"}',
+            "invalid CloudEvent",
+        ),
+        (
+            {
+                "ce-specversion": "1.0",
+                "ce-type": ALERT_FIRED,
+                "ce-source": "/s",
+                "ce-id": "1",
+                "content-type": "application/json",
+            },
+            b"[1, 2]",
+            "data must be a JSON object",
+        ),
+        (
+            {
+                "ce-specversion": "1.0",
+                "ce-type": ALERT_FIRED,
+                "ce-source": "/s",
+                "ce-id": "1",
+                "content-type": "application/json",
+            },
+            b'{"labels": {}}',
+            "no alertname",
+        ),
     ],
 )
 def test_malformed_requests_are_refused_clearly(headers: dict[str, str], body: bytes, expected: str) -> None:

@@ -34,7 +34,13 @@ def alert_data() -> dict[str, Any]:
 
 
 def encode(ce_type: str, data: Any, mode: str, event_id: str = "ev-1", **extra: Any) -> HTTPMessage:
-    attributes = {"type": ce_type, "source": "/tests/edge", "id": event_id, "datacontenttype": "application/json", **extra}
+    attributes = {
+        "type": ce_type,
+        "source": "/tests/edge",
+        "id": event_id,
+        "datacontenttype": "application/json",
+        **extra,
+    }
     event = CloudEvent(attributes=attributes, data=data)
     return to_binary_event(event) if mode == "binary" else to_structured_event(event)
 
@@ -44,14 +50,19 @@ async def post(http: httpx.AsyncClient, message: HTTPMessage) -> httpx.Response:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_a_fired_alert_event_is_ingested_and_triggers_once(start_server: StartServer, sink: CaptureSink, mode: str) -> None:
+async def test_a_fired_alert_event_is_ingested_and_triggers_once(
+    start_server: StartServer, sink: CaptureSink, mode: str
+) -> None:
     server = await start_server(token="t", sink=sink.url)
     async with server.client() as http:
         first = await post(http, encode(ALERT_FIRED, alert_data(), mode, event_id="a1"))
         second = await post(http, encode(ALERT_FIRED, alert_data(), mode, event_id="a2"))  # a redelivery
     assert first.status_code == 202
-    assert first.json() == {"type": ALERT_FIRED, "id": "a1",
-                            "result": {"accepted": 1, "new_incidents": 1, "duplicates": 0, "resolved": 0}}
+    assert first.json() == {
+        "type": ALERT_FIRED,
+        "id": "a1",
+        "result": {"accepted": 1, "new_incidents": 1, "duplicates": 0, "resolved": 0},
+    }
     assert second.json()["result"]["duplicates"] == 1
     assert await sink.wait_for_async(lambda s: len(s.accepted_of(LAMBDA_TRIGGER)) == 1)
     await server.idle()
@@ -61,9 +72,19 @@ async def test_a_fired_alert_event_is_ingested_and_triggers_once(start_server: S
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_the_original_systems_event_shape_is_accepted(server: EdgeServer, mode: str) -> None:
-    data = {"alertname": "KubePodCrashLooping", "status": "firing", "labels": {"namespace": "shop", "pod": "cart-1"},
-            "annotations": {}, "commonLabels": {}, "commonAnnotations": {}, "startsAt": "2026-05-01T10:00:00Z",
-            "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "receiver": "remediator", "version": "4"}
+    data = {
+        "alertname": "KubePodCrashLooping",
+        "status": "firing",
+        "labels": {"namespace": "shop", "pod": "cart-1"},
+        "annotations": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "startsAt": "2026-05-01T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "receiver": "remediator",
+        "version": "4",
+    }
     async with server.client() as http:
         response = await post(http, encode(ALERT_FIRED, data, mode))
     assert response.status_code == 202
@@ -82,8 +103,13 @@ async def test_a_resolved_alert_event_is_recorded_against_its_incident(server: E
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_a_reasoning_request_gets_a_completed_reply_event(server: EdgeServer, mode: str) -> None:
-    request = {"question": "which remediation?", "context": {"alert": alert_data()}, "max_steps": 6,
-               "task_type": "remediation", "conversation_id": "conv-7"}
+    request = {
+        "question": "which remediation?",
+        "context": {"alert": alert_data()},
+        "max_steps": 6,
+        "task_type": "remediation",
+        "conversation_id": "conv-7",
+    }
     async with server.client() as http:
         response = await post(http, encode("io.homelab.reasoning.requested", request, mode, event_id="q1"))
     assert response.status_code == 200
@@ -120,18 +146,28 @@ async def test_lambda_responses_are_recorded_on_their_decision(
         await http.post("/alertmanager", json=fixture_payload("crashloop.json"))
         assert await sink.wait_for_async(lambda s: len(s.accepted_of(LAMBDA_TRIGGER)) == 1)
         correlation_id = sink.accepted_of(LAMBDA_TRIGGER)[0].headers["ce-correlationid"]
-        body: dict[str, Any] = {"functionName": "pod-restart", "namespace": "ai", "invocationId": "inv-1",
-                                "correlationId": correlation_id}
-        body.update({"result": {"statusCode": 200, "body": {"status": "success"}}} if outcome == "success"
-                    else {"error": {"code": "E", "message": "boom", "retryable": False}})
-        response = await post(http, encode(f"io.knative.lambda.response.{outcome}", body, mode,
-                                           source="io.knative.lambda/pod-restart"))
+        body: dict[str, Any] = {
+            "functionName": "pod-restart",
+            "namespace": "ai",
+            "invocationId": "inv-1",
+            "correlationId": correlation_id,
+        }
+        body.update(
+            {"result": {"statusCode": 200, "body": {"status": "success"}}}
+            if outcome == "success"
+            else {"error": {"code": "E", "message": "boom", "retryable": False}}
+        )
+        response = await post(
+            http, encode(f"io.knative.lambda.response.{outcome}", body, mode, source="io.knative.lambda/pod-restart")
+        )
         assert response.status_code == 202
         assert response.json()["result"] == {"recorded": True}
         history = (await http.get(f"/decisions/{correlation_id}")).json()
         assert history["result"] == outcome
         assert history["responses"][0]["success"] is (outcome == "success")
-        unknown = await post(http, encode(f"io.knative.lambda.response.{outcome}", {**body, "correlationId": "zzz"}, mode))
+        unknown = await post(
+            http, encode(f"io.knative.lambda.response.{outcome}", {**body, "correlationId": "zzz"}, mode)
+        )
         assert unknown.status_code == 202  # a retry would not make it known
         assert unknown.json()["result"] == {"recorded": False}
 
@@ -147,8 +183,9 @@ async def test_unknown_types_are_400_listing_the_accepted_ones(server: EdgeServe
 async def test_batched_mode_is_400_and_says_it_is_not_supported(server: EdgeServer) -> None:
     one = json.loads(encode(ALERT_FIRED, alert_data(), "structured").body)
     async with server.client() as http:
-        response = await http.post("/events", content=json.dumps([one]),
-                                   headers={"content-type": "application/cloudevents-batch+json"})
+        response = await http.post(
+            "/events", content=json.dumps([one]), headers={"content-type": "application/cloudevents-batch+json"}
+        )
     assert response.status_code == 400
     assert "batched content mode" in response.json()["detail"]
     assert "not supported" in response.json()["detail"]

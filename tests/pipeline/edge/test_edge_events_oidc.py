@@ -17,11 +17,11 @@ import pytest
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
-from controller.tools import cli as cli
+from controller.edge.config import KnativeOIDC
 from controller.edge.knative_auth import EventsAuthenticator, Review, ReviewUnavailable
 from controller.schemas.alerts import ALERT_FIRED
-from controller.edge.config import KnativeOIDC
 from controller.settings import Settings, SettingsError
+from controller.tools import cli
 from tests.pipeline.edge.servers import StartServer, fixture_payload
 
 AUDIENCE = "trm-sre.trm-sre.svc"
@@ -87,8 +87,15 @@ def oidc(audience: str, *subjects: str) -> KnativeOIDC:
 
 def test_the_audience_and_subjects_come_from_flags_or_the_environment() -> None:
     assert not settings().knative.enabled
-    flags = settings("--events-audience", AUDIENCE, *("--events-allowed-subject", SENDER) * 1,
-                     "--events-allowed-subject", OTHER, "--events-allowed-subject", SENDER)
+    flags = settings(
+        "--events-audience",
+        AUDIENCE,
+        *("--events-allowed-subject", SENDER) * 1,
+        "--events-allowed-subject",
+        OTHER,
+        "--events-allowed-subject",
+        SENDER,
+    )
     assert flags.knative == oidc(AUDIENCE, SENDER, OTHER)
     env = {**STATIC, "TRM_SRE_KNATIVE__AUDIENCE": AUDIENCE, "TRM_SRE_KNATIVE__ALLOWED_SUBJECTS": f" {SENDER} ,{OTHER},"}
     assert settings(environ=env).knative == oidc(AUDIENCE, SENDER, OTHER)
@@ -103,17 +110,32 @@ def test_the_audience_and_subjects_come_from_flags_or_the_environment() -> None:
         (["--events-audience", AUDIENCE], STATIC, "needs at least one --events-allowed-subject"),
         (["--events-allowed-subject", SENDER], STATIC, "need an audience"),
         (["--events-audience", "two words", "--events-allowed-subject", SENDER], STATIC, "is not a valid audience"),
-        (["--events-audience", AUDIENCE, "--events-allowed-subject", "mt-broker-filter"], STATIC,
-         "is not a ServiceAccount username"),
-        (["--events-audience", AUDIENCE, "--events-allowed-subject", "system:serviceaccount:knative-eventing"], STATIC,
-         "system:serviceaccount:NAMESPACE:NAME"),
-        (["--events-audience", AUDIENCE, "--events-allowed-subject", SENDER, "--standalone"], STATIC, "needs cluster mode"),
-        (["--events-audience", AUDIENCE, "--events-allowed-subject", SENDER, "--host", "127.0.0.1"], {},
-         "needs the bearer token too"),
+        (
+            ["--events-audience", AUDIENCE, "--events-allowed-subject", "mt-broker-filter"],
+            STATIC,
+            "is not a ServiceAccount username",
+        ),
+        (
+            ["--events-audience", AUDIENCE, "--events-allowed-subject", "system:serviceaccount:knative-eventing"],
+            STATIC,
+            "system:serviceaccount:NAMESPACE:NAME",
+        ),
+        (
+            ["--events-audience", AUDIENCE, "--events-allowed-subject", SENDER, "--standalone"],
+            STATIC,
+            "needs cluster mode",
+        ),
+        (
+            ["--events-audience", AUDIENCE, "--events-allowed-subject", SENDER, "--host", "127.0.0.1"],
+            {},
+            "needs the bearer token too",
+        ),
     ],
     ids=["no-subject", "no-audience", "spaces", "bare-name", "no-name", "standalone", "no-static-token"],
 )
-def test_incomplete_or_invalid_settings_are_refused_at_start(flags: list[str], environ: dict[str, str], message: str) -> None:
+def test_incomplete_or_invalid_settings_are_refused_at_start(
+    flags: list[str], environ: dict[str, str], message: str
+) -> None:
     with pytest.raises(SettingsError, match=message):
         settings(*flags, environ=environ)
 
@@ -318,7 +340,9 @@ async def test_an_unavailable_apiserver_is_503_with_retry_after(start_server: St
     assert "retry later" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("path", ["/alertmanager", "/reason", "/approvals/0123456789abcdef", "/decisions/0123456789abcdef"])
+@pytest.mark.parametrize(
+    "path", ["/alertmanager", "/reason", "/approvals/0123456789abcdef", "/decisions/0123456789abcdef"]
+)
 async def test_other_routes_never_accept_an_oidc_token(start_server: StartServer, path: str) -> None:
     server, reviewer = await _server(start_server)
     token = reviewer.accept(jwt())

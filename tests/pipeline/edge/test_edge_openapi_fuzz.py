@@ -38,12 +38,16 @@ def test_no_request_makes_the_server_fail(fuzz_server: str) -> None:
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def call(case: schemathesis.Case) -> None:
-            case.call_and_validate(base_url=fuzz_server, headers={"Authorization": f"Bearer {TOKEN}"},
-                                   checks=[not_a_server_error])
+            case.call_and_validate(
+                base_url=fuzz_server, headers={"Authorization": f"Bearer {TOKEN}"}, checks=[not_a_server_error]
+            )
 
         call()
     exposition = httpx.get(f"{fuzz_server}/metrics").text
-    served = sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines()
-                 if line.startswith("agent_sre_http_requests_total{"))
+    served = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("agent_sre_http_requests_total{")
+    )
     assert served >= 100  # the examples really reached the server
     assert 'code="500"' not in exposition

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from controller.app import PolicyFileError, build_components, load_policy_files, standalone_policies
-from controller.engine.model_loader import ModelState
 from controller.edge.config import BearerToken
+from controller.engine.model_loader import ModelState
 from controller.settings import Settings, SettingsError, check_bind, is_loopback, parse_ce_overrides
 from controller.tools import cli
 
@@ -150,7 +150,11 @@ def test_retention_days_come_from_the_flag_then_the_environment_then_30() -> Non
 @pytest.mark.parametrize(
     ("flags", "environ", "message"),
     [
-        (["--retention-days", "-1"], {}, "engine.retention_days .TRM_SRE_ENGINE__RETENTION_DAYS.: .*greater than or equal to 0"),
+        (
+            ["--retention-days", "-1"],
+            {},
+            "engine.retention_days .TRM_SRE_ENGINE__RETENTION_DAYS.: .*greater than or equal to 0",
+        ),
         (["--retention-days", "100000"], {}, "engine.retention_days .* less than or equal to 36500"),
         ([], {"TRM_SRE_ENGINE__RETENTION_DAYS": "2.5"}, "TRM_SRE_ENGINE__RETENTION_DAYS.: .*integer"),
         ([], {"TRM_SRE_ENGINE__RETENTION_DAYS": "-3"}, "TRM_SRE_ENGINE__RETENTION_DAYS.: .*greater than or equal to 0"),
@@ -164,10 +168,15 @@ def test_invalid_settings_are_refused_by_name(flags: list[str], environ: dict[st
 
 
 def test_every_section_reads_the_environment() -> None:
-    loaded = settings(environ={
-        "TRM_SRE_ENGINE__QUEUE_SIZE": "17", "TRM_SRE_LIMITS__MAX_ALERTS": "9", "TRM_SRE_MODEL__DEVICE": "auto",
-        "TRM_SRE_LOG_LEVEL": "debug", "K_CE_OVERRIDES": '{"extensions": {"cluster": "c1"}}',
-    })
+    loaded = settings(
+        environ={
+            "TRM_SRE_ENGINE__QUEUE_SIZE": "17",
+            "TRM_SRE_LIMITS__MAX_ALERTS": "9",
+            "TRM_SRE_MODEL__DEVICE": "auto",
+            "TRM_SRE_LOG_LEVEL": "debug",
+            "K_CE_OVERRIDES": '{"extensions": {"cluster": "c1"}}',
+        }
+    )
     assert (loaded.engine.queue_size, loaded.limits.max_alerts, loaded.model.device) == (17, 9, "auto")
     assert loaded.log_level == "DEBUG"
     assert loaded.engine.ce_overrides == {"cluster": "c1"}
@@ -186,7 +195,9 @@ def test_run_passes_retention_days_to_the_pipeline(tmp_path: Path, monkeypatch: 
         return 0
 
     monkeypatch.setattr(controller.app, "run_controller", fake_run_controller)
-    monkeypatch.setattr(controller.observability.logging, "configure_logging", lambda level: None)  # keep pytest's handlers
+    monkeypatch.setattr(
+        controller.observability.logging, "configure_logging", lambda level: None
+    )  # keep pytest's handlers
     monkeypatch.delenv("TRM_SRE_ENGINE__RETENTION_DAYS", raising=False)
     argv = ["run", "--standalone", "--no-model", "--state-dir", str(tmp_path)]
     assert cli.main([*argv, "--retention-days", "7"]) == 0

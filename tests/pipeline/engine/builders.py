@@ -8,7 +8,6 @@ milliseconds; nothing asserts on timing.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -16,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from controller.decision.chain import StageClients
-from controller.engine.delivery import trigger_entry
-from controller.observability.metrics import Metrics
-from controller.engine.pipeline import IngestResult, Pipeline, PipelineSettings
 from controller.decision.policy_index import PolicyIndex
+from controller.engine.config import EngineSettings
+from controller.engine.delivery import trigger_entry
+from controller.engine.pipeline import IngestResult, Pipeline
+from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.engine.store import DB_FILENAME, OutboxEntry, Store
+from controller.observability.metrics import Metrics
 from controller.schemas.alerts import AlertEvent, AlertmanagerPayload, split_payload
 from controller.schemas.decision import Decision, decision_id
 from controller.schemas.policy import Policy, PolicySpec
-from controller.engine.policy_stats import PolicyStatusRecorder
-from controller.engine.store import DB_FILENAME, OutboxEntry, Store
 from runbooks import default_catalog
 
 CRASHLOOP = "KubePodCrashLooping"
@@ -41,7 +41,7 @@ RESTART_RULES: list[dict[str, Any]] = [
     }
 ]
 
-FAST = PipelineSettings(
+FAST = EngineSettings(
     sink=None,
     workers=2,
     delivery_attempts=3,
@@ -190,7 +190,7 @@ def build_engine(
         index.upsert(p)
     recorder = PolicyStatusRecorder()
     metrics = Metrics()
-    pipeline_settings = dataclasses.replace(FAST, sink=sink, **settings)
+    pipeline_settings = EngineSettings.model_validate({**FAST.model_dump(), "sink": sink, **settings})
     kwargs = {"clock": clock} if clock is not None else {}
     pipeline = Pipeline(pipeline_settings, store, index, default_catalog(), StageClients(), recorder, metrics, **kwargs)
     return Engine(pipeline, store, index, recorder, metrics, state_dir)

@@ -48,7 +48,7 @@ async def test_alerts_beyond_the_queue_wait_budget_are_refused_with_the_reason(t
     index = PolicyIndex()
     index.upsert(policy(chain=[{"trm": {"minConfidence": 0.5, "timeoutMs": 60_000}}]))
     # One worker at an assumed 1 decision/s with a 3 s budget: three alerts may wait, a fourth may not.
-    settings = dataclasses.replace(FAST, workers=1, assumed_decisions_per_s=1.0, max_queue_wait_s=3.0)
+    settings = FAST.model_copy(update={"workers": 1, "assumed_decisions_per_s": 1.0, "max_queue_wait_s": 3.0})
     pipeline = Pipeline(
         settings, store, index, default_catalog(), StageClients(trm=model), PolicyStatusRecorder(), Metrics()
     )
@@ -64,7 +64,9 @@ async def test_alerts_beyond_the_queue_wait_budget_are_refused_with_the_reason(t
         model.release.set()
         assert await pipeline.wait_idle(30)
         assert model.calls == 4  # every accepted alert was decided; the refused one was never recorded
-        assert (await pipeline.ingest(payload(alert_dict("pod-4")))).new_incidents == 1  # and is taken once room is back
+        assert (
+            await pipeline.ingest(payload(alert_dict("pod-4")))
+        ).new_incidents == 1  # and is taken once room is back
     finally:
         model.release.set()
         await pipeline.stop(drain_timeout_s=5)

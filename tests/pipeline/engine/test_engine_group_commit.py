@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from controller.engine.pipeline import StoreUnavailable
-from controller.schemas.decision import LAMBDA_TRIGGER
 from controller.engine.store import StoreError
+from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.pipeline.engine.builders import alert_dict, payload, policy
 from tests.pipeline.sink import CaptureSink
 
@@ -64,7 +64,9 @@ async def test_concurrent_webhooks_share_a_commit_and_each_gets_its_own_result(m
     assert len(triggers) == len({t.ce_id for t in triggers}) == 19
 
 
-async def test_a_failed_group_commit_refuses_every_webhook_in_it_and_records_none(make_engine, sink: CaptureSink) -> None:
+async def test_a_failed_group_commit_refuses_every_webhook_in_it_and_records_none(
+    make_engine, sink: CaptureSink
+) -> None:
     engine = await make_engine([policy()], sink=sink.url)
     recorder = CountingRecorder(engine.store)
     recorder.fail = True

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controller.schemas.decision import LAMBDA_TRIGGER
 from controller.engine.store import Store
+from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.pipeline.engine.builders import alert_dict, payload, policy, trigger_id
 from tests.pipeline.sink import CaptureSink
 

@@ -40,7 +40,13 @@ async def test_an_old_finished_incident_and_everything_hanging_off_it_is_swept(m
     did = decision_id(events[0].incident_key, "shop/restart")
     assert await engine.pipeline.record_lambda_response(did, True, {"restarted": True})
     assert rows(engine) == {
-        "incidents": 1, "alerts": 2, "decisions": 1, "outbox": 1, "approvals": 0, "responses": 1, "cooldowns": 1,
+        "incidents": 1,
+        "alerts": 2,
+        "decisions": 1,
+        "outbox": 1,
+        "approvals": 0,
+        "responses": 1,
+        "cooldowns": 1,
     }
 
     clock.advance(29 * DAY)
@@ -73,7 +79,13 @@ async def test_a_recent_incident_is_kept_next_to_an_old_one(make_engine, sink: C
     (firing,) = engine.sql("SELECT payload FROM alerts WHERE status = 'firing'")
     assert '"pod":"recent"' in firing[0]
     assert rows(engine) == {
-        "incidents": 1, "alerts": 2, "decisions": 1, "outbox": 1, "approvals": 0, "responses": 0, "cooldowns": 1,
+        "incidents": 1,
+        "alerts": 2,
+        "decisions": 1,
+        "outbox": 1,
+        "approvals": 0,
+        "responses": 0,
+        "cooldowns": 1,
     }
 
 
@@ -127,7 +139,13 @@ async def test_pending_outbox_entries_survive_any_age(make_engine, sink: Capture
 
     assert swept == {"cooldowns": 1}  # the target's cooldown ended a year ago; nothing of the incident goes
     assert rows(engine) == {
-        "incidents": 1, "alerts": 1, "decisions": 1, "outbox": 1, "approvals": 0, "responses": 0, "cooldowns": 0,
+        "incidents": 1,
+        "alerts": 1,
+        "decisions": 1,
+        "outbox": 1,
+        "approvals": 0,
+        "responses": 0,
+        "cooldowns": 0,
     }
     sink.answer(202)
     await engine.pipeline.stop(drain_timeout_s=10)  # the drain replays what is due: still deliverable
@@ -138,9 +156,7 @@ async def test_pending_outbox_entries_survive_any_age(make_engine, sink: Capture
 async def test_pending_approvals_survive_any_age(make_engine, sink: CaptureSink) -> None:
     clock = FakeClock()
     # The expiry timer never runs here: the approval stays pending however late it is.
-    engine = await make_engine(
-        [policy(actions=APPROVAL)], sink=sink.url, clock=clock, approval_check_interval_s=3600
-    )
+    engine = await make_engine([policy(actions=APPROVAL)], sink=sink.url, clock=clock, approval_check_interval_s=3600)
     await engine.ingest(payload(alert_dict("careful")))
     await engine.settle()
     approval_id = engine.sql("SELECT id FROM approvals")[0][0]
@@ -289,7 +305,9 @@ async def test_the_loop_sweeps_shortly_after_start_and_logs_one_line(
     clock.advance(31 * DAY)
     with caplog.at_level(logging.INFO, logger="controller.engine.retention"):
         assert await eventually(lambda: rows(engine)["incidents"] == 0)
-        assert await eventually(lambda: any(r.message == "retention sweep deleted finished rows" for r in caplog.records))
+        assert await eventually(
+            lambda: any(r.message == "retention sweep deleted finished rows" for r in caplog.records)
+        )
     lines = [r for r in caplog.records if r.message == "retention sweep deleted finished rows"]
     assert len(lines) == 1  # later sweeps found nothing and said nothing
     assert lines[0].rows == {"incidents": 1, "alerts": 2, "decisions": 1, "outbox": 1, "cooldowns": 1}

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from controller.engine.guards import GuardState, plan_actions
 from controller.engine.delivery import event_ids, is_extension_name, to_cloudevent, trigger_entry
+from controller.engine.guards import GuardState, plan_actions
 from controller.observability.metrics import Metrics
 from controller.schemas.decision import LAMBDA_TRIGGER, Decision
 from controller.schemas.policy import Actions

@@ -109,7 +109,9 @@ class FakeTRM:
             raise self.error
         text = self.text
         if text is None:
-            text = json.dumps({"lambda_function": self.function, "parameters": self.parameters, "confidence": self.confidence})
+            text = json.dumps(
+                {"lambda_function": self.function, "parameters": self.parameters, "confidence": self.confidence}
+            )
         return FakeDecision(self.function, dict(self.parameters), self.confidence, 3, text)
 
 

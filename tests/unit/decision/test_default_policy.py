@@ -8,16 +8,16 @@ import pytest
 import yaml
 
 from controller.decision import StageClients, check_template, decide
+from controller.defaults import (
+    DEFAULT_POLICY_PATH,
+    load_default_policy,
+    policy_from_manifest,
+)
 from controller.tools.selectors import (
     ChainSelector,
     RulesSelector,
     Selection,
     event_from_alert,
-)
-from controller.defaults import (
-    DEFAULT_POLICY_PATH,
-    load_default_policy,
-    policy_from_manifest,
 )
 from runbooks import default_catalog
 
@@ -59,15 +59,27 @@ def test_manifests_must_be_remediation_policies() -> None:
     with pytest.raises(ValueError):
         policy_from_manifest({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "y"}})
     with pytest.raises(ValueError):
-        policy_from_manifest({"apiVersion": "remediation.homelab.io/v1alpha1", "kind": "RemediationPolicy", "metadata": {}})
+        policy_from_manifest(
+            {"apiVersion": "remediation.homelab.io/v1alpha1", "kind": "RemediationPolicy", "metadata": {}}
+        )
     with pytest.raises(ValueError):
         policy_from_manifest(["not", "a", "mapping"])
 
 
 FIXTURE_EXPECTATIONS = [
     ("crashloop.json", "rules", "pod-restart", {"name": "cart-7f9c6d5b8-x2k4q", "namespace": "shop", "type": "pod"}),
-    ("pvc-filling.json", "rules", "check-pvc-status", {"name": "prometheus-k8s-db-prometheus-k8s-0", "namespace": "monitoring"}),
-    ("flux-kustomization-not-ready.json", "rules", "flux-reconcile-kustomization", {"name": "podinfo", "namespace": "apps"}),
+    (
+        "pvc-filling.json",
+        "rules",
+        "check-pvc-status",
+        {"name": "prometheus-k8s-db-prometheus-k8s-0", "namespace": "monitoring"},
+    ),
+    (
+        "flux-kustomization-not-ready.json",
+        "rules",
+        "flux-reconcile-kustomization",
+        {"name": "podinfo", "namespace": "apps"},
+    ),
     (
         "static-annotation.json",
         "staticAnnotation",
@@ -195,7 +207,9 @@ RULE_CASES = [
 def test_the_rules_pick_the_right_function_for_known_alerts() -> None:
     selections = RulesSelector().select_batch([case[0] for case in RULE_CASES])
     for (alert_, function, parameters), selection in zip(RULE_CASES, selections, strict=True):
-        assert (selection.lambda_function, selection.parameters) == (function, parameters), alert_["labels"]["alertname"]
+        assert (selection.lambda_function, selection.parameters) == (function, parameters), alert_["labels"][
+            "alertname"
+        ]
         assert selection.confidence == (1.0 if function else 0.0)
 
 
@@ -253,7 +267,9 @@ def test_the_chain_selector_loads_the_model_by_default(monkeypatch: pytest.Monke
 def test_a_missing_checkpoint_leaves_the_chain_without_a_model(tmp_path: Any) -> None:
     selector = ChainSelector.load(checkpoint_dir=tmp_path / "nothing-here")
     assert selector.clients.trm is None
-    assert selector.select({"labels": {"alertname": "KubePodCrashLooping", "namespace": "a", "pod": "b"}}).stage == "rules"
+    assert (
+        selector.select({"labels": {"alertname": "KubePodCrashLooping", "namespace": "a", "pod": "b"}}).stage == "rules"
+    )
 
 
 def test_max_steps_reaches_the_model() -> None:

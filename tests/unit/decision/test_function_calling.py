@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 
 from controller.decision import StageClients, decide
-from controller.engine.llm_http import HttpChatTransport
 from controller.decision.function_calling import (
     ABSTAIN_TOOL,
     MAX_RESPONSE_BYTES,
     SYSTEM_PROMPT,
 )
+from controller.engine.llm_http import HttpChatTransport
 from controller.schemas.decision import Decision, StageOutcome
 from controller.schemas.policy import SecretKeyRef
 from runbooks import default_catalog
@@ -82,7 +82,9 @@ def tool_call(api: str, name: str, arguments: Any) -> Reply:
                 "content": "",
                 "tool_calls": [{"id": "call_1", "function": {"index": 0, "name": name, "arguments": arguments}}],
             }
-            return web.json_response({"model": "functiongemma", "done": True, "done_reason": "stop", "message": message})
+            return web.json_response(
+                {"model": "functiongemma", "done": True, "done_reason": "stop", "message": message}
+            )
         args = arguments if isinstance(arguments, str) else json.dumps(arguments)
         call = {"id": "call_1", "index": 0, "type": "function", "function": {"name": name, "arguments": args}}
         message = {"role": "assistant", "content": None, "tool_calls": [call]}
@@ -113,7 +115,12 @@ def fc_policy(url: str, api: str, **options: Any) -> Any:
 
 
 async def run(server: LLMServer, http: httpx.AsyncClient, api: str, secrets: Any = None, **options: Any) -> Decision:
-    return await decide(event(), fc_policy(server.url, api, **options), CATALOG, StageClients(chat=HttpChatTransport(http), secrets=secrets))
+    return await decide(
+        event(),
+        fc_policy(server.url, api, **options),
+        CATALOG,
+        StageClients(chat=HttpChatTransport(http), secrets=secrets),
+    )
 
 
 APIS = pytest.mark.parametrize("api", ["ollama", "openai"])
@@ -198,7 +205,9 @@ async def test_an_invented_function_is_invalid(server: LLMServer, http: httpx.As
 
 
 @APIS
-async def test_a_function_the_policy_does_not_allow_is_disallowed(server: LLMServer, http: httpx.AsyncClient, api: str) -> None:
+async def test_a_function_the_policy_does_not_allow_is_disallowed(
+    server: LLMServer, http: httpx.AsyncClient, api: str
+) -> None:
     server.reply = tool_call(api, "scale-deployment", {"name": "cart", "namespace": "shop", "replicas": 0})
     decision = await run(server, http, api)
     assert decision.trace[0].outcome is StageOutcome.DISALLOWED
@@ -206,7 +215,9 @@ async def test_a_function_the_policy_does_not_allow_is_disallowed(server: LLMSer
 
 
 @APIS
-async def test_the_abstain_tool_abstains_with_the_models_reason(server: LLMServer, http: httpx.AsyncClient, api: str) -> None:
+async def test_the_abstain_tool_abstains_with_the_models_reason(
+    server: LLMServer, http: httpx.AsyncClient, api: str
+) -> None:
     server.reply = tool_call(api, ABSTAIN_TOOL, {"reason": "watchdog alerts need no action"})
     decision = await run(server, http, api)
     assert decision.trace[0].outcome is StageOutcome.ABSTAINED
@@ -268,7 +279,8 @@ async def test_a_non_json_body_is_invalid(server: LLMServer, http: httpx.AsyncCl
 @APIS
 async def test_a_reply_in_content_goes_through_the_parser(server: LLMServer, http: httpx.AsyncClient, api: str) -> None:
     server.reply = content(
-        api, 'Restarting it: ```json\n{"name": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}\n```'
+        api,
+        'Restarting it: ```json\n{"name": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}\n```',
     )
     decision = await run(server, http, api)
     assert decision.outcome == "trigger" and decision.function == "pod-restart"
@@ -281,7 +293,9 @@ async def test_a_reply_in_content_goes_through_the_parser(server: LLMServer, htt
 
 
 @APIS
-async def test_min_confidence_cannot_be_met_without_a_confidence(server: LLMServer, http: httpx.AsyncClient, api: str) -> None:
+async def test_min_confidence_cannot_be_met_without_a_confidence(
+    server: LLMServer, http: httpx.AsyncClient, api: str
+) -> None:
     server.reply = tool_call(api, "pod-restart", GOOD)
     decision = await run(server, http, api, minConfidence=0.5)
     assert decision.trace[0].outcome is StageOutcome.BELOW_THRESHOLD
@@ -291,13 +305,17 @@ async def test_min_confidence_cannot_be_met_without_a_confidence(server: LLMServ
 
 async def test_an_endpoint_ending_in_v1_gets_no_second_v1(server: LLMServer, http: httpx.AsyncClient) -> None:
     server.reply = tool_call("openai", "pod-restart", GOOD)
-    decision = await decide(event(), fc_policy(server.url + "/v1/", "openai"), CATALOG, StageClients(chat=HttpChatTransport(http)))
+    decision = await decide(
+        event(), fc_policy(server.url + "/v1/", "openai"), CATALOG, StageClients(chat=HttpChatTransport(http))
+    )
     assert decision.outcome == "trigger"
     assert server.received[0].path == "/v1/chat/completions"
 
 
 async def test_a_refused_connection_is_an_error(http: httpx.AsyncClient) -> None:
-    decision = await decide(event(), fc_policy("http://127.0.0.1:9", "ollama"), CATALOG, StageClients(chat=HttpChatTransport(http)))
+    decision = await decide(
+        event(), fc_policy("http://127.0.0.1:9", "ollama"), CATALOG, StageClients(chat=HttpChatTransport(http))
+    )
     assert decision.trace[0].outcome in (StageOutcome.ERROR, StageOutcome.TIMEOUT)
 
 
@@ -317,7 +335,10 @@ async def test_a_failed_llm_hands_over_to_the_rules(server: LLMServer, http: htt
         "parameters": {"name": "{{ $labels.pod }}", "namespace": "{{ $labels.namespace }}"},
     }
     p = policy(
-        {"functionCalling": {"endpoint": server.url, "timeoutMs": 3000}}, {"rules": [rule]}, allowed=ALLOWED, scope=("shop",)
+        {"functionCalling": {"endpoint": server.url, "timeoutMs": 3000}},
+        {"rules": [rule]},
+        allowed=ALLOWED,
+        scope=("shop",),
     )
     decision = await decide(event(), p, CATALOG, StageClients(chat=HttpChatTransport(http)))
     assert [t.outcome for t in decision.trace] == [StageOutcome.ERROR, StageOutcome.ACCEPTED]

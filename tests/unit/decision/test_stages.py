@@ -66,7 +66,9 @@ async def test_static_annotation_keeps_given_parameters_and_fills_only_the_rest(
         "exported_namespace": "web",
         "namespace": "flux-system",
     }
-    trace = await only_trace(policy(STATIC), event(labels, static_annotation("flux-reconcile-kustomization", {"name": "apps"})))
+    trace = await only_trace(
+        policy(STATIC), event(labels, static_annotation("flux-reconcile-kustomization", {"name": "apps"}))
+    )
     assert trace.parameters == {"name": "apps", "namespace": "web"}
     assert "namespace from label exported_namespace" in trace.reason and "name from" not in trace.reason
 
@@ -159,7 +161,8 @@ async def test_trm_that_raises_is_an_error() -> None:
 async def test_trm_text_goes_through_the_parser() -> None:
     model = FakeTRM(
         "pod-restart",
-        text='the answer is ```json\n{"lambda_function": "pod-restart", "parameters": {"name": "cart-7f9", "namespace": "shop"}}\n```',
+        text='the answer is ```json\n{"lambda_function": "pod-restart", "parameters": '
+        '{"name": "cart-7f9", "namespace": "shop"}}\n```',
     )
     trace = await only_trace(policy(trm_stage()), event(), StageClients(trm=model))
     assert trace.outcome is StageOutcome.ACCEPTED
@@ -230,7 +233,9 @@ async def test_a_rule_with_a_template_error_is_invalid_not_a_crash() -> None:
 
 async def test_a_rule_whose_labels_are_missing_is_invalid_and_later_rules_are_not_tried() -> None:
     later = {"match": {}, "function": "pod-check-status", "parameters": {"namespace": "shop", "selector": "app=cart"}}
-    trace = await only_trace(policy(rules(CRASH_RULE, later)), event({"alertname": "KubePodCrashLooping", "namespace": "shop"}))
+    trace = await only_trace(
+        policy(rules(CRASH_RULE, later)), event({"alertname": "KubePodCrashLooping", "namespace": "shop"})
+    )
     assert trace.outcome is StageOutcome.INVALID
     assert "missing required parameter name" in trace.reason
 

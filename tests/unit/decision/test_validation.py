@@ -69,13 +69,22 @@ def test_scope_is_checked_on_defaulted_namespaces_too() -> None:
     p = policy(RULES_ONLY, scope=("apps",))
     verdict = validate_proposal("flux-reconcile-kustomization", {"name": "podinfo"}, p, CATALOG)
     assert verdict.outcome is StageOutcome.INVALID and "flux-system" in verdict.reason
-    assert validate_proposal("flux-reconcile-kustomization", {"name": "podinfo", "namespace": "apps"}, p, CATALOG).accepted
+    assert validate_proposal(
+        "flux-reconcile-kustomization", {"name": "podinfo", "namespace": "apps"}, p, CATALOG
+    ).accepted
 
 
 def test_every_problem_is_named() -> None:
-    verdict = validate_proposal("pod-restart", {"name": "Bad Name", "type": "node", "command": "sh"}, policy(RULES_ONLY), CATALOG)
+    verdict = validate_proposal(
+        "pod-restart", {"name": "Bad Name", "type": "node", "command": "sh"}, policy(RULES_ONLY), CATALOG
+    )
     assert verdict.outcome is StageOutcome.INVALID
-    for fragment in ("unknown parameter 'command'", "missing required parameter namespace", "type must be one of", "not a valid"):
+    for fragment in (
+        "unknown parameter 'command'",
+        "missing required parameter namespace",
+        "type must be one of",
+        "not a valid",
+    ):
         assert fragment in verdict.reason
 
 
