@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CATALOG_DIR = Path(__file__).resolve().parent
 
-# Kubernetes naming rules (k8s.io/apimachinery/pkg/util/validation).
+# Kubernetes naming rules (k8s.io/apimachinery/pkg/util/validation). Always `fullmatch`:
+# with `match`, `$` also matches before a final "\n", so "cart\n" would pass as a name.
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -36,7 +37,7 @@ Validation = Literal["dns1123-label", "dns1123-subdomain", "label-selector"]
 
 def is_dns1123_label(value: str) -> bool:
     """A namespace or a Service name: at most 63 lowercase alphanumerics and '-'."""
-    return len(value) <= 63 and bool(_DNS1123_LABEL.match(value))
+    return len(value) <= 63 and bool(_DNS1123_LABEL.fullmatch(value))
 
 
 def is_dns1123_subdomain(value: str) -> bool:
@@ -48,7 +49,7 @@ def _is_label_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
     if prefix and not is_dns1123_subdomain(prefix):
         return False
-    return len(name) <= 63 and bool(_LABEL_KEY_NAME.match(name))
+    return len(name) <= 63 and bool(_LABEL_KEY_NAME.fullmatch(name))
 
 
 def is_label_selector(value: str) -> bool:
@@ -57,7 +58,7 @@ def is_label_selector(value: str) -> bool:
         return False
     for term in value.split(","):
         key, op, val = re.split(r"(==|!=|=)", term, maxsplit=1) if re.search("=", term) else (term, "", "")
-        if not op or not _is_label_key(key) or len(val) > 63 or not _LABEL_VALUE.match(val):
+        if not op or not _is_label_key(key) or len(val) > 63 or not _LABEL_VALUE.fullmatch(val):
             return False
     return True
 
@@ -101,8 +102,8 @@ class Parameter(BaseModel):
         if self.type == "integer":
             if isinstance(value, bool):
                 return None, f"{self.name} must be an integer"
-            if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
-                value = int(value.strip())
+            if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value, flags=re.ASCII):
+                value = int(value)
             if not isinstance(value, int):
                 return None, f"{self.name} must be an integer"
             if self.minimum is not None and value < self.minimum:

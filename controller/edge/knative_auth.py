@@ -151,7 +151,7 @@ class EventsAuthenticator:
 
     async def authenticate(self, token: str) -> bool:
         """True for an accepted token, False for a refused one; ReviewUnavailable when the apiserver cannot tell."""
-        if len(token) > MAX_TOKEN_LENGTH or not _JWT.match(token):
+        if len(token) > MAX_TOKEN_LENGTH or not _JWT.fullmatch(token):
             return False
         key = hashlib.sha256(token.encode()).hexdigest()
         if self._remembered(key):

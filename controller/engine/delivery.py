@@ -64,7 +64,7 @@ JSONL_SINK_FILENAME = "triggers.jsonl"
 
 
 def is_extension_name(name: str) -> bool:
-    return bool(_EXTENSION_NAME.match(name)) and name not in _SPEC_ATTRIBUTES
+    return bool(_EXTENSION_NAME.fullmatch(name)) and name not in _SPEC_ATTRIBUTES
 
 
 def event_ids(decision_id: str) -> dict[str, str]:

@@ -251,6 +251,13 @@ def structural_problems(value: Any, schema: Mapping[str, Any], path: str = "") -
     return problems
 
 
+def _go_pattern(pattern: str) -> str:
+    """The apiserver's RE2 semantics: a final `$` is the end of the text, never "before a final newline"."""
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        return pattern[:-1] + r"\Z"
+    return pattern
+
+
 def _string_problems(value: str, schema: Mapping[str, Any], path: str) -> list[Problem]:
     problems = []
     if "minLength" in schema and len(value) < schema["minLength"]:
@@ -259,7 +266,7 @@ def _string_problems(value: str, schema: Mapping[str, Any], path: str) -> list[P
     if "maxLength" in schema and len(value) > schema["maxLength"]:
         need = plural(schema["maxLength"], "character")
         problems.append(Problem(BAD_LENGTH, path, f"must be at most {need} long (got {len(value)})"))
-    if "pattern" in schema and re.search(schema["pattern"], value) is None:
+    if "pattern" in schema and re.search(_go_pattern(schema["pattern"]), value) is None:
         problems.append(Problem(PATTERN_MISMATCH, path, f"must match {schema['pattern']} (got {_shown(value)})"))
     return problems
 
@@ -335,13 +342,13 @@ def metadata_problems(metadata: Any) -> list[Problem]:
     name = metadata.get("name")
     if name is None:
         problems.append(Problem(REQUIRED, "metadata.name", "required field is missing"))
-    elif not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+    elif not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
         problems.append(
             Problem(INVALID, "metadata.name", f"must be a lowercase RFC 1123 subdomain (got {describe_value(name)})")
         )
     namespace = metadata.get("namespace")
     if namespace is not None and (
-        not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace)
+        not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace)
     ):
         problems.append(
             Problem(

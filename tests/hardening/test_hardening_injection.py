@@ -69,6 +69,22 @@ HOSTILE_VALUES = [
     "cart\x1b[31m",
     "\ncart",
     "cart\u2028x",
+    # bare whitespace at either end, invisible and look-alike characters
+    "cart-7f9c6d5b8-x2k4q\n",
+    "cart\r",
+    "\tcart",
+    "cart\t",
+    "cart\u200b",
+    "\u200bcart",
+    "ca\u2060rt",
+    "\ufeffcart",
+    "cart\u00a0",
+    "c\u0430rt",
+    "\uff43art",
+    "shop\n",
+    " shop",
+    "shop\u200b",
+    "\u0455hop",
     # path traversal
     "../../etc/passwd",
     "..",
@@ -106,6 +122,18 @@ HOSTILE_VALUES = [
 ]
 # Namespaces: everything above, plus valid names outside the policy's scope (`shop`).
 OUT_OF_SCOPE = ["kube-system", "default", "flux-system", "shop2", "web", "kube-public"]
+# Under a "*" scope only the name rules guard the namespace: the same hostile spellings of kube-system.
+WILDCARD_NAMESPACES = [
+    "kube-system\n",
+    "kube-system\r\n",
+    "\nkube-system",
+    " kube-system",
+    "kube-system ",
+    "kube-system\u200b",
+    "kube-\u2060system",
+    "kube-\u0455ystem",
+    "\uff4bube-system",
+]
 # Static annotations and model arguments may carry any JSON, not only strings.
 NON_STRING_PARAMETERS: list[dict[str, Any]] = [
     {"name": {"$ne": ""}, "namespace": "shop"},
@@ -136,6 +164,19 @@ metadata: {name: from-labels, namespace: ops}
 spec:
   match: {alertNames: [HostileLabels]}
   targetNamespaces: [shop]
+  allowedFunctions: [pod-restart]
+  chain:
+    - rules:
+        - function: pod-restart
+          parameters: {name: "{{ $labels.pod }}", namespace: "{{ $labels.namespace }}", type: pod}
+  actions: {cooldownSeconds: 0, maxTriggersPerWindow: 100000, windowSeconds: 600}
+---
+apiVersion: remediation.homelab.io/v1alpha1
+kind: RemediationPolicy
+metadata: {name: from-labels-wide, namespace: trm-sre}
+spec:
+  match: {alertNames: [HostileWide]}
+  targetNamespaces: ["*"]
   allowedFunctions: [pod-restart]
   chain:
     - rules:
@@ -199,6 +240,8 @@ def _cases() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, tuple[Any, Any
         add(lambda c, v=value: _alert(c, "HostileLabels", pod=v))
     for value in HOSTILE_VALUES + OUT_OF_SCOPE:
         add(lambda c, v=value: _alert(c, "HostileLabels", namespace=v))
+    for value in WILDCARD_NAMESPACES:
+        add(lambda c, v=value: _alert(c, "HostileWide", namespace=v))
     for value in HOSTILE_VALUES + OUT_OF_SCOPE:
         parameters = (
             {"name": "cart-ok", "namespace": value} if value in OUT_OF_SCOPE else {"name": value, "namespace": "shop"}
@@ -225,6 +268,7 @@ def _cases() -> tuple[list[tuple[str, dict[str, Any]]], dict[str, tuple[Any, Any
         model_answers[cases[-1][0]] = answer
     # Controls: the same vectors with benign values trigger.
     add(lambda c: _alert(c, "HostileLabels", pod="cart-control"), control=True)
+    add(lambda c: _alert(c, "HostileWide", pod="cart-control"), control=True)
     benign = {
         "lambda_function": "pod-restart",
         "lambda_parameters": json.dumps({"name": "cart-annotated", "namespace": "shop"}),
@@ -286,7 +330,9 @@ async def test_no_hostile_value_reaches_a_trigger_whichever_stage_proposes_it(
         assert data["parameters"]["namespace"] == "shop"
     filled = set(by_case) - set(CONTROLS)
     assert all(CASES_BY_ID[c]["labels"]["alertname"] == "HostileAnnotation" for c in filled), filled
-    assert {by_case[c]["parameters"]["name"] for c in CONTROLS} == {"cart-control", "cart-annotated", "cart-modelled"}
+    assert sorted(by_case[c]["parameters"]["name"] for c in CONTROLS) == sorted(
+        ["cart-control", "cart-control", "cart-annotated", "cart-modelled"]
+    )
 
     # Every other accepted hostile alert was decided and escalated once, and the escalation was delivered intact.
     accepted_hostile = {case for case in hostile if status_by_case[case] == 200}

@@ -489,3 +489,23 @@ def test_the_package_carries_the_same_crd_as_the_repository() -> None:
     assert DEFAULT_CRD_PATH.read_bytes() == (repo / "crds" / "remediationpolicy.yaml").read_bytes()
     package_data = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "crds/*.yaml" in package_data["controller"]
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"name": "ok\n"}, {"name": "ok", "namespace": "shop\n"}, {"name": "ok\u200b"}],
+    ids=ascii,
+)
+def test_a_name_or_namespace_with_a_trailing_newline_or_invisible_character_is_invalid(metadata: dict) -> None:
+    from controller.tools.crd_schema import metadata_problems
+
+    assert metadata_problems(metadata), metadata
+
+
+@pytest.mark.parametrize("value", ["shop\n", "*\n"], ids=ascii)
+def test_a_crd_pattern_ending_in_dollar_does_not_accept_a_trailing_newline(value: str) -> None:
+    from controller.tools.crd_schema import structural_problems
+
+    schema = {"type": "string", "pattern": r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"}
+    assert structural_problems(value, schema, "spec.targetNamespaces[0]")
+    assert structural_problems(value.rstrip("\n"), schema, "spec.targetNamespaces[0]") == []

@@ -82,6 +82,19 @@ CORPUS = [
     Case("name-trailing-space", "pod-restart", restart("cart ")),
     Case("name-leading-space", "pod-restart", restart(" cart")),
     Case("name-empty", "pod-restart", restart("")),
+    # whitespace, invisible and look-alike characters (`$` in a `re.match` pattern matches before a final "\n")
+    Case("name-trailing-newline", "pod-restart", restart("cart-7f9c6d5b8-x2k4q\n")),
+    Case("name-leading-newline", "pod-restart", restart("\ncart")),
+    Case("name-trailing-cr", "pod-restart", restart("cart\r")),
+    Case("name-trailing-tab", "pod-restart", restart("cart\t")),
+    Case("name-zero-width-space", "pod-restart", restart("cart\u200b")),
+    Case("name-leading-zero-width", "pod-restart", restart("\u200bcart")),
+    Case("name-word-joiner", "pod-restart", restart("ca\u2060rt")),
+    Case("name-bom", "pod-restart", restart("\ufeffcart")),
+    Case("name-nbsp", "pod-restart", restart("cart\u00a0")),
+    Case("name-cyrillic-a", "pod-restart", restart("c\u0430rt")),
+    Case("name-fullwidth", "pod-restart", restart("\uff43art")),
+    Case("name-dotless-i", "pod-restart", restart("\u0131ngress")),
     Case("name-unicode", "pod-restart", restart("cärt")),
     Case("name-glob", "pod-restart", restart("cart*")),
     Case("name-sql", "pod-restart", restart("cart'; DROP TABLE pods;--")),
@@ -99,6 +112,10 @@ CORPUS = [
     Case("namespace-newline", "pod-restart", restart(namespace="shop\nweb")),
     Case("namespace-wildcard", "pod-restart", restart(namespace="*")),
     Case("namespace-empty", "pod-restart", restart(namespace="")),
+    Case("namespace-trailing-newline", "pod-restart", restart(namespace="shop\n")),
+    Case("namespace-leading-space", "pod-restart", restart(namespace=" shop")),
+    Case("namespace-zero-width", "pod-restart", restart(namespace="shop\u200b")),
+    Case("namespace-cyrillic-s", "pod-restart", restart(namespace="\u0455hop")),
     Case("namespace-defaulted-out-of-scope", "flux-reconcile-kustomization", {"name": "podinfo"}),
     Case(
         "namespace-flux-system-out-of-scope", "flux-reconcile-helmrelease", {"name": "kps", "namespace": "flux-system"}
@@ -120,6 +137,8 @@ CORPUS = [
     Case("selector-substitution", "pod-check-status", check("app=$(id)")),
     Case("selector-trailing-comma", "pod-check-status", check("app=x,")),
     Case("selector-newline", "pod-check-status", check("app=x\nb=c")),
+    Case("selector-trailing-newline", "pod-check-status", check("app=x\n")),
+    Case("selector-key-trailing-newline", "pod-check-status", check("app\n=x")),
     Case("selector-existence", "pod-check-status", check("!app")),
     Case("selector-over-long", "pod-check-status", check("a=" + "b" * 64)),
     # replica counts
@@ -130,6 +149,8 @@ CORPUS = [
     Case("replicas-float", "scale-deployment", scale(3.5)),
     Case("replicas-exponent", "scale-deployment", scale("1e3")),
     Case("replicas-list", "scale-deployment", scale([3])),
+    Case("replicas-trailing-newline", "scale-deployment", scale("3\n")),
+    Case("replicas-arabic-indic-digit", "scale-deployment", scale("\u0663")),
     # parameters the runbook does not have
     Case("extra-command", "pod-restart", restart(command="sh -c id")),
     Case("extra-kubeconfig", "pod-restart", restart(kubeconfig="/etc/kubernetes/admin.conf")),
@@ -207,6 +228,37 @@ async def test_rules_never_accept_hostile_label_values(case: Case) -> None:
     }
     p = policy({"rules": [rule]}, allowed=case.allowed, scope=SCOPE)
     assert_rejected(await decide(event(labels), p, CATALOG, StageClients()), case)
+
+
+# Under a "*" scope only the name rules stand between a namespace label and the trigger.
+WILDCARD_NAMESPACES = [
+    "kube-system\n",
+    "kube-system\r\n",
+    "\nkube-system",
+    " kube-system",
+    "kube-system ",
+    "kube-system\t",
+    "kube-system\u200b",
+    "\u200bkube-system",
+    "kube-\u2060system",
+    "kube-\u0455ystem",
+    "\uff4bube-system",
+    "kube-system\u00a0",
+]
+
+
+@pytest.mark.parametrize("namespace", WILDCARD_NAMESPACES, ids=ascii)
+async def test_a_wildcard_scope_refuses_namespaces_that_are_not_kubernetes_names(namespace: str) -> None:
+    labels = {"alertname": "HostileProbe", "p_name": "cart-7f9", "p_namespace": namespace}
+    rule = {
+        "match": {"alertNames": ["HostileProbe"]},
+        "function": "pod-restart",
+        "parameters": {"name": "{{ $labels.p_name }}", "namespace": "{{ $labels.p_namespace }}"},
+    }
+    p = policy({"rules": [rule]}, scope=("*",))
+    decision = await decide(event(labels), p, CATALOG, StageClients())
+    assert decision.outcome == "escalate", decision.parameters
+    assert decision.trace[-1].outcome is StageOutcome.INVALID
 
 
 HOSTILE_NAMES = [
