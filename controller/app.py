@@ -36,6 +36,7 @@ from controller.decision.policy_index import PolicyIndex
 from controller.decision.stages import StageClients
 from controller.defaults import load_default_policy, policy_from_manifest
 from controller.edge.api import ApiDeps, build_api
+from controller.edge.approver_auth import ApproverAuth, KubernetesApprover, NoApprover, StaticApprover
 from controller.edge.cloudevents_in import summarize_validation
 from controller.edge.knative_auth import EventsAuthenticator, KubernetesTokenReviewer
 from controller.engine.llm_http import HttpChatTransport
@@ -199,6 +200,7 @@ def build_components(settings: Settings, *, model: ModelState | None = None) -> 
             readiness_checks=readiness,
             ce_source=settings.engine.ce_source,
             events_auth=events_auth,
+            approvers=_approvers(settings),
         )
     )
     return Components(
@@ -216,6 +218,14 @@ def build_components(settings: Settings, *, model: ModelState | None = None) -> 
         http=http,
         events_auth=events_auth,
     )
+
+
+def _approvers(settings: Settings) -> ApproverAuth:
+    """Standalone: the approver token (none configured: nobody approves); cluster: Kubernetes RBAC."""
+    if settings.standalone:
+        token = settings.approver_token_source
+        return StaticApprover(token) if token.configured else NoApprover()
+    return KubernetesApprover.in_cluster()
 
 
 def _tls_options(settings: Settings) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from controller.edge.config import TOKEN_ENV, BearerToken, KnativeOIDC, Limits
+from controller.edge.config import APPROVER_TOKEN_ENV, TOKEN_ENV, BearerToken, KnativeOIDC, Limits
 from controller.engine.config import EngineSettings
 
 ENV_PREFIX = "TRM_SRE_"
@@ -190,6 +190,12 @@ class Settings(BaseSettings):
     token_file: Path | None = Field(
         None, description="bearer token file, re-read when it changes (wins over the token)"
     )
+    approver_token: SecretStr | None = Field(
+        None, description="standalone: the bearer token /approvals requires (never the webhook token)"
+    )
+    approver_token_file: Path | None = Field(
+        None, description="standalone: approver token file, re-read when it changes (wins over the approver token)"
+    )
     namespaces: tuple[str, ...] = Field((), description="watch policies in these namespaces (default: cluster-wide)")
     liveness_port: int = Field(
         8081, ge=0, lt=65536, description="kopf's liveness endpoint port, cluster mode (0 disables)"
@@ -220,6 +226,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"--token-file {self.token_file} does not exist or is not a file")
             if not self.token_file.read_text(errors="replace").strip():
                 raise ValueError(f"--token-file {self.token_file} is empty or unreadable")
+        if self.approver_token_file is not None:
+            if not self.approver_token_file.is_file():
+                raise ValueError(f"--approver-token-file {self.approver_token_file} does not exist or is not a file")
+            if not self.approver_token_file.read_text(errors="replace").strip():
+                raise ValueError(f"--approver-token-file {self.approver_token_file} is empty or unreadable")
+        if not self.standalone and (self.approver_token is not None or self.approver_token_file is not None):
+            raise ValueError(
+                "--approver-token-file is for --standalone: in a cluster, approvers are Kubernetes users with "
+                "'approve' on remediationpolicies (TokenReview + SubjectAccessReview)"
+            )
+        approver = self.approver_token.get_secret_value().strip() if self.approver_token is not None else ""
+        webhook = self.webhook_token.get_secret_value().strip() if self.webhook_token is not None else ""
+        if approver and approver == webhook:
+            raise ValueError("the approver token must differ from the webhook token")
         if self.knative.enabled:
             if self.standalone:
                 raise ValueError(
@@ -240,6 +260,14 @@ class Settings(BaseSettings):
             return BearerToken(file=self.token_file)
         secret = self.webhook_token.get_secret_value() if self.webhook_token is not None else None
         return BearerToken(value=secret or None)
+
+    @cached_property
+    def approver_token_source(self) -> BearerToken:
+        """Standalone approvals' credential (a file is re-read when it changes); unconfigured: nobody approves."""
+        if self.approver_token_file is not None:
+            return BearerToken(file=self.approver_token_file, env_name=APPROVER_TOKEN_ENV)
+        secret = self.approver_token.get_secret_value() if self.approver_token is not None else None
+        return BearerToken(value=secret or None, env_name=APPROVER_TOKEN_ENV)
 
     @property
     def authenticated(self) -> bool:

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from cloudevents.core.bindings.http import to_binary_event
@@ -40,6 +40,7 @@ from controller.client import (
     ReasonRequest,
     ReasonResult,
 )
+from controller.edge.approver_auth import ApproverAuth, Identity, NoApprover
 from controller.edge.cloudevents_in import (
     ACCEPTED_TYPES,
     CloudEventRejected,
@@ -98,7 +99,12 @@ class EventAccepted(BaseModel):
 
 class ApprovalRequest(BaseModel):
     decision: Literal["approve", "reject"]
-    actor: str = Field(min_length=1, max_length=256, description="who decided (user name, bot id)")
+    actor: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="ignored for the record (the authenticated identity is recorded); kept for old clients",
+    )
 
 
 class ApprovalResponse(BaseModel):
@@ -131,6 +137,8 @@ class ApiDeps:
     ce_source: str = "/trm-sre"
     # `/events` only: Knative's OIDC tokens (TokenReview) besides the static token; None: the static token only.
     events_auth: EventsAuthenticator | None = None
+    # `/approvals` only: the approver credential (never the webhook token); the default lets nobody approve.
+    approvers: ApproverAuth = field(default_factory=NoApprover)
 
 
 def _unauthorized() -> HTTPException:
@@ -333,7 +341,22 @@ class _Routes:
             self._observe_reasoning(reason_request.task_type, "completed", started)
             return result
 
-    async def approve(self, approval_id: str, request: Request) -> Response:
+    async def approver(self, credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> Identity:  # noqa: B008
+        """`/approvals`: the approver credential (docs/api.md, "Approvals"); the webhook token is 403."""
+        presented = credentials.credentials if credentials is not None else None
+        if presented is None:
+            raise _unauthorized()
+        if self.deps.token.configured and self.deps.token.check(presented):
+            raise HTTPException(status_code=403, detail="the webhook token cannot answer approvals")
+        try:
+            identity = await self.deps.approvers.authenticate(presented)
+        except ReviewUnavailable:
+            raise unavailable("cannot check the approver now", self.limits.retry_after_s) from None
+        if identity is None:
+            raise _unauthorized()
+        return identity
+
+    async def approve(self, approval_id: str, request: Request, identity: Identity) -> Response:
         async with self.slots.slot():
             doc = json_object(await read_body(request, self.limits.max_body_bytes), "approval")
             try:
@@ -342,8 +365,20 @@ class _Routes:
                 raise HTTPException(status_code=400, detail=f"invalid approval: {summarize_validation(exc)}") from exc
             approve_it = body.decision == "approve"
             with correlation(approval_id):
-                state = await self.pipeline.resolve_approval(approval_id, approve_it, body.actor)
-                log.info("approval resolved", extra={"actor": body.actor, "decision": body.decision, "state": state})
+                owner = await asyncio.to_thread(self.pipeline.approval_policy, approval_id)
+                if owner is None:
+                    raise HTTPException(status_code=404, detail=f"no approval {approval_id[:100]!r}")
+                try:
+                    allowed = await self.deps.approvers.authorize(identity, *owner)
+                except ReviewUnavailable:
+                    raise unavailable("cannot check the approver now", self.limits.retry_after_s) from None
+                if not allowed:
+                    raise HTTPException(status_code=403, detail="not allowed to approve this policy's remediations")
+                state = await self.pipeline.resolve_approval(approval_id, approve_it, identity.username)
+                log.info(
+                    "approval resolved",
+                    extra={"actor": identity.username, "decision": body.decision, "state": state},
+                )
             if state == "unknown":
                 raise HTTPException(status_code=404, detail=f"no approval {approval_id[:100]!r}")
             answer = ApprovalResponse(approval_id=approval_id, state=state)
@@ -425,13 +460,17 @@ def build_api(deps: ApiDeps) -> FastAPI:
         openapi_extra=_body_doc(ReasonRequest),
         summary="Which remediation fits this alert? (no side effects)",
     )
+
+    async def approve(approval_id: str, request: Request, identity: Identity = Depends(r.approver)) -> Response:  # noqa: B008
+        return await r.approve(approval_id, request, identity)
+
     app.add_api_route(
         "/approvals/{approval_id}",
-        r.approve,
+        approve,
         methods=["POST"],
         response_model=ApprovalResponse,
-        dependencies=auth,
         responses={
+            403: {"model": ErrorBody, "description": "the webhook token, or an approver not allowed for this policy"},
             404: {"model": ErrorBody, "description": "no such approval"},
             409: {"model": ApprovalResponse, "description": "already resolved otherwise, expired or cancelled"},
             **_ERRORS,

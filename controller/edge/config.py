@@ -19,6 +19,7 @@ from pydantic_settings import NoDecode
 log = logging.getLogger(__name__)
 
 TOKEN_ENV = "TRM_SRE_WEBHOOK_TOKEN"
+APPROVER_TOKEN_ENV = "TRM_SRE_APPROVER_TOKEN"
 
 # The username the apiserver gives a ServiceAccount token: system:serviceaccount:<namespace>:<name>.
 _SERVICE_ACCOUNT_USER = re.compile(

@@ -214,6 +214,17 @@ class Pipeline:
         """
         return await self._approvals.resolve(approval_id, approve, actor)
 
+    def approval_policy(self, approval_id: str) -> tuple[str, str] | None:
+        """(namespace, name) of the policy an approval request belongs to; None for an unknown id."""
+        try:
+            approval = self._store.approval(approval_id)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        if approval is None:
+            return None
+        namespace, _, name = approval.policy.partition("/")
+        return namespace, name
+
     async def sweep_retention(self) -> dict[str, int]:
         """One retention sweep now: rows deleted per table (`controller.engine.retention`)."""
         return await self._retention.sweep()

@@ -166,6 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token file, re-read when it changes (default: $TRM_SRE_WEBHOOK_TOKEN)",
     )
     run.add_argument(
+        "--approver-token-file",
+        metavar="FILE",
+        dest="approver_token_file",
+        help="standalone: the token /approvals requires, never the webhook token (default: "
+        "$TRM_SRE_APPROVER_TOKEN; none: nobody can approve). In a cluster approvers are Kubernetes users "
+        "with 'approve' on remediationpolicies",
+    )
+    run.add_argument(
         "--namespace",
         action="append",
         metavar="NS",

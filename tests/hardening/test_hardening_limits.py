@@ -44,6 +44,8 @@ from tests.hardening.support import (
 from tests.pipeline.sink import CaptureSink
 
 TOKEN = "limits-token"
+APPROVER = "limits-approver-token"  # /approvals takes its own credential (issue #13.3)
+_AS_APPROVER = {"content-type": "application/json", "authorization": f"Bearer {APPROVER}"}
 MIB = 1024 * 1024
 
 
@@ -61,7 +63,7 @@ async def _chunks(body: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
 
 @pytest.fixture
 async def server(controller: StartServer) -> Any:
-    return await controller(token=TOKEN)
+    return await controller(token=TOKEN, approver_token=APPROVER)
 
 
 # ----------------------------------------------------------------------------- body size
@@ -110,8 +112,8 @@ async def test_a_lying_content_length_does_not_get_past_the_limit(controller: St
 
 @pytest.mark.parametrize("path", ["/alertmanager", "/events", "/reason", "/approvals/abc"])
 async def test_every_post_route_enforces_the_configured_body_limit(controller: StartServer, path: str) -> None:
-    server = await controller(token=TOKEN, limits=Limits(max_body_bytes=2048))
-    async with server.client() as http:
+    server = await controller(token=TOKEN, approver_token=APPROVER, limits=Limits(max_body_bytes=2048))
+    async with server.client(token=APPROVER if path.startswith("/approvals") else TOKEN) as http:
         response = await http.post(
             path,
             content=b"{" + b" " * 4096 + b"}",
@@ -435,7 +437,7 @@ NOT_UNICODE = [
         {"content-type": "application/json"},
         '{"task_type": "remediation", "conversation_id": S, "context": {}}',
     ),
-    ("/approvals/abc", {"content-type": "application/json"}, '{"decision": "approve", "actor": S}'),
+    ("/approvals/abc", _AS_APPROVER, '{"decision": "approve", "actor": S}'),
 ]
 
 
@@ -486,7 +488,7 @@ NESTED_BODIES = [
         '{"task_type": "remediation", "context": {"deep": N, "labels": {"alertname": "A"}}}',
     ),
     ("/reason", {"content-type": "application/json"}, '{"task_type": "remediation", "context": {"alert": N}}'),
-    ("/approvals/abc", {"content-type": "application/json"}, '{"decision": "approve", "actor": "a", "x": N}'),
+    ("/approvals/abc", _AS_APPROVER, '{"decision": "approve", "actor": "a", "x": N}'),
 ]
 
 

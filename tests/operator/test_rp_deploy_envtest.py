@@ -74,7 +74,8 @@ def test_operator_role_grants_no_workload_access_and_no_wildcards(control_plane:
         ("remediation.homelab.io", "remediationpolicies"): {"list", "watch"},
         ("remediation.homelab.io", "remediationpolicies/status"): {"patch"},
         ("", "events"): {"create"},
-        ("authentication.k8s.io", "tokenreviews"): {"create"},  # Knative's OIDC tokens on /events
+        ("authentication.k8s.io", "tokenreviews"): {"create"},  # Knative's OIDC tokens on /events, approvers
+        ("authorization.k8s.io", "subjectaccessreviews"): {"create"},  # may this user approve? (/approvals)
     }
     secret_reader = render(control_plane, DEPLOY / "base")["ClusterRole", "trm-sre-secret-reader"]
     assert secret_reader["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]

@@ -42,6 +42,7 @@ from controller.engine.store.schema import (
     DB_FILENAME,
     DDL,
     SCHEMA_VERSION,
+    ApprovalRow,
     DecisionRow,
     OutboxEntry,
     PendingAlert,
@@ -286,6 +287,10 @@ class Store:
     def decision(self, decision_id: str) -> DecisionRow | None:
         with self.reading() as tx:
             return tx.decision(decision_id)
+
+    def approval(self, approval_id: str) -> ApprovalRow | None:
+        with self.reading() as tx:
+            return tx.approval(approval_id)
 
     def pending_approvals(self) -> int:
         with self.reading() as tx:

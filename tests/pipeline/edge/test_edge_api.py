@@ -237,6 +237,57 @@ async def test_reason_refuses_free_form_questions(client: httpx.AsyncClient) -> 
 async def test_an_approval_releases_the_trigger_once(
     start_server: StartServer, sink: CaptureSink, tmp_path: Path
 ) -> None:
+    # Approvals take the approver token (issue #13.3); the webhook token only sends alerts.
+    policy = tmp_path / "approval.yaml"
+    policy.write_text(APPROVAL_POLICY)
+    server = await start_server(token="t", approver_token="approver-secret", sink=sink.url, policies=[policy])
+    async with server.client() as http, server.client(token="approver-secret") as approver:
+        assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
+        assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
+        approval_id = sink.accepted_of(APPROVAL_REQUESTED)[0].data()["approval_id"]
+        assert sink.accepted_of(LAMBDA_TRIGGER) == []
+
+        bad = await approver.post(f"/approvals/{approval_id}", json={"decision": "maybe", "actor": "ops"})
+        assert bad.status_code == 400
+        approved = await approver.post(f"/approvals/{approval_id}", json={"decision": "approve", "actor": "ops"})
+        assert approved.status_code == 200
+        assert approved.json() == {"approval_id": approval_id, "state": "approved"}
+        assert await sink.wait_for_async(lambda s: len(s.accepted_of(LAMBDA_TRIGGER)) == 1)
+
+        again = await approver.post(f"/approvals/{approval_id}", json={"decision": "approve", "actor": "ops"})
+        assert again.status_code == 200  # a double click approves once
+        rejected_late = await approver.post(f"/approvals/{approval_id}", json={"decision": "reject", "actor": "ops"})
+        assert rejected_late.status_code == 409
+        assert rejected_late.json()["state"] == "approved"
+        unknown = await approver.post("/approvals/nope", json={"decision": "approve", "actor": "ops"})
+        assert unknown.status_code == 404
+        decision_id = sink.accepted_of(APPROVAL_REQUESTED)[0].headers["ce-correlationid"]
+        history = (await http.get(f"/decisions/{decision_id}")).json()
+    await server.idle()
+    assert len(sink.accepted_of(LAMBDA_TRIGGER)) == 1
+    # The recorded actor is the authenticated identity, never the body's word ("ops").
+    assert history["approval"]["actor"] == "approver-token", history["approval"]
+
+
+async def test_the_webhook_token_cannot_approve(start_server: StartServer, sink: CaptureSink, tmp_path: Path) -> None:
+    policy = tmp_path / "approval.yaml"
+    policy.write_text(APPROVAL_POLICY)
+    server = await start_server(token="t", approver_token="approver-secret", sink=sink.url, policies=[policy])
+    async with server.client() as http, server.client(token="wrong") as stranger:
+        assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
+        assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
+        approval_id = sink.accepted_of(APPROVAL_REQUESTED)[0].data()["approval_id"]
+        forbidden = await http.post(f"/approvals/{approval_id}", json={"decision": "approve", "actor": "admin"})
+        assert forbidden.status_code == 403
+        unknown = await stranger.post(f"/approvals/{approval_id}", json={"decision": "approve", "actor": "admin"})
+        assert unknown.status_code == 401
+    await server.idle()
+    assert sink.accepted_of(LAMBDA_TRIGGER) == []
+
+
+async def test_without_an_approver_token_nobody_can_approve(
+    start_server: StartServer, sink: CaptureSink, tmp_path: Path
+) -> None:
     policy = tmp_path / "approval.yaml"
     policy.write_text(APPROVAL_POLICY)
     server = await start_server(token="t", sink=sink.url, policies=[policy])
@@ -244,24 +295,9 @@ async def test_an_approval_releases_the_trigger_once(
         assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
         assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
         approval_id = sink.accepted_of(APPROVAL_REQUESTED)[0].data()["approval_id"]
-        assert sink.accepted_of(LAMBDA_TRIGGER) == []
-
-        bad = await http.post(f"/approvals/{approval_id}", json={"decision": "maybe", "actor": "ops"})
-        assert bad.status_code == 400
-        approved = await http.post(f"/approvals/{approval_id}", json={"decision": "approve", "actor": "ops"})
-        assert approved.status_code == 200
-        assert approved.json() == {"approval_id": approval_id, "state": "approved"}
-        assert await sink.wait_for_async(lambda s: len(s.accepted_of(LAMBDA_TRIGGER)) == 1)
-
-        again = await http.post(f"/approvals/{approval_id}", json={"decision": "approve", "actor": "ops"})
-        assert again.status_code == 200  # a double click approves once
-        rejected_late = await http.post(f"/approvals/{approval_id}", json={"decision": "reject", "actor": "ops"})
-        assert rejected_late.status_code == 409
-        assert rejected_late.json()["state"] == "approved"
-        unknown = await http.post("/approvals/nope", json={"decision": "approve", "actor": "ops"})
-        assert unknown.status_code == 404
+        assert (await http.post(f"/approvals/{approval_id}", json={"decision": "approve"})).status_code == 403
     await server.idle()
-    assert len(sink.accepted_of(LAMBDA_TRIGGER)) == 1
+    assert sink.accepted_of(LAMBDA_TRIGGER) == []
 
 
 async def test_decisions_show_their_trace_and_history(server: EdgeServer, client: httpx.AsyncClient) -> None:
