@@ -110,6 +110,10 @@ class ApprovalRequest(BaseModel):
 class ApprovalResponse(BaseModel):
     approval_id: str
     state: str
+    reason: str | None = Field(
+        None,
+        description="why an approval was cancelled (the policy, the cooldown or the storm breaker no longer allow it)",
+    )
 
 
 class Readiness(BaseModel):
@@ -374,16 +378,16 @@ class _Routes:
                     raise unavailable("cannot check the approver now", self.limits.retry_after_s) from None
                 if not allowed:
                     raise HTTPException(status_code=403, detail="not allowed to approve this policy's remediations")
-                state = await self.pipeline.resolve_approval(approval_id, approve_it, identity.username)
+                state, why = await self.pipeline.answer_approval(approval_id, approve_it, identity.username)
                 log.info(
                     "approval resolved",
                     extra={"actor": identity.username, "decision": body.decision, "state": state},
                 )
             if state == "unknown":
                 raise HTTPException(status_code=404, detail=f"no approval {approval_id[:100]!r}")
-            answer = ApprovalResponse(approval_id=approval_id, state=state)
+            answer = ApprovalResponse(approval_id=approval_id, state=state, reason=why)
             wanted = "approved" if approve_it else "rejected"
-            return JSONResponse(answer.model_dump(), status_code=200 if state == wanted else 409)
+            return JSONResponse(answer.model_dump(exclude_none=True), status_code=200 if state == wanted else 409)
 
     async def decision(self, decision_id: str) -> dict[str, Any]:
         found = await asyncio.to_thread(self.pipeline.get_decision, decision_id)

@@ -9,6 +9,17 @@ that is no longer pending keeps its state whatever is answered later, so a
 double click approves once. A resolved alert whose policy says
 `onResolved: cancelPending` cancels its pending approval at ingest
 (`Store.record_alerts`).
+
+An approval releases the trigger only if every other guard still holds at
+the moment it is given (issue #13.2): the policy is looked up again in the
+PolicyIndex, and the approval is `cancelled`, with the reason on the
+decision, when the policy is gone, is in dry run, or no longer allows the
+function, its parameters or the target namespace (the proposal is validated
+again against the policy as it is now); the target's cooldown and the
+policy's storm breaker are read again from the store in the approving
+transaction. The expiry loop applies the same policy check to every pending
+approval, so deleting a policy, or changing it in a way that matters,
+cancels what waits on it without anyone answering.
 """
 
 from __future__ import annotations
@@ -16,16 +27,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
+from controller.decision.policy_index import PolicyIndex
+from controller.decision.validation import validate_proposal
 from controller.engine.config import EngineSettings
 from controller.engine.delivery import trigger_entry
 from controller.engine.errors import StoreUnavailable
 from controller.engine.gauges import StoreGauges
+from controller.engine.guards import STORM_BREAKER
 from controller.engine.outbox import OutboxSender
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import ApprovalRow, Store, StoreError
+from controller.engine.store.tx import StoreTx
 from controller.observability.metrics import Metrics
 from controller.schemas.decision import Decision
+from runbooks import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +59,11 @@ class Approvals:
         recorder: PolicyStatusRecorder,
         metrics: Metrics,
         clock: Callable[[], float],
+        index: PolicyIndex | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
+        self._index = index
+        self._catalog = catalog
         self._settings = settings
         self._store = store
         self._outbox = outbox
@@ -71,8 +92,12 @@ class Approvals:
     def _expire_approvals(self) -> list[ApprovalRow]:
         now = self._clock()
         with self._store.reading() as tx:
-            if not tx.expired_approvals(now):
-                return []  # the common case: no write lock taken every second for nothing
+            expired_now = tx.expired_approvals(now)
+            stale = [(a, why) for a in tx.pending_approval_rows() if (why := self._policy_refusal(tx, a)) is not None]
+        if stale:
+            self._cancel_stale(stale, now)
+        if not expired_now:
+            return []  # the common case: no write lock taken every second for nothing
         with self._store.transaction(durable=False) as tx:
             expired = tx.expired_approvals(now)
             for approval in expired:
@@ -82,14 +107,75 @@ class Approvals:
                 )
         return expired
 
+    def _cancel_stale(self, stale: list[tuple[ApprovalRow, str]], now: float) -> None:
+        """Cancel pending approvals whose policy is gone or no longer allows them (checked again in the tx)."""
+        with self._store.transaction(durable=False) as tx:
+            for approval, _ in stale:
+                current = tx.approval(approval.id)
+                if current is None or current.state != "pending":
+                    continue
+                why = self._policy_refusal(tx, current)
+                if why is None:
+                    continue
+                tx.set_approval_state(approval.id, "cancelled", now, None)
+                tx.set_decision_state(approval.decision_id, "approval_cancelled", why, now)
+                log.info("approval cancelled", extra={"approval_id": approval.id, "reason": why})
+                self._metrics.actions.labels(action="approval_cancelled").inc()
+
+    def _policy_refusal(self, tx: StoreTx, approval: ApprovalRow) -> str | None:
+        """Why the policy as it is now would not act on this approval's decision; None when it still would."""
+        if self._index is None:
+            return None
+        policy = self._index.get(approval.policy)
+        if policy is None:
+            return f"policy {approval.policy} no longer exists"
+        if policy.spec.actions.dry_run:
+            return f"policy {approval.policy} is now in dry run"
+        row = tx.decision(approval.decision_id)
+        if row is None:
+            return "the decision is gone"
+        decision = row.decision
+        if decision.function is None:
+            return "the decision has no function"
+        if self._catalog is not None:
+            verdict = validate_proposal(decision.function, decision.parameters, policy, self._catalog)
+            if not verdict.accepted:
+                return f"policy {approval.policy} no longer allows it: {verdict.reason}"
+        elif decision.function not in policy.spec.allowed_functions:
+            return f"policy {approval.policy} no longer allows {decision.function}"
+        return None
+
+    def _guard_refusal(self, tx: StoreTx, approval: ApprovalRow, decision: Decision, now: float) -> str | None:
+        """The cooldown and the storm breaker, read again from the store as they are now."""
+        if decision.function:
+            until = tx.cooldown_until(decision.target)
+            if until is not None and now < until:
+                return f"{decision.target} is cooling down until {_iso(until)}"
+        policy = self._index.get(approval.policy) if self._index is not None else None
+        if policy is not None:
+            actions = policy.spec.actions
+            used = tx.budget_used(approval.policy, now - actions.window_seconds, excluding=decision.id)
+            if used >= actions.max_triggers_per_window:
+                return (
+                    f"{STORM_BREAKER}: {used} triggers of policy {approval.policy} within {actions.window_seconds}s"
+                    f" (limit {actions.max_triggers_per_window})"
+                )
+        return None
+
     async def resolve(self, approval_id: str, approve: bool, actor: str) -> str:
         """approved (the trigger is emitted now) | rejected | expired | cancelled | unknown.
 
         Answering an approval that is no longer pending returns its state
         unchanged, so a double click approves once.
         """
+        return (await self.answer(approval_id, approve, actor))[0]
+
+    async def answer(self, approval_id: str, approve: bool, actor: str) -> tuple[str, str | None]:
+        """`resolve`, with the reason when the approval was cancelled now (a guard no longer holds)."""
         try:
-            state, approved = await asyncio.shield(asyncio.to_thread(self._resolve, approval_id, approve, actor))
+            state, approved, why, cancelled_now = await asyncio.shield(
+                asyncio.to_thread(self._resolve, approval_id, approve, actor)
+            )
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
         if approved is not None:
@@ -105,33 +191,49 @@ class Approvals:
             self._outbox.deliver_soon((event_id,))
         elif state in ("rejected", "expired"):
             self._metrics.actions.labels(action=state if state == "rejected" else "approval_expired").inc()
+        elif cancelled_now:
+            self._metrics.actions.labels(action="approval_cancelled").inc()
+            log.warning(
+                "approval refused: a guard no longer holds; approval cancelled",
+                extra={"approval_id": approval_id, "actor": actor, "reason": why},
+            )
         await self._gauges.refresh()
-        return state
+        return state, why
 
-    def _resolve(self, approval_id: str, approve: bool, actor: str) -> tuple[str, tuple[Decision, str] | None]:
-        """Runs in a thread: the approval's new state, and for an approval the decision and its trigger's event id."""
+    def _resolve(
+        self, approval_id: str, approve: bool, actor: str
+    ) -> tuple[str, tuple[Decision, str] | None, str | None, bool]:
+        """Runs in a thread: the approval's new state, for an approval the decision and its trigger's event id,
+        the reason when it is cancelled, and whether this answer cancelled it."""
         now = self._clock()
         with self._store.transaction() as tx:
             approval = tx.approval(approval_id)
             if approval is None:
-                return "unknown", None
+                return "unknown", None, None, False
             if approval.state != "pending":
-                return approval.state, None
+                row = tx.decision(approval.decision_id) if approval.state == "cancelled" else None
+                return approval.state, None, (row.reason if row is not None else None), False
             if now >= approval.expires_at:
                 tx.set_approval_state(approval_id, "expired", now, None)
                 tx.set_decision_state(
                     approval.decision_id, "approval_expired", "nobody answered the approval request", now
                 )
-                return "expired", None
+                return "expired", None, None, False
             if not approve:
                 tx.set_approval_state(approval_id, "rejected", now, actor)
                 tx.set_decision_state(approval.decision_id, "rejected", f"rejected by {actor}", now)
-                return "rejected", None
+                return "rejected", None, None, False
             row = tx.decision(approval.decision_id)
             event = tx.firing_event(approval.incident_key)
             if row is None or event is None:
-                return "unknown", None
+                return "unknown", None, None, False
             decision = row.decision
+            why = self._policy_refusal(tx, approval) or self._guard_refusal(tx, approval, decision, now)
+            if why is not None:
+                # Refused, not deferred: what the human approved is no longer what the policy allows now.
+                tx.set_approval_state(approval_id, "cancelled", now, actor)
+                tx.set_decision_state(decision.id, "approval_cancelled", f"approval by {actor} refused: {why}", now)
+                return "cancelled", None, why, True
             entry = trigger_entry(decision, event, self._settings.ce_source, approval.sink)
             tx.set_approval_state(approval_id, "approved", now, actor)
             tx.set_decision_state(decision.id, "approved", f"approved by {actor}", now)
@@ -139,4 +241,8 @@ class Approvals:
             # A human decided: the trigger goes out now, and the target's cooldown starts with it.
             if approval.cooldown_seconds > 0 and decision.function:
                 tx.set_cooldown(decision.target, now + approval.cooldown_seconds, decision.id, approval.policy)
-        return "approved", (decision, entry.event_id)
+        return "approved", (decision, entry.event_id), None, False
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

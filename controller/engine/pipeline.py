@@ -102,7 +102,9 @@ class Pipeline:
         self._workers = DecisionWorkers(
             settings, store, self._queue, index, catalog, clients, self._outbox, self._gauges, recorder, metrics, clock
         )
-        self._approvals = Approvals(settings, store, self._outbox, self._gauges, recorder, metrics, clock)
+        self._approvals = Approvals(
+            settings, store, self._outbox, self._gauges, recorder, metrics, clock, index=index, catalog=catalog
+        )
         self._retention = RetentionSweeper(settings, store, metrics, self._lifecycle, clock)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -213,6 +215,10 @@ class Pipeline:
         unchanged, so a double click approves once.
         """
         return await self._approvals.resolve(approval_id, approve, actor)
+
+    async def answer_approval(self, approval_id: str, approve: bool, actor: str) -> tuple[str, str | None]:
+        """`resolve_approval`, with the reason when the approval was cancelled because a guard no longer holds."""
+        return await self._approvals.answer(approval_id, approve, actor)
 
     def approval_policy(self, approval_id: str) -> tuple[str, str] | None:
         """(namespace, name) of the policy an approval request belongs to; None for an unknown id."""

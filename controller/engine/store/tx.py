@@ -149,9 +149,10 @@ class StoreTx:
             "UPDATE decisions SET state = ?, reason = ?, updated_at = ? WHERE id = ?", (state, reason, now, decision_id)
         )
 
-    def budget_used(self, policy: str, since: float) -> int:
+    def budget_used(self, policy: str, since: float, excluding: str | None = None) -> int:
         row = self._one(
-            "SELECT COUNT(*) AS n FROM decisions WHERE budgeted = 1 AND policy = ? AND created_at >= ?", (policy, since)
+            "SELECT COUNT(*) AS n FROM decisions WHERE budgeted = 1 AND policy = ? AND created_at >= ? AND id IS NOT ?",
+            (policy, since, excluding),
         )
         return int(row["n"]) if row else 0
 
@@ -226,6 +227,10 @@ class StoreTx:
         rows = self._conn.execute(
             "SELECT * FROM approvals WHERE incident_key = ? AND state = 'pending'", (incident_key,)
         ).fetchall()
+        return [approval_from_row(r) for r in rows]
+
+    def pending_approval_rows(self) -> list[ApprovalRow]:
+        rows = self._conn.execute("SELECT * FROM approvals WHERE state = 'pending' ORDER BY requested_at").fetchall()
         return [approval_from_row(r) for r in rows]
 
     def expired_approvals(self, now: float) -> list[ApprovalRow]:

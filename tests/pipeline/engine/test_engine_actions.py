@@ -290,3 +290,94 @@ RESTART_CHAIN = [
         ]
     }
 ]
+
+
+# approval re-checks every guard (issue #13.2)
+
+
+async def _approval_then(engine, sink: CaptureSink) -> tuple[str, list]:
+    events = payload(alert_dict())
+    approval_id = await _approval_request(engine, sink, events)
+    return approval_id, events
+
+
+async def test_approving_after_the_policy_switched_to_dry_run_sends_nothing(make_engine, sink: CaptureSink) -> None:
+    engine = await make_engine([policy(actions=APPROVAL)], sink=sink.url, approval_check_interval_s=3600)
+    approval_id, events = await _approval_then(engine, sink)
+    engine.index.upsert(policy(actions={**APPROVAL, "dryRun": True}))
+
+    state, why = await engine.pipeline.answer_approval(approval_id, True, "alice")
+    await engine.settle()
+    assert state == "cancelled"
+    assert why is not None and "dry run" in why
+    assert sink.accepted_of(LAMBDA_TRIGGER) == []
+    doc = _decision(engine, events[0])
+    assert (doc["state"], doc["approval"]["state"]) == ("approval_cancelled", "cancelled")
+    assert "dry run" in doc["reason"]
+
+
+async def test_approving_after_the_policy_was_deleted_sends_nothing(make_engine, sink: CaptureSink) -> None:
+    engine = await make_engine([policy(actions=APPROVAL)], sink=sink.url, approval_check_interval_s=3600)
+    approval_id, _ = await _approval_then(engine, sink)
+    engine.index.remove("shop/restart")
+    assert await engine.pipeline.resolve_approval(approval_id, True, "alice") == "cancelled"
+    await engine.settle()
+    assert sink.accepted_of(LAMBDA_TRIGGER) == []
+
+
+async def test_approving_after_the_policy_stopped_allowing_the_function_sends_nothing(
+    make_engine, sink: CaptureSink
+) -> None:
+    engine = await make_engine([policy(actions=APPROVAL)], sink=sink.url, approval_check_interval_s=3600)
+    approval_id, _ = await _approval_then(engine, sink)
+    narrowed = policy(actions=APPROVAL)
+    narrowed = narrowed.model_copy(
+        update={"spec": narrowed.spec.model_copy(update={"allowed_functions": ("pod-check-status",)})}
+    )
+    engine.index.upsert(narrowed)
+    state, why = await engine.pipeline.answer_approval(approval_id, True, "alice")
+    assert state == "cancelled" and "allowedFunctions" in (why or ""), why
+    await engine.settle()
+    assert sink.accepted_of(LAMBDA_TRIGGER) == []
+
+
+async def test_approving_while_the_target_cools_down_sends_nothing(make_engine, sink: CaptureSink) -> None:
+    engine = await make_engine(
+        [policy(actions={**APPROVAL, "cooldownSeconds": 600})], sink=sink.url, approval_check_interval_s=3600
+    )
+    first = await _approval_request(engine, sink, payload(alert_dict(starts_at="2026-05-01T10:00:00Z")))
+    await engine.ingest(payload(alert_dict(starts_at="2026-05-01T10:01:00Z")))
+    await engine.settle()
+    second = sink.accepted_of(APPROVAL_REQUESTED)[1].data()["approval_id"]
+    assert await engine.pipeline.resolve_approval(first, True, "alice") == "approved"
+    state, why = await engine.pipeline.answer_approval(second, True, "alice")
+    assert state == "cancelled" and "cooling down" in (why or ""), why
+    await engine.settle()
+    assert len(sink.accepted_of(LAMBDA_TRIGGER)) == 1
+
+
+async def test_approving_past_the_storm_breaker_sends_nothing(make_engine, sink: CaptureSink) -> None:
+    clock = FakeClock()
+    actions = {**APPROVAL, "approvalTimeoutSeconds": 3600, "maxTriggersPerWindow": 1, "windowSeconds": 600}
+    engine = await make_engine([policy(actions=actions)], sink=sink.url, clock=clock, approval_check_interval_s=3600)
+    approval_id, _ = await _approval_then(engine, sink)
+    # The request left the window; since then another alert used the policy's whole budget.
+    clock.advance(700)
+    engine.index.upsert(policy(actions={"maxTriggersPerWindow": 1, "windowSeconds": 600}))
+    await engine.ingest(payload(alert_dict(pod="cart-2")))
+    await engine.settle()
+    assert len(sink.accepted_of(LAMBDA_TRIGGER)) == 1
+    state, why = await engine.pipeline.answer_approval(approval_id, True, "alice")
+    assert state == "cancelled" and "storm breaker" in (why or ""), why
+    await engine.settle()
+    assert len(sink.accepted_of(LAMBDA_TRIGGER)) == 1
+
+
+async def test_deleting_the_policy_cancels_its_pending_approvals(make_engine, sink: CaptureSink) -> None:
+    engine = await make_engine([policy(actions=APPROVAL)], sink=sink.url)
+    approval_id, events = await _approval_then(engine, sink)
+    engine.index.remove("shop/restart")
+    assert await eventually(lambda: _decision(engine, events[0])["approval"]["state"] == "cancelled")
+    assert "no longer exists" in _decision(engine, events[0])["reason"]
+    assert await engine.pipeline.resolve_approval(approval_id, True, "alice") == "cancelled"
+    assert sink.accepted_of(LAMBDA_TRIGGER) == []
