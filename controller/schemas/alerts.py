@@ -10,7 +10,9 @@ Unknown fields are ignored: Alertmanager added `notification_reason` and
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
@@ -39,6 +41,22 @@ def _unicode_text(value: str) -> str:
 #: A string that can be encoded as UTF-8: every text field of an alert reaches the store and the sink.
 Text = Annotated[str, AfterValidator(_unicode_text)]
 TextMap = dict[Text, Text]
+
+# Sender-chosen identity fields are bounded (issue #13.9): Alertmanager's own values are far shorter.
+MAX_URL_LENGTH = 8_192
+MAX_GROUP_KEY_LENGTH = 8_192
+MAX_RECEIVER_LENGTH = 1_024
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")
+
+
+def _fingerprint_format(value: str) -> str:
+    """Alertmanager's fingerprint is `%016x` of the labels' FNV-1a 64; anything else is refused."""
+    if value and not _FINGERPRINT.fullmatch(value):
+        raise ValueError("must be Alertmanager's fingerprint: 16 lowercase hexadecimal digits (or absent)")
+    return value
+
+
+Fingerprint = Annotated[str, AfterValidator(_fingerprint_format)]
 
 
 def _fnv1a_64(data: bytes) -> int:
@@ -71,8 +89,8 @@ class Alert(BaseModel):
     annotations: TextMap = Field(default_factory=dict)
     startsAt: datetime
     endsAt: datetime = ZERO_TIME
-    generatorURL: Text = ""
-    fingerprint: Text = ""
+    generatorURL: Annotated[Text, Field(max_length=MAX_URL_LENGTH)] = ""
+    fingerprint: Fingerprint = ""
 
     @field_validator("startsAt", "endsAt")
     @classmethod
@@ -90,7 +108,17 @@ class Alert(BaseModel):
         return self.labels.get("alertname", "")
 
     def effective_fingerprint(self) -> str:
-        return self.fingerprint or label_fingerprint(self.labels)
+        """The incident's fingerprint, always derived from the labels, as Alertmanager derives it.
+
+        The sender's `fingerprint` is checked for its format only: taken at its
+        word, one sender could reuse another alert's fingerprint (and startsAt)
+        and take over that incident. Alertmanager's own value is this one.
+        """
+        return self._derived_fingerprint
+
+    @cached_property
+    def _derived_fingerprint(self) -> str:
+        return label_fingerprint(self.labels)
 
 
 class AlertmanagerPayload(BaseModel):
@@ -98,15 +126,15 @@ class AlertmanagerPayload(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    version: str = "4"
-    groupKey: Text = ""
+    version: str = Field("4", max_length=16)
+    groupKey: Annotated[Text, Field(max_length=MAX_GROUP_KEY_LENGTH)] = ""
     truncatedAlerts: int = 0
     status: Literal["firing", "resolved"] = "firing"
-    receiver: Text = ""
+    receiver: Annotated[Text, Field(max_length=MAX_RECEIVER_LENGTH)] = ""
     groupLabels: TextMap = Field(default_factory=dict)
     commonLabels: TextMap = Field(default_factory=dict)
     commonAnnotations: TextMap = Field(default_factory=dict)
-    externalURL: Text = ""
+    externalURL: Annotated[Text, Field(max_length=MAX_URL_LENGTH)] = ""
     alerts: list[Alert]
 
 
@@ -116,8 +144,8 @@ class AlertEvent(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     alert: Alert
-    receiver: Text = ""
-    group_key: Text = ""
+    receiver: Annotated[Text, Field(max_length=MAX_RECEIVER_LENGTH)] = ""
+    group_key: Annotated[Text, Field(max_length=MAX_GROUP_KEY_LENGTH)] = ""
     common_annotations: TextMap = Field(default_factory=dict)
     source: Literal["alertmanager", "cloudevents", "reason", "cli"] = "alertmanager"
 

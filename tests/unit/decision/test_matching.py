@@ -74,3 +74,23 @@ def test_regexes_are_compiled_once_per_pattern() -> None:
     info = matching.compile_anchored.cache_info()
     assert info.misses == 2
     assert info.hits == 98
+
+
+def test_fingerprints_are_derived_from_the_labels_exactly_as_alertmanager_does() -> None:
+    # Issue #13.9: the fixtures are real Alertmanager payloads; their fingerprints are model.LabelSet.Fingerprint()
+    # (FNV-1a 64 over sorted names and values, 0xff-separated), and the incident key derives the same value.
+    import json
+    from pathlib import Path
+
+    from controller.schemas.alerts import Alert, label_fingerprint
+
+    fixtures = sorted((Path(__file__).resolve().parents[2] / "fixtures" / "alerts").glob("*.json"))
+    seen = 0
+    for path in fixtures:
+        for raw in json.loads(path.read_text()).get("alerts", []):
+            assert label_fingerprint(raw["labels"]) == raw["fingerprint"], path.name
+            forged = {**raw, "fingerprint": "0123456789abcdef"}
+            assert Alert.model_validate(forged).effective_fingerprint() == raw["fingerprint"]
+            seen += 1
+    assert seen >= 5
+    assert label_fingerprint({}) == "cbf29ce484222325"  # prometheus/common: emptyLabelSignature
