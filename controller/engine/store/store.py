@@ -191,7 +191,12 @@ class Store:
         tx.count_resend(event.incident_key, now)
         if incident.state == "unmatched" and tx.decision_id_for_incident(event.incident_key) is None:
             tx.set_incident_state(event.incident_key, "open")
-            return RecordedAlert("reevaluate", event, alert_id=tx.insert_alert(event, now, decided=False))
+            # One row per unmatched incident, refreshed in place: a Watchdog re-sent for months must not
+            # add a row (with its whole payload) per re-send (issue #13.7).
+            alert_id = tx.refresh_firing_alert(event, now)
+            if alert_id is None:
+                alert_id = tx.insert_alert(event, now, decided=False)
+            return RecordedAlert("reevaluate", event, alert_id=alert_id)
         return RecordedAlert("duplicate", event)
 
     @staticmethod

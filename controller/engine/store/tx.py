@@ -94,6 +94,20 @@ class StoreTx:
         )
         return int(cursor.lastrowid or 0)
 
+    def refresh_firing_alert(self, event: AlertEvent, now: float) -> int | None:
+        """Replace the incident's last firing alert row with this re-send (undecided again); its id, or None."""
+        row = self._one(
+            "SELECT id FROM alerts WHERE incident_key = ? AND status = 'firing' ORDER BY id DESC LIMIT 1",
+            (event.incident_key,),
+        )
+        if row is None:
+            return None
+        self._conn.execute(
+            "UPDATE alerts SET payload = ?, source = ?, received_at = ?, decided = 0 WHERE id = ?",
+            (event.model_dump_json(), event.source, now, row["id"]),
+        )
+        return int(row["id"])
+
     def firing_event(self, incident_key: str) -> AlertEvent | None:
         """The firing alert that opened the incident (what a late trigger carries as `alert`)."""
         row = self._one(
