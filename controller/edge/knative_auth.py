@@ -14,8 +14,16 @@ so `/events` accepts either (docs/api.md, "Authentication"):
   of the allowed subjects.
 * An accepted token is remembered for at most `ttl_s` (60 s) and never past
   its own `exp`, keyed by its SHA-256, at most `max_entries` of them; requests
-  that carry the same token at the same time share one review. Refusals and
-  errors are never remembered.
+  that carry the same token at the same time share one review. Errors are
+  never remembered.
+* A refused token is remembered too, for `negative_ttl_s` (10 s), keyed by its
+  SHA-256 (at most `max_entries`): any JWT-shaped string costs a TokenReview,
+  and without this one unauthenticated caller could make the apiserver review
+  the same garbage at the request rate (issue #13.6).
+* At most `max_pending` reviews are in flight; beyond that a new token gets
+  `ReviewUnavailable` (503 + Retry-After) without asking anyone.
+* Refusals are logged at WARNING at most once per `log_interval_s` (10 s),
+  with the number suppressed meanwhile; the counter metric counts them all.
 * When the apiserver cannot answer (unreachable, 5xx, or 403 because the
   ClusterRole lacks `create tokenreviews`) `ReviewUnavailable` is raised and
   the API answers 503 + Retry-After, which Knative retries; it is never taken
@@ -128,7 +136,10 @@ class EventsAuthenticator:
         reviewer: Reviewer,
         *,
         ttl_s: float = 60.0,
+        negative_ttl_s: float = 10.0,
         max_entries: int = 1024,
+        max_pending: int = 16,
+        log_interval_s: float = 10.0,
         workers: int = 4,
         observe: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -139,7 +150,14 @@ class EventsAuthenticator:
         #: Asks the apiserver (`KubernetesTokenReviewer` in the controller); tests may wrap it.
         self.reviewer = reviewer
         self._ttl = ttl_s
+        self._negative_ttl = negative_ttl_s
         self._max_entries = max_entries
+        self._max_pending = max_pending
+        self._log_interval = log_interval_s
+        self._last_log = float("-inf")
+        self._suppressed = 0
+        # sha256(token) -> monotonic time until which it counts as refused; oldest first.
+        self._refused: OrderedDict[str, float] = OrderedDict()
         self._observe = observe or (lambda result: None)
         self._clock = clock
         self._wall_clock = wall_clock
@@ -156,9 +174,15 @@ class EventsAuthenticator:
         key = hashlib.sha256(token.encode()).hexdigest()
         if self._remembered(key):
             return True
+        if self._refused_recently(key):
+            self._observe("rejected_cached")
+            return False
         pending = self._pending.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
+        if len(self._pending) >= self._max_pending:
+            self._observe("busy")
+            raise ReviewUnavailable(f"{self._max_pending} token reviews already in flight")
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         # Retrieve the outcome even when nobody else waited for it (no "exception never retrieved").
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -187,6 +211,32 @@ class EventsAuthenticator:
         self._accepted.move_to_end(key)
         return True
 
+    def _refused_recently(self, key: str) -> bool:
+        until = self._refused.get(key)
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._refused[key]
+            return False
+        return True
+
+    def _remember_refusal(self, key: str) -> None:
+        self._refused[key] = self._clock() + self._negative_ttl
+        self._refused.move_to_end(key)
+        while len(self._refused) > self._max_entries:
+            self._refused.popitem(last=False)
+
+    def _warn(self, message: str, *args: object) -> None:
+        """WARNING at most once per log interval; the lines left out are counted in the next one."""
+        now = self._clock()
+        if now - self._last_log < self._log_interval:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += f" ({self._suppressed} more refusals not logged in the last {self._log_interval:g} s)"
+        self._last_log, self._suppressed = now, 0
+        log.warning(message, *args)
+
     def _remember(self, key: str, token: str) -> None:
         ttl = self._ttl
         left = _expires_in(token, self._wall_clock())
@@ -213,11 +263,13 @@ class EventsAuthenticator:
             raise ReviewUnavailable(f"TokenReview failed ({type(exc).__name__})") from None
         if not review.authenticated:
             self._observe("rejected")
-            log.warning("/events token refused by the apiserver: %s", (review.error or "not authenticated")[:300])
+            self._remember_refusal(key)
+            self._warn("/events token refused by the apiserver: %s", (review.error or "not authenticated")[:300])
             return False
         if self.audience not in review.audiences:
             self._observe("rejected")
-            log.warning(
+            self._remember_refusal(key)
+            self._warn(
                 "/events token of %s refused: not issued for the audience %r",
                 (review.username or "?")[:300],
                 self.audience,
@@ -225,7 +277,8 @@ class EventsAuthenticator:
             return False
         if review.username not in self.allowed_subjects:
             self._observe("rejected")
-            log.warning(
+            self._remember_refusal(key)
+            self._warn(
                 "/events token of %s refused: not one of the allowed subjects (--events-allowed-subject)",
                 (review.username or "?")[:300],
             )

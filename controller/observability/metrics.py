@@ -124,8 +124,9 @@ class Metrics:
         self.token_reviews = Counter(
             "agent_sre_token_reviews",
             "TokenReviews of Knative OIDC tokens on /events (--events-audience), by result: accepted, rejected, "
-            "error (the apiserver did not answer; the request got 503). Tokens remembered from an accepted review "
-            "are not counted again.",
+            "error (the apiserver did not answer; the request got 503), rejected_cached (a token refused in the "
+            "last 10 s, not asked again), busy (too many reviews in flight; 503). Tokens remembered from an "
+            "accepted review are not counted again.",
             ["result"],
             registry=r,
         )

@@ -211,13 +211,47 @@ async def test_any_reviewer_failure_is_unavailable_never_an_acceptance() -> None
     [(OTHER, (AUDIENCE,)), (SENDER, ("https://kubernetes.default.svc",)), (SENDER, ())],
     ids=["other-subject", "other-audience", "no-audience"],
 )
-async def test_refusals_are_false_and_not_remembered(username: str, audiences: tuple[str, ...]) -> None:
+async def test_refusals_are_false_and_remembered_briefly(username: str, audiences: tuple[str, ...]) -> None:
+    # Issue #13.6: a refusal is remembered for negative_ttl_s, so a flood of one bad token costs one review.
+    now = [1000.0]
     reviewer = FakeReviewer()
     token = reviewer.accept(jwt(), username=username, audiences=audiences)
-    auth = authenticator(reviewer)
+    auth = authenticator(reviewer, clock=lambda: now[0])
     assert await auth.authenticate(token) is False
+    for _ in range(100):
+        assert await auth.authenticate(token) is False
+    assert reviewer.calls == 1
+    now[0] += 11  # past the 10 s negative TTL: asked again
     assert await auth.authenticate(token) is False
     assert reviewer.calls == 2
+
+
+async def test_reviews_in_flight_are_bounded() -> None:
+    reviewer = FakeReviewer()
+    reviewer.gate = threading.Event()
+    auth = authenticator(reviewer, max_pending=2)
+    waiting = [asyncio.create_task(auth.authenticate(jwt(nonce=f"n{i}"))) for i in range(2)]
+    await asyncio.sleep(0.05)
+    with pytest.raises(ReviewUnavailable, match="in flight"):
+        await auth.authenticate(jwt(nonce="third"))
+    reviewer.gate.set()
+    assert await asyncio.gather(*waiting) == [False, False]
+    assert reviewer.calls == 2
+
+
+async def test_refusals_are_logged_at_most_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    now = [1000.0]
+    reviewer = FakeReviewer()
+    auth = authenticator(reviewer, clock=lambda: now[0])
+    for i in range(50):
+        assert await auth.authenticate(jwt(nonce=f"garbage-{i}")) is False
+    assert reviewer.calls == 50
+    assert len([r for r in caplog.records if "refused" in r.getMessage()]) == 1
+    now[0] += 11
+    assert await auth.authenticate(jwt(nonce="later")) is False
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 2 and "49 more refusals not logged" in lines[1]
 
 
 @pytest.mark.parametrize(
