@@ -61,7 +61,9 @@ class ReasonResult(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    # The decision as JSON text: {"lambda_function", "parameters", "outcome", "policy", "decision_id", ...}.
+    # The decision as JSON text: {"lambda_function", "parameters", "outcome", "guard", "guard_reason", "policy",
+    # "decision_id", ...}. `outcome` is "trigger" only when the pipeline would really trigger now; otherwise
+    # dry_run | approval_required | cooldown | storm_breaker | escalate | no_policy (docs/api.md).
     answer: str
     # Chain stages evaluated to reach the decision.
     steps: int
@@ -76,6 +78,10 @@ class ReasonResult(BaseModel):
         """`answer` parsed."""
         parsed: dict[str, Any] = json.loads(self.answer)
         return parsed
+
+    def would_trigger(self) -> bool:
+        """True only when the pipeline would really trigger the chosen function now (every guard passes)."""
+        return self.decision().get("outcome") == "trigger"
 
 
 class ReasoningError(RuntimeError):

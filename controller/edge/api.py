@@ -302,7 +302,7 @@ class _Routes:
         started = time.perf_counter()
         status = "completed"
         try:
-            result = await answer_reasoning(self.pipeline, inbound.request)
+            result = await answer_reasoning(self.pipeline, inbound.request, self.limits)
             ce_type, data = REASONING_COMPLETED, result.model_dump(mode="json")
         except HTTPException as exc:
             status = "failed"
@@ -338,7 +338,7 @@ class _Routes:
                     status_code=422, detail=f"invalid reason request: {summarize_validation(exc)}"
                 ) from exc
             try:
-                result = await answer_reasoning(self.pipeline, reason_request)
+                result = await answer_reasoning(self.pipeline, reason_request, self.limits)
             except HTTPException:
                 self._observe_reasoning(reason_request.task_type, "rejected", started)
                 raise

@@ -2,10 +2,18 @@
 
 The chain runs on the alert in the request's context without side effects
 (nothing is stored or sent); the answer uses the names the trigger's data uses.
+
+The answer says what the pipeline would really do now (issue #13.4): the
+chosen function and parameters are kept, `guard` is what the policy's actions
+make of them against the store as it is (`trigger`, `dry_run`,
+`approval_required`, `cooldown`, `storm_breaker`, `escalate`), and the
+top-level `outcome` is `trigger` only when the pipeline would trigger. The
+alert obeys the same label and annotation limits as `/alertmanager`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -16,6 +24,8 @@ from pydantic import ValidationError
 
 from controller.client import FREE_FORM_REFUSAL, REMEDIATION_TASK, ReasonRequest, ReasonResult
 from controller.edge.cloudevents_in import summarize_validation
+from controller.edge.config import Limits
+from controller.edge.limits import LimitExceeded, check_alert_limits
 from controller.schemas.alerts import Alert, AlertEvent
 from controller.schemas.decision import Decision
 
@@ -42,22 +52,28 @@ def alert_event_from_context(context: dict[str, Any]) -> AlertEvent:
     return AlertEvent(alert=alert, common_annotations=common if isinstance(common, dict) else {}, source="reason")
 
 
-def decision_answer(decision: Decision | None) -> dict[str, Any]:
-    """The decision as the answer other agents read: the names the trigger's data uses."""
+def decision_answer(decision: Decision | None, guard: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The decision as the answer other agents read: the names the trigger's data uses, and the guards' verdict."""
     if decision is None:
         return {
             "lambda_function": None,
             "parameters": {},
             "outcome": "no_policy",
+            "guard": None,
+            "guard_reason": None,
             "policy": None,
             "decision_id": None,
             "stage": None,
             "reasoning": "no RemediationPolicy matches this alert",
         }
+    chosen = decision.outcome == "trigger"
+    outcome, why = guard if guard is not None else (decision.outcome, "")
     return {
-        "lambda_function": decision.function if decision.outcome == "trigger" else None,
-        "parameters": decision.parameters if decision.outcome == "trigger" else {},
-        "outcome": decision.outcome,
+        "lambda_function": decision.function if chosen else None,
+        "parameters": decision.parameters if chosen else {},
+        "outcome": outcome,
+        "guard": outcome,
+        "guard_reason": why,
         "policy": decision.policy,
         "decision_id": decision.id,
         "stage": decision.stage,
@@ -65,17 +81,23 @@ def decision_answer(decision: Decision | None) -> dict[str, Any]:
     }
 
 
-async def answer_reasoning(pipeline: Pipeline, request: ReasonRequest) -> ReasonResult:
+async def answer_reasoning(pipeline: Pipeline, request: ReasonRequest, limits: Limits | None = None) -> ReasonResult:
     """Run the policy's chain for the alert in `request.context`, without side effects."""
     if request.task_type != REMEDIATION_TASK:
         raise HTTPException(status_code=422, detail=f"{FREE_FORM_REFUSAL} (task_type must be {REMEDIATION_TASK!r})")
     event = alert_event_from_context(request.context)
+    if limits is not None:
+        try:
+            check_alert_limits([event], limits)
+        except LimitExceeded as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
     started = time.perf_counter()
     decision = await pipeline.decide_only(event)
+    guard = await asyncio.to_thread(pipeline.guard_outcome, decision) if decision is not None else None
     duration_ms = (time.perf_counter() - started) * 1000
     trace = [t.model_dump(mode="json") for t in decision.trace] if decision else []
     return ReasonResult(
-        answer=json.dumps(decision_answer(decision), sort_keys=True),
+        answer=json.dumps(decision_answer(decision, guard), sort_keys=True),
         steps=len(trace),
         confidence=(decision.confidence or 0.0) if decision and decision.outcome == "trigger" else 0.0,
         reasoning_trace=trace,

@@ -53,6 +53,7 @@ from controller.engine.approvals import Approvals
 from controller.engine.config import EngineSettings
 from controller.engine.errors import Overloaded, StoreUnavailable
 from controller.engine.gauges import StoreGauges
+from controller.engine.guards import GuardState, plan_actions
 from controller.engine.history import history_as_json
 from controller.engine.lifecycle import Lifecycle
 from controller.engine.outbox import OutboxSender
@@ -256,6 +257,37 @@ class Pipeline:
         if policy is None:
             return None
         return await decide(event, policy, self._catalog, self._clients)
+
+    def guard_outcome(self, decision: Decision) -> tuple[str, str]:
+        """What the policy's actions would make of `decision` now, read from the store without writing.
+
+        (outcome, reason): trigger | dry_run | approval_required | cooldown | storm_breaker | escalate.
+        """
+        policy = self._index.get(decision.policy)
+        if policy is None:
+            return "escalate", f"policy {decision.policy} no longer exists"
+        actions = policy.spec.actions
+        now = self._clock()
+        try:
+            with self._store.reading() as tx:
+                guard = GuardState(
+                    now=now,
+                    cooldown_until=tx.cooldown_until(decision.target) if decision.function else None,
+                    budget_used=tx.budget_used(policy.key, now - actions.window_seconds),
+                    incident_resolved=False,
+                )
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        plan = plan_actions(decision, actions, guard)
+        outcome = {
+            "triggered": "trigger",
+            "dry_run": "dry_run",
+            "approval_pending": "approval_required",
+            "cooldown": "cooldown",
+        }.get(plan.state)
+        if outcome is None:
+            outcome = "storm_breaker" if plan.action == "storm_breaker" else "escalate"
+        return outcome, plan.reason
 
     def get_decision(self, decision_id: str) -> dict[str, Any] | None:
         """A decision, its trace and its delivery, approval, resolution and outcome history (JSON-able)."""
