@@ -32,12 +32,14 @@ import yaml
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from controller.decision.policy_checks import scope_problems
 from controller.decision.policy_index import PolicyIndex
 from controller.decision.stages import StageClients
 from controller.defaults import load_default_policy, policy_from_manifest
 from controller.edge.api import ApiDeps, build_api
 from controller.edge.approver_auth import ApproverAuth, KubernetesApprover, NoApprover, StaticApprover
 from controller.edge.cloudevents_in import summarize_validation
+from controller.edge.connections import HeaderDeadlineH11
 from controller.edge.knative_auth import EventsAuthenticator, KubernetesTokenReviewer
 from controller.engine.llm_http import HttpChatTransport
 from controller.engine.model_batcher import ModelBatcher
@@ -63,10 +65,10 @@ class PolicyFileError(SettingsError):
     """A policy file is unreadable or holds an invalid RemediationPolicy; the message names the file."""
 
 
-def policy_from_file_document(doc: Any, origin: str) -> Policy:
-    """One RemediationPolicy manifest from a file → Policy; the namespace defaults to `default`, as with kubectl."""
+def policy_from_file_document(doc: Any, origin: str, default_namespace: str = "default") -> Policy:
+    """One RemediationPolicy manifest from a file → Policy; the namespace defaults as with `kubectl apply -n`."""
     if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) and not doc["metadata"].get("namespace"):
-        doc = {**doc, "metadata": {**doc["metadata"], "namespace": "default"}}
+        doc = {**doc, "metadata": {**doc["metadata"], "namespace": default_namespace}}
     try:
         return policy_from_manifest(doc)
     except ValidationError as exc:
@@ -75,8 +77,12 @@ def policy_from_file_document(doc: Any, origin: str) -> Policy:
         raise PolicyFileError(f"{origin}: {exc}") from exc
 
 
-def load_policy_files(paths: tuple[Path, ...] | list[Path]) -> list[Policy]:
-    """Every RemediationPolicy in the files (multi-document YAML); duplicates are an error."""
+def load_policy_files(paths: tuple[Path, ...] | list[Path], default_namespace: str = "default") -> list[Policy]:
+    """Every RemediationPolicy in the files (multi-document YAML); duplicates are an error.
+
+    A document without metadata.namespace gets `default_namespace` (standalone: the system namespace, as if
+    applied with `kubectl apply -n trm-sre`, where deploy/samples go).
+    """
     policies: dict[str, Policy] = {}
     for path in paths:
         try:
@@ -86,17 +92,25 @@ def load_policy_files(paths: tuple[Path, ...] | list[Path]) -> list[Policy]:
         for number, doc in enumerate(docs, start=1):
             if doc is None:
                 continue  # an empty document (a trailing `---`)
-            policy = policy_from_file_document(doc, f"{path} document {number}")
+            policy = policy_from_file_document(doc, f"{path} document {number}", default_namespace)
             if policy.key in policies:
                 raise PolicyFileError(f"{path}: policy {policy.key} is defined twice")
             policies[policy.key] = policy
     return list(policies.values())
 
 
-def standalone_policies(paths: tuple[Path, ...]) -> list[Policy]:
+def _check_tenancy(policy: Policy, index: PolicyIndex) -> None:
+    """Standalone files follow the cluster's rule by their metadata.namespace (`scope_problems`)."""
+    spec = policy.spec.model_dump(by_alias=True, mode="json", exclude_none=True)
+    problems = scope_problems(policy.namespace, spec, index.system_namespace)
+    if problems:
+        raise PolicyFileError(f"policy {policy.key}: " + "; ".join(map(str, problems)))
+
+
+def standalone_policies(paths: tuple[Path, ...], default_namespace: str = "default") -> list[Policy]:
     """The policies of `--policies`, or the embedded default policy when none are given."""
     if paths:
-        policies = load_policy_files(paths)
+        policies = load_policy_files(paths, default_namespace)
         if not policies:
             raise PolicyFileError(f"no RemediationPolicy in {', '.join(map(str, paths))}")
         return policies
@@ -160,9 +174,13 @@ def build_components(settings: Settings, *, model: ModelState | None = None) -> 
     """Build (not start) every object; raises SettingsError/PolicyFileError or the store's error."""
     catalog = default_catalog()
     metrics = Metrics()
-    index = PolicyIndex()
+    index = PolicyIndex(system_namespace=settings.effective_system_namespace)
     if settings.standalone:
-        for policy in standalone_policies(settings.policy_files):
+        for policy in standalone_policies(settings.policy_files, settings.effective_system_namespace):
+            if settings.policy_files:
+                _check_tenancy(policy, index)
+            else:  # the embedded default belongs to the controller, whatever its namespace is called
+                policy = policy.model_copy(update={"namespace": settings.effective_system_namespace})
             index.upsert(policy)
     if model is None:
         model = load_model(settings.model.enabled, settings.model.checkpoint_dir, settings.model.device, catalog)
@@ -289,6 +307,11 @@ class Controller:
             lifespan="off",
             server_header=False,
             timeout_graceful_shutdown=5,
+            # Stalled clients (issue #13.5): bounded connections, idle keep-alive and header deadlines;
+            # the body's deadline is the routes' (controller/edge/limits.py).
+            http=HeaderDeadlineH11.with_timeout(settings.limits.header_timeout_s),
+            limit_concurrency=settings.limits.max_connections,
+            timeout_keep_alive=settings.limits.keep_alive_s,
             **_tls_options(settings),
         )
         self.server = _Server(config)

@@ -104,6 +104,23 @@ def parse_ce_overrides(raw: str | None) -> dict[str, str]:
     return out
 
 
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+STANDALONE_SYSTEM_NAMESPACE = "trm-sre"
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def pod_namespace(environ: Mapping[str, str] | None = None, sa_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE) -> str:
+    """The pod's namespace: POD_NAMESPACE (the downward API), else the ServiceAccount's file, else trm-sre."""
+    value = (os.environ if environ is None else environ).get("POD_NAMESPACE", "").strip()
+    if value:
+        return value
+    try:
+        value = sa_file.read_text().strip()
+    except OSError:
+        value = ""
+    return value or STANDALONE_SYSTEM_NAMESPACE
+
+
 def default_state_dir() -> Path:
     import platformdirs  # only when no --state-dir is given
 
@@ -196,6 +213,12 @@ class Settings(BaseSettings):
     approver_token_file: Path | None = Field(
         None, description="standalone: approver token file, re-read when it changes (wins over the approver token)"
     )
+    system_namespace: str | None = Field(
+        None,
+        max_length=63,
+        description="the controller's own namespace: only its policies may target other namespaces or set a sink "
+        "(default: the pod's namespace in a cluster, trm-sre standalone)",
+    )
     namespaces: tuple[str, ...] = Field((), description="watch policies in these namespaces (default: cluster-wide)")
     liveness_port: int = Field(
         8081, ge=0, lt=65536, description="kopf's liveness endpoint port, cluster mode (0 disables)"
@@ -236,6 +259,8 @@ class Settings(BaseSettings):
                 "--approver-token-file is for --standalone: in a cluster, approvers are Kubernetes users with "
                 "'approve' on remediationpolicies (TokenReview + SubjectAccessReview)"
             )
+        if self.system_namespace is not None and not _DNS_LABEL.fullmatch(self.system_namespace):
+            raise ValueError(f"--system-namespace {self.system_namespace[:80]!r} is not a namespace name")
         approver = self.approver_token.get_secret_value().strip() if self.approver_token is not None else ""
         webhook = self.webhook_token.get_secret_value().strip() if self.webhook_token is not None else ""
         if approver and approver == webhook:
@@ -260,6 +285,13 @@ class Settings(BaseSettings):
             return BearerToken(file=self.token_file)
         secret = self.webhook_token.get_secret_value() if self.webhook_token is not None else None
         return BearerToken(value=secret or None)
+
+    @cached_property
+    def effective_system_namespace(self) -> str:
+        """--system-namespace, else trm-sre standalone, else the pod's namespace."""
+        if self.system_namespace is not None:
+            return self.system_namespace
+        return STANDALONE_SYSTEM_NAMESPACE if self.standalone else pod_namespace()
 
     @cached_property
     def approver_token_source(self) -> BearerToken:

@@ -25,6 +25,7 @@ REASON_UNKNOWN_FUNCTION = "UnknownFunction"
 REASON_UNKNOWN_PARAMETER = "UnknownParameter"
 REASON_INVALID_REGEX = "InvalidRegex"
 REASON_INVALID_SPEC = "InvalidSpec"
+REASON_NAMESPACE_SCOPE = "NamespaceScope"
 
 
 @dataclass(frozen=True)
@@ -180,8 +181,49 @@ def schema_problems(spec: Mapping[str, Any]) -> tuple[PolicySpec | None, list[Pr
         return None, problems
 
 
-def check_policy(namespace: str, name: str, generation: int, spec: Any, catalog: Catalog) -> CheckResult:
-    """Validate a policy as the decision path will use it; never raises on bad input."""
+def scope_problems(namespace: str, spec: Mapping[str, Any], system_namespace: str | None) -> list[Problem]:
+    """The tenancy rule (as Flux and Argo CD): only the controller's own namespace may reach beyond itself.
+
+    A policy in the system namespace may target any namespace and set a sink.
+    A policy in any other namespace acts only on alerts from its own namespace
+    (the index enforces that), may target only it, and cannot set a sink.
+    None: no rule (a caller that does not know the system namespace).
+    """
+    if system_namespace is None or namespace == system_namespace:
+        return []
+    problems = []
+    targets = spec.get("targetNamespaces")
+    if isinstance(targets, list):
+        for i, target in enumerate(targets):
+            if target != namespace:
+                problems.append(
+                    Problem(
+                        REASON_NAMESPACE_SCOPE,
+                        f"spec.targetNamespaces[{i}]",
+                        f"a policy in namespace {namespace} may only target {namespace} (got {str(target)[:80]!r}); "
+                        f"only policies in the controller's namespace ({system_namespace}) may target others",
+                    )
+                )
+    actions = spec.get("actions")
+    if isinstance(actions, Mapping) and actions.get("sink") is not None:
+        problems.append(
+            Problem(
+                REASON_NAMESPACE_SCOPE,
+                "spec.actions.sink",
+                f"a policy in namespace {namespace} cannot set a sink; only policies in the controller's "
+                f"namespace ({system_namespace}) may",
+            )
+        )
+    return problems
+
+
+def check_policy(
+    namespace: str, name: str, generation: int, spec: Any, catalog: Catalog, *, system_namespace: str | None = None
+) -> CheckResult:
+    """Validate a policy as the decision path will use it; never raises on bad input.
+
+    `system_namespace`: the controller's own namespace, for the tenancy rule (`scope_problems`).
+    """
     if not isinstance(spec, Mapping):
         return CheckResult(None, (Problem(REASON_INVALID_SPEC, "spec", "spec is missing or not an object"),))
     regex = regex_problems(spec)
@@ -192,7 +234,7 @@ def check_policy(namespace: str, name: str, generation: int, spec: Any, catalog:
     if any(p.field.endswith(".function") for p in by_catalog):
         # The per-rule check names the exact rule; drop PolicySpec's whole-spec repeat of it.
         schema = [p for p in schema if "must also be listed in allowedFunctions" not in p.message]
-    problems = (*regex, *by_catalog, *schema)
+    problems = (*regex, *by_catalog, *schema, *scope_problems(namespace, spec, system_namespace))
     if problems or parsed is None:
         return CheckResult(None, problems, parsed)
     return CheckResult(Policy(namespace=namespace, name=name, generation=generation, spec=parsed), (), parsed)

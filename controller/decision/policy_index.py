@@ -16,6 +16,12 @@ Precedence (`matching` returns policies best first; the decision path uses the f
    each severity count one);
 3. on equal specificity, ``namespace/name`` in ascending (code-point) order, so the
    choice is deterministic and never depends on the order policies were seen.
+
+Tenancy (issue #13.10; `policy_checks.scope_problems` refuses such policies
+up front, this is the defence in depth): with a `system_namespace`, a policy
+in any other namespace is confined when indexed. It matches only alerts whose
+`namespace` label is its own namespace, its target scope is its own namespace
+whatever `targetNamespaces` says, and its sink is dropped.
 """
 
 from __future__ import annotations
@@ -70,7 +76,8 @@ def _build_snapshot(version: int, policies: Mapping[str, Policy], compiled: Mapp
 class PolicyIndex:
     """Thread-safe set of policies keyed by ``namespace/name``; see the module docstring for precedence."""
 
-    def __init__(self) -> None:
+    def __init__(self, system_namespace: str | None = None) -> None:
+        self.system_namespace = system_namespace
         self._lock = threading.Lock()
         self._policies: dict[str, Policy] = {}
         self._compiled: dict[str, CompiledMatch] = {}
@@ -84,6 +91,7 @@ class PolicyIndex:
 
     def upsert(self, policy: Policy) -> None:
         """Add or replace a policy; replacing it with an identical one is not a change."""
+        policy = self.confined(policy)
         compiled = CompiledMatch.of(policy.spec.match)  # outside the lock: compiling regexes may take a while
         with self._lock:
             if self._policies.get(policy.key) == policy:
@@ -91,6 +99,21 @@ class PolicyIndex:
             self._policies[policy.key] = policy
             self._compiled[policy.key] = compiled
             self._version += 1
+
+    def is_tenant(self, policy: Policy) -> bool:
+        """A policy outside the system namespace (confined to its own namespace)."""
+        return self.system_namespace is not None and policy.namespace != self.system_namespace
+
+    def confined(self, policy: Policy) -> Policy:
+        """The policy as it may act: a tenant's scope is its own namespace, and it has no sink."""
+        if not self.is_tenant(policy):
+            return policy
+        spec = policy.spec
+        if spec.target_namespaces in ((), (policy.namespace,)) and spec.actions.sink is None:
+            return policy
+        actions = spec.actions.model_copy(update={"sink": None})
+        spec = spec.model_copy(update={"target_namespaces": (policy.namespace,), "actions": actions})
+        return policy.model_copy(update={"spec": spec})
 
     def remove(self, key: str) -> None:
         """Forget the policy ``namespace/name``; unknown keys are ignored (deletes may repeat)."""
@@ -120,6 +143,10 @@ class PolicyIndex:
         unnamed = [e for e in snapshot.unnamed if e.match.matches(labels)]
         # Both lists are already in precedence order; only a mix of the two needs merging.
         hits = sorted(named + unnamed, key=lambda e: e.rank) if named and unnamed else named or unnamed
+        if self.system_namespace is not None:
+            # A tenant's policy acts only on alerts from its own namespace.
+            own = labels.get("namespace")
+            hits = [e for e in hits if e.policy.namespace == self.system_namespace or e.policy.namespace == own]
         return [entry.policy for entry in hits]
 
     def _current(self) -> _Snapshot:

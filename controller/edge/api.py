@@ -233,6 +233,10 @@ class _Routes:
         log.error("store unavailable, answering 503: %s", exc)
         return unavailable_response("store unavailable", self.limits.retry_after_s)
 
+    async def _body(self, request: Request) -> bytes:
+        """The bounded body, under its deadline (413 / 408); read before any slot is taken."""
+        return await read_body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
+
     async def _ingest(self, events: list[AlertEvent]) -> IngestResponse:
         result = await self.pipeline.ingest(events)  # Overloaded / StoreUnavailable -> 503 (handlers above)
         return IngestResponse(
@@ -246,8 +250,9 @@ class _Routes:
 
     async def alertmanager(self, request: Request) -> IngestResponse:
         """Record every alert of the group durably, then answer 200; decisions follow asynchronously."""
+        body = await self._body(request)  # before the slot: a stalled sender must not hold one
         async with self.slots.slot():
-            doc = json_object(await read_body(request, self.limits.max_body_bytes), "Alertmanager payload")
+            doc = json_object(body, "Alertmanager payload")
             try:
                 check_payload_size(doc, self.limits)
                 if str(doc.get("version", "4")) != "4":
@@ -272,8 +277,8 @@ class _Routes:
             return result
 
     async def events(self, request: Request) -> Response:
+        body = await self._body(request)
         async with self.slots.slot():
-            body = await read_body(request, self.limits.max_body_bytes)
             try:
                 inbound = parse_inbound(request.headers, body)
             except CloudEventRejected as exc:
@@ -328,8 +333,9 @@ class _Routes:
     # -- reason, approvals, decisions
 
     async def reason(self, request: Request) -> ReasonResult:
+        body = await self._body(request)
         async with self.slots.slot():
-            doc = json_object(await read_body(request, self.limits.max_body_bytes), "reason request")
+            doc = json_object(body, "reason request")
             started = time.perf_counter()
             try:
                 reason_request = ReasonRequest.model_validate(doc)
@@ -361,8 +367,9 @@ class _Routes:
         return identity
 
     async def approve(self, approval_id: str, request: Request, identity: Identity) -> Response:
+        body = await self._body(request)
         async with self.slots.slot():
-            doc = json_object(await read_body(request, self.limits.max_body_bytes), "approval")
+            doc = json_object(body, "approval")
             try:
                 body = ApprovalRequest.model_validate(doc)
             except ValidationError as exc:

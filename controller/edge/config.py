@@ -53,6 +53,14 @@ class Limits(BaseModel):
     queue_wait_s: float = Field(2.0, gt=0, description="seconds a request waits for a free slot before 503")
     #: Seconds a 503 asks the sender to wait (Retry-After).
     retry_after_s: int = Field(5, ge=1, description="Retry-After seconds on 503")
+    #: Seconds to receive a whole request body; read before a slot is taken, so a stalled sender holds none.
+    body_timeout_s: float = Field(10.0, gt=0, description="seconds to receive a request body (else 408)")
+    #: Seconds to receive a request's line and headers, from connect or the previous response.
+    header_timeout_s: float = Field(10.0, gt=0, description="seconds to receive request headers (else disconnect)")
+    #: Open connections (and requests) at once; beyond, uvicorn answers 503 (uvicorn's limit_concurrency).
+    max_connections: int = Field(512, ge=8, description="open connections at once; more get 503")
+    #: Seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive).
+    keep_alive_s: float = Field(5.0, gt=0, description="seconds an idle keep-alive connection stays open")
 
 
 class KnativeOIDC(BaseModel):

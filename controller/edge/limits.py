@@ -56,8 +56,26 @@ def unavailable_response(reason: str, retry_after: int) -> JSONResponse:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) once it passes `limit` bytes, whatever Content-Length claims."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, refusing (413) once it passes `limit` bytes, whatever Content-Length claims.
+
+    With `timeout_s`, the whole body must arrive within it (else 408): routes read it before
+    taking a slot, so a sender that stalls mid-body holds no slot and not for long.
+    """
+    if timeout_s is None:
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise HTTPException(
+            status_code=408,
+            detail=f"the body did not arrive within {timeout_s:g} s (body_timeout_s)",
+            headers={"Connection": "close"},
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HTTPException(status_code=413, detail=f"body of {declared} bytes is over the limit of {limit} bytes")

@@ -170,7 +170,14 @@ class PolicyHandlers:
         status = body.get("status") or {}
         self.recorder.seed(ref.key, status.get("counters"), status.get("lastDecision"))
         generation = int(body.metadata.get("generation") or 0)
-        result = check_policy(ref.namespace, ref.name, generation, body.get("spec"), self.catalog)
+        result = check_policy(
+            ref.namespace,
+            ref.name,
+            generation,
+            body.get("spec"),
+            self.catalog,
+            system_namespace=self.index.system_namespace,
+        )
         self._update_index(ref.key, result, logger)
         self._handled(ref)  # indexed or refused: either way the index now says what it should about it
         # Our own last intent is newer than the cluster's copy until the sync has written it.

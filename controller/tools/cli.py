@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token file, re-read when it changes (default: $TRM_SRE_WEBHOOK_TOKEN)",
     )
     run.add_argument(
+        "--system-namespace",
+        metavar="NS",
+        dest="system_namespace",
+        help="the controller's own namespace: only policies there may target other namespaces or set a sink "
+        "(default: the pod's namespace, $POD_NAMESPACE; trm-sre standalone)",
+    )
+    run.add_argument(
         "--approver-token-file",
         metavar="FILE",
         dest="approver_token_file",
@@ -331,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument(
         "--crd", metavar="FILE", help="the CRD to check against (default: the one shipped with trm-sre)"
     )
+    validate.add_argument(
+        "--system-namespace",
+        metavar="NS",
+        default="trm-sre",
+        help="the controller's namespace: only policies there may target other namespaces or set a sink; "
+        "a policy in any other namespace acts only on its own (default: trm-sre)",
+    )
 
     for name, text in (
         ("train", "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`)"),
@@ -467,7 +481,7 @@ def cmd_validate_policy(
         "-f FILE)"
         for rule in (crd.unchecked_rules if crd else ())
     ]
-    validator = Validator(default_catalog(), crd)
+    validator = Validator(default_catalog(), crd, system_namespace=args.system_namespace)
     results: list[DocumentResult] = []
     for source, text in _policy_inputs(args.files, stdin):
         if isinstance(text, Exception):

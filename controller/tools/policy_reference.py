@@ -84,6 +84,7 @@ validation off (`--validate=false`) gets the unknown field silently dropped, nev
 | False | `UnknownFunction` | `allowedFunctions[i]` or a rule's `function` is not a runbook (`trm-sre catalog` lists them) |
 | False | `UnknownParameter` | a rule sets a parameter its function does not have |
 | False | `InvalidRegex` | `alertNameRegex` or a `=~`/`!~` matcher value does not compile |
+| False | `NamespaceScope` | a policy outside the controller's namespace (`--system-namespace`) lists another namespace in `targetNamespaces` (or `*`) or sets `actions.sink`; such a policy acts only on alerts from its own namespace and targets only it (as Flux and Argo CD tenants) |
 | False | `InvalidSpec` | anything else the operator refuses: a malformed parameter template, a literal parameter value the runbook rejects, a rule function missing from `allowedFunctions` |
 
 An unreachable `functionCalling` endpoint is never a reason to refuse a policy: at decision time

@@ -175,6 +175,8 @@ class Validator:
 
     catalog: Catalog
     crd: CrdSchema | None = None
+    #: The controller's namespace: only its policies may target other namespaces or set a sink.
+    system_namespace: str | None = "trm-sre"
     _seen: dict[str, str] = field(default_factory=dict)
 
     def validate_text(self, text: str, source: str) -> list[DocumentResult]:
@@ -228,7 +230,10 @@ class Validator:
         )
         namespace, name = ident["namespace"] or DEFAULT_NAMESPACE, ident["name"] or ""
         generation = metadata.get("generation") if isinstance(metadata.get("generation"), int) else 0
-        result = check_policy(namespace, name, generation, doc.get("spec"), self.catalog)
+        # The tenancy rule needs the namespace: a document without one lands where `kubectl apply -n` puts it,
+        # and the operator checks it there (Ready=False, reason NamespaceScope).
+        tenancy = self.system_namespace if ident["namespace"] else None
+        result = check_policy(namespace, name, generation, doc.get("spec"), self.catalog, system_namespace=tenancy)
         operator = [p for p in map(self._pinpoint, result.problems) if not _covered(p, schema)]
         here = f"{source}:{number}"
         if ident["name"]:

@@ -160,7 +160,7 @@ assert len(HOSTILE_VALUES) >= 50
 POLICIES = """\
 apiVersion: remediation.homelab.io/v1alpha1
 kind: RemediationPolicy
-metadata: {name: from-labels, namespace: ops}
+metadata: {name: from-labels, namespace: trm-sre}
 spec:
   match: {alertNames: [HostileLabels]}
   targetNamespaces: [shop]
@@ -186,7 +186,7 @@ spec:
 ---
 apiVersion: remediation.homelab.io/v1alpha1
 kind: RemediationPolicy
-metadata: {name: from-annotation, namespace: ops}
+metadata: {name: from-annotation, namespace: trm-sre}
 spec:
   match: {alertNames: [HostileAnnotation]}
   targetNamespaces: [shop]
@@ -197,7 +197,7 @@ spec:
 ---
 apiVersion: remediation.homelab.io/v1alpha1
 kind: RemediationPolicy
-metadata: {name: from-model, namespace: ops}
+metadata: {name: from-model, namespace: trm-sre}
 spec:
   match: {alertNames: [HostileModel]}
   targetNamespaces: [shop]

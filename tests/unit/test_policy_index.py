@@ -174,3 +174,24 @@ def test_concurrent_writers_and_readers_see_consistent_snapshots() -> None:
     assert not errors
     assert keys(index.all()) == keys(sorted(index.all(), key=precedence_key))
     assert len(index) == len(index.all())
+
+
+def test_a_tenant_policy_acts_only_on_its_own_namespace() -> None:
+    # Issue #13.10: with a system namespace, a policy elsewhere is confined to its own namespace.
+    index = PolicyIndex(system_namespace="trm-sre")
+    wide = make("team-a", "grab-all", priority=1000, alertNames=["KubePodCrashLooping"])
+    wide = wide.model_copy(update={"spec": wide.spec.model_copy(update={"target_namespaces": ("*",)})})
+    system = make("trm-sre", "cluster", alertNames=["KubePodCrashLooping"])
+    index.upsert(wide)
+    index.upsert(system)
+    assert keys(index.matching(alert(namespace="kube-system"))) == ["trm-sre/cluster"]
+    assert keys(index.matching(alert(namespace="kube-system\n"))) == ["trm-sre/cluster"]
+    assert keys(index.matching(alert())) == ["trm-sre/cluster"]  # no namespace label: not a tenant's alert
+    assert keys(index.matching(alert(namespace="team-a"))) == ["team-a/grab-all", "trm-sre/cluster"]
+    confined = index.get("team-a/grab-all")
+    assert confined is not None
+    assert confined.allows_namespace("team-a") and not confined.allows_namespace("kube-system")
+    # Without a system namespace (library use), nothing changes.
+    open_index = PolicyIndex()
+    open_index.upsert(wide)
+    assert keys(open_index.matching(alert(namespace="kube-system"))) == ["team-a/grab-all"]

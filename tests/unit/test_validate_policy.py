@@ -509,3 +509,38 @@ def test_a_crd_pattern_ending_in_dollar_does_not_accept_a_trailing_newline(value
     schema = {"type": "string", "pattern": r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"}
     assert structural_problems(value, schema, "spec.targetNamespaces[0]")
     assert structural_problems(value.rstrip("\n"), schema, "spec.targetNamespaces[0]") == []
+
+
+TENANT_POLICY = """\
+apiVersion: remediation.homelab.io/v1alpha1
+kind: RemediationPolicy
+metadata: {name: grab-all, namespace: team-a}
+spec:
+  match: {alertNames: [KubePodCrashLooping]}
+  targetNamespaces: ["*"]
+  allowedFunctions: [pod-restart]
+  chain:
+    - rules:
+        - function: pod-restart
+          parameters: {name: "{{ $labels.pod }}", namespace: "{{ $labels.namespace }}"}
+  actions: {sink: "http://evil.example/"}
+"""
+
+
+def test_a_policy_outside_the_system_namespace_may_not_target_others_or_set_a_sink(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controller.tools.cli import main
+
+    path = tmp_path / "tenant.yaml"
+    path.write_text(TENANT_POLICY)
+    assert main(["validate-policy", str(path)]) == 1
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "spec.targetNamespaces[0]" in text and "may only target team-a" in text
+    assert "spec.actions.sink" in text and "cannot set a sink" in text
+    # The same policy in the controller's namespace is valid.
+    path.write_text(TENANT_POLICY.replace("namespace: team-a", "namespace: trm-sre"))
+    assert main(["validate-policy", str(path)]) == 0
+    path.write_text(TENANT_POLICY.replace("namespace: team-a", "namespace: ops"))
+    assert main(["validate-policy", "--system-namespace", "ops", str(path)]) == 0
