@@ -92,6 +92,7 @@ def test_one_incident_one_trigger_and_the_policy_status_counts_it(
     # Cluster-wide, as deployed (a fresh namespace and a matcher on a unique pod keep other tests'
     # policies out of this one's way).
     proc = cluster_controller(cluster.operator_kubeconfig, sink.url, TOKEN, tmp_path)
+    proc.args += ["--system-namespace", namespace]  # its policy targets shop: only the system namespace may
     proc.start()
     url = proc.url
     try:

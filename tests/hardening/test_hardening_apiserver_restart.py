@@ -58,6 +58,7 @@ def test_an_apiserver_restart_loses_no_policy_and_fires_nothing_twice(
     cp.kubectl("create", "namespace", namespace)
     cp.kubectl("apply", "-f", "-", input=policy_manifest("before", namespace, _spec("RestartProbeBefore")))
     proc = cluster_controller(cp.operator_kubeconfig, sink.url, TOKEN, tmp_path)
+    proc.args += ["--system-namespace", namespace]  # its policies target shop: only the system namespace may
     url = proc.start()
     try:
         wait_until("/readyz", lambda: http("GET", f"{url}/readyz")[0] == 200, 120, proc)

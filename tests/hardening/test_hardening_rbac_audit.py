@@ -33,7 +33,7 @@ from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
 from controller.schemas.alerts import ALERT_FIRED
-from controller.schemas.decision import LAMBDA_TRIGGER
+from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_TRIGGER
 from tests.e2e.harness import cluster_controller, http, wait_until
 from tests.envtest.controlplane import OPERATOR_USER, ControlPlane
 from tests.hardening.cluster import (
@@ -100,8 +100,8 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
 ) -> None:
     cp = audited_control_plane
     started = datetime.now(UTC)
-    namespace = f"rbac-{secrets.token_hex(3)}"
-    cp.kubectl("create", "namespace", namespace)
+    # The controller's own namespace (its system namespace): only policies there may target shop (issue #13.10).
+    namespace = "trm-sre"
     # The functionCalling stage's token, in the namespace where deploy/base binds the secret reader.
     cp.kubectl("create", "secret", "generic", "llm-token", "-n", "trm-sre", f"--from-literal=token={LLM_TOKEN}")
     answers = {"cart-llm": ("pod-check-status", {"name": "cart-llm", "namespace": "shop"})}
@@ -169,6 +169,47 @@ def test_the_controllers_rbac_is_exactly_what_it_uses(
                 timeout=30,
             )
             assert delivered.status_code == 202, delivered.text
+
+            # An approval answered by a Kubernetes user allowed to `approve` the policy: the bearer token is checked
+            # with a TokenReview, the permission with a SubjectAccessReview (create subjectaccessreviews).
+            approval_spec = {
+                **RULES_SPEC,
+                "match": {"alertNames": ["RbacApprovalProbe"]},
+                "actions": {"requireApproval": True, "approvalTimeoutSeconds": 600},
+            }
+            cp.kubectl("apply", "-f", "-", input=policy_manifest("needs-approval", namespace, approval_spec))
+            wait_until("the approval policy Ready", lambda: is_ready(cp, namespace, "needs-approval"), 60, proc)
+            status, body = http("POST", f"{url}/alertmanager", alert_body("RbacApprovalProbe", "cart-ap"), token=TOKEN)
+            assert status == 200, body
+            wait_until("the approval request", lambda: sink.accepted_of(APPROVAL_REQUESTED), 60, proc)
+            approval_id = sink.accepted_of(APPROVAL_REQUESTED)[0].data()["approval_id"]
+            approver = f"approver-{secrets.token_hex(3)}"
+            cp.kubectl("create", "serviceaccount", approver, "-n", namespace)
+            rbac = f"""\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {approver}, namespace: {namespace}}}
+rules: [{{apiGroups: [remediation.homelab.io], resources: [remediationpolicies], verbs: [approve]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {approver}, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {approver}}}
+subjects: [{{kind: ServiceAccount, name: {approver}, namespace: {namespace}}}]
+"""
+            cp.kubectl("apply", "-f", "-", input=rbac)
+            approver_token = cp.kubectl("create", "token", approver, "-n", namespace).stdout.strip()
+            status, body = http("POST", f"{url}/approvals/{approval_id}", {"decision": "approve"}, token=TOKEN)
+            assert status == 403, body  # the webhook token cannot approve
+            status, body = http("POST", f"{url}/approvals/{approval_id}", {"decision": "approve"}, token=approver_token)
+            assert (status, body["state"]) == (200, "approved"), body
+            wait_until(
+                "the approved trigger",
+                lambda: any(t.data()["parameters"]["name"] == "cart-ap" for t in sink.accepted_of(LAMBDA_TRIGGER)),
+                60,
+                proc,
+            )
+            cp.kubectl("delete", "remediationpolicy", "needs-approval", "-n", namespace, "--timeout=60s")
 
             # Deleted: forgotten (nothing to write; the operator keeps no finalizer).
             cp.kubectl("delete", "remediationpolicy", "restart", "-n", namespace, "--timeout=60s")

@@ -111,7 +111,10 @@ def slow_handler(monkeypatch: pytest.MonkeyPatch, delay: Callable[[str, Any], fl
 @contextmanager
 def cluster_controller(namespace: str, tmp_path: Path) -> Iterator[tuple[str, Components]]:
     """The controller in cluster mode, watching `namespace`, no model; (its URL, its components)."""
-    settings = server_settings(tmp_path / "state", token=TOKEN, standalone=False, namespaces=(namespace,))
+    # Its policies target shop: only the system namespace's may (issue #13.10).
+    settings = server_settings(
+        tmp_path / "state", token=TOKEN, standalone=False, namespaces=(namespace,), system_namespace=namespace
+    )
     with controller_in_thread(settings, attempts=3000, join_timeout=60) as (url, thread, holder):
         yield url, holder["controller"].c
         holder["controller"].request_stop()
