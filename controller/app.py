@@ -194,13 +194,20 @@ def build_components(settings: Settings, *, model: ModelState | None = None) -> 
         trm=trm, chat=HttpChatTransport(http), secrets=None if settings.standalone else KubernetesSecrets()
     )
     recorder = PolicyStatusRecorder()
-    pipeline = Pipeline(settings.engine, store, index, catalog, clients, recorder, metrics)
-    readiness = Readiness(
-        standalone=settings.standalone,
-        index=index,
-        model=model,
-        index_sync=None if settings.standalone else IndexSync(KubernetesPolicyLister(settings.namespaces)),
+    index_sync = None if settings.standalone else IndexSync(KubernetesPolicyLister(settings.namespaces))
+    pipeline = Pipeline(
+        settings.engine,
+        store,
+        index,
+        catalog,
+        clients,
+        recorder,
+        metrics,
+        # Until the operator has handled every policy there is, a policy missing from the index may
+        # simply not be loaded yet: its pending approvals must not be cancelled as deleted.
+        index_complete=(lambda: index_sync.complete) if index_sync is not None else (lambda: True),
     )
+    readiness = Readiness(standalone=settings.standalone, index=index, model=model, index_sync=index_sync)
     events_auth = None
     if settings.knative.audience is not None:
         events_auth = EventsAuthenticator(

@@ -61,8 +61,10 @@ class Approvals:
         clock: Callable[[], float],
         index: PolicyIndex | None = None,
         catalog: Catalog | None = None,
+        index_complete: Callable[[], bool] = lambda: True,
     ) -> None:
         self._index = index
+        self._index_complete = index_complete
         self._catalog = catalog
         self._settings = settings
         self._store = store
@@ -128,6 +130,8 @@ class Approvals:
             return None
         policy = self._index.get(approval.policy)
         if policy is None:
+            if not self._index_complete():
+                return None  # not loaded yet (cluster mode, just started): `_resolve` refuses without cancelling
             return f"policy {approval.policy} no longer exists"
         if policy.spec.actions.dry_run:
             return f"policy {approval.policy} is now in dry run"
@@ -228,6 +232,8 @@ class Approvals:
             if row is None or event is None:
                 return "unknown", None, None, False
             decision = row.decision
+            if self._index is not None and self._index.get(approval.policy) is None and not self._index_complete():
+                return "pending", None, "the policies are still being loaded; answer again in a moment", False
             why = self._policy_refusal(tx, approval) or self._guard_refusal(tx, approval, decision, now)
             if why is not None:
                 # Refused, not deferred: what the human approved is no longer what the policy allows now.

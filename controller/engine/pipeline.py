@@ -87,6 +87,7 @@ class Pipeline:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        index_complete: Callable[[], bool] = lambda: True,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -104,7 +105,16 @@ class Pipeline:
             settings, store, self._queue, index, catalog, clients, self._outbox, self._gauges, recorder, metrics, clock
         )
         self._approvals = Approvals(
-            settings, store, self._outbox, self._gauges, recorder, metrics, clock, index=index, catalog=catalog
+            settings,
+            store,
+            self._outbox,
+            self._gauges,
+            recorder,
+            metrics,
+            clock,
+            index=index,
+            catalog=catalog,
+            index_complete=index_complete,
         )
         self._retention = RetentionSweeper(settings, store, metrics, self._lifecycle, clock)
         self._tasks: list[asyncio.Task[None]] = []

@@ -181,6 +181,7 @@ def build_engine(
     sink: str | None,
     clock: Any = None,
     store: Store | None = None,
+    index_complete: Any = None,
     **settings: Any,
 ) -> Engine:
     """An engine on `state_dir` (not started): a real Store, index, recorder and metrics."""
@@ -191,7 +192,9 @@ def build_engine(
     recorder = PolicyStatusRecorder()
     metrics = Metrics()
     pipeline_settings = EngineSettings.model_validate({**FAST.model_dump(), "sink": sink, **settings})
-    kwargs = {"clock": clock} if clock is not None else {}
+    kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
+    if index_complete is not None:
+        kwargs["index_complete"] = index_complete
     pipeline = Pipeline(pipeline_settings, store, index, default_catalog(), StageClients(), recorder, metrics, **kwargs)
     return Engine(pipeline, store, index, recorder, metrics, state_dir)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_TRIGGER, REMEDIATION_ESCALATED, decision_id
 from tests.pipeline.engine.builders import FakeClock, alert_dict, eventually, payload, policy, trigger_id
 from tests.pipeline.sink import CaptureSink
@@ -381,3 +383,23 @@ async def test_deleting_the_policy_cancels_its_pending_approvals(make_engine, si
     assert "no longer exists" in _decision(engine, events[0])["reason"]
     assert await engine.pipeline.resolve_approval(approval_id, True, "alice") == "cancelled"
     assert sink.accepted_of(LAMBDA_TRIGGER) == []
+
+
+async def test_a_policy_not_loaded_yet_does_not_cancel_its_pending_approvals(make_engine, sink: CaptureSink) -> None:
+    # Cluster mode just after a restart: the index fills as the operator lists policies. A policy missing
+    # until then is not a deleted one: its approvals stay pending, and an answer is refused without cancelling.
+    loaded = [True]
+    engine = await make_engine([policy(actions=APPROVAL)], sink=sink.url, index_complete=lambda: loaded[0])
+    approval_id, events = await _approval_then(engine, sink)
+    loaded[0] = False
+    engine.index.remove("shop/restart")
+    state, why = await engine.pipeline.answer_approval(approval_id, True, "alice")
+    assert state == "pending" and "still being loaded" in (why or "")
+    await asyncio.sleep(0.3)  # several rounds of the expiry loop (every 0.05 s here), which must not cancel it
+    await engine.settle()
+    assert _decision(engine, events[0])["approval"]["state"] == "pending"
+    loaded[0] = True
+    engine.index.upsert(policy(actions=APPROVAL))
+    assert await engine.pipeline.resolve_approval(approval_id, True, "alice") == "approved"
+    await engine.settle()
+    assert len(sink.accepted_of(LAMBDA_TRIGGER)) == 1
