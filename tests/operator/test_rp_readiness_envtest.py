@@ -32,6 +32,7 @@ from controller import app
 from controller.app import Components
 from controller.operator.handlers import PolicyHandlers
 from controller.operator.readiness import KubernetesPolicyLister, PolicyListError
+from controller.schemas.alerts import label_fingerprint
 from tests.e2e.harness import http
 from tests.envtest.controlplane import ControlPlane
 from tests.operator.support import Kube, policy_manifest, wait_for
@@ -175,9 +176,12 @@ def test_ready_only_once_every_policy_listed_at_start_is_indexed(
         # The reason said what it waited for.
         assert any(f"{kube.namespace}/{last}" in " ".join(reasons) for reasons in not_ready), not_ready[-3:]
         # An alert for the last-created policy, sent the moment the controller is ready, is decided by it.
-        status, body = http("POST", f"{url}/alertmanager", alert_payload(f"pod-{last}", "readyz0029"), token=TOKEN)
+        # The incident's fingerprint is the labels' (issue #13.9): a sender's own must be Alertmanager's 16 hex digits.
+        payload = alert_payload(f"pod-{last}", "")
+        fingerprint = label_fingerprint(payload["alerts"][0]["labels"])
+        status, body = http("POST", f"{url}/alertmanager", payload, token=TOKEN)
         assert (status, body["new_incidents"]) == (200, 1), body
-        policy = wait_for("the decision", lambda: decided_by(components, f"readyz0029@{STARTS_AT[:-1]}.000000Z"))
+        policy = wait_for("the decision", lambda: decided_by(components, f"{fingerprint}@{STARTS_AT[:-1]}.000000Z"))
         assert policy == f"{kube.namespace}/{last}"
         # The invalid ones were seen (and refused), not waited for: Ready=False on each.
         for name in invalid:
