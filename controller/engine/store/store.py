@@ -355,7 +355,11 @@ class Store:
         `controller.engine.store.sweep`.
         """
         with self.transaction(durable=False) as tx:  # a sweep lost to a power cut is redone by the next one
-            return sweep.finished_incidents(tx, cutoff, limit)
+            counts = sweep.finished_incidents(tx, cutoff, limit)
+            superseded = sweep.superseded_alerts(tx, cutoff, limit)
+        if superseded:
+            counts = {**counts, "alerts": counts.get("alerts", 0) + superseded}
+        return counts
 
     def sweep_expired_cooldowns(self, cutoff: float, limit: int) -> int:
         """Delete up to `limit` cooldowns that ended before `cutoff`; how many (one short transaction).

@@ -17,6 +17,10 @@ it: `count_resend`; so does the resolution), the decision's
 entry's creation, last attempt or delivery, each approval's request
 or answer, each alert's and response's arrival.
 
+Also: the firing rows of an unmatched incident that a later re-send
+superseded, once older than `cutoff` (`superseded_alerts`; stores written
+before re-sends refreshed the row in place held one per re-send).
+
 What stays, whatever its age: an undecided alert (a crash's work
 list), a pending outbox entry (a trigger accepted is a trigger
 delivered), a pending approval (a human may still answer it), and any
@@ -111,6 +115,26 @@ def finished_incidents(tx: StoreTx, cutoff: float, limit: int) -> dict[str, int]
     delete("decisions", "id", decisions)
     delete("incidents", "incident_key", keys)
     return {table: counts[table] for table in SWEPT_TABLES if counts.get(table)}
+
+
+# Firing rows of an unmatched incident that a later re-send superseded, older than the cutoff (?1), at most ?2.
+# Stores written before re-sends refreshed the row in place (issue #13.7) hold one such row per re-send of an
+# alert no policy matched (a Watchdog): the incident stays recent while it fires, so the incident sweep above
+# never reaches them. The newest firing row stays (it is what a re-evaluation decides on).
+_SUPERSEDED_ALERTS = """
+SELECT a.id FROM alerts a JOIN incidents i ON i.incident_key = a.incident_key
+WHERE i.state = 'unmatched' AND a.status = 'firing' AND a.decided = 1 AND a.received_at < ?1
+  AND a.id < (SELECT MAX(b.id) FROM alerts b WHERE b.incident_key = a.incident_key AND b.status = 'firing')
+LIMIT ?2
+"""
+
+
+def superseded_alerts(tx: StoreTx, cutoff: float, limit: int) -> int:
+    """Delete up to `limit` superseded firing rows of unmatched incidents (see `_SUPERSEDED_ALERTS`); how many."""
+    ids = [r["id"] for r in tx._all(_SUPERSEDED_ALERTS, (cutoff, limit))]
+    if not ids:
+        return 0
+    return tx._run(f"DELETE FROM alerts WHERE id IN ({','.join('?' for _ in ids)})", ids)
 
 
 def expired_cooldowns(tx: StoreTx, cutoff: float, limit: int) -> int:

@@ -312,3 +312,27 @@ async def test_the_loop_sweeps_shortly_after_start_and_logs_one_line(
     assert len(lines) == 1  # later sweeps found nothing and said nothing
     assert lines[0].rows == {"incidents": 1, "alerts": 2, "decisions": 1, "outbox": 1, "cooldowns": 1}
     assert lines[0].retention_days == 30
+
+
+async def test_an_unmatched_alert_resent_for_ever_keeps_one_row_and_old_superseded_rows_are_swept(
+    make_engine, sink: CaptureSink
+) -> None:
+    # Issue #13.7: a Watchdog no policy matches, re-sent every few minutes for months.
+    clock = FakeClock()
+    engine = await make_engine([policy()], sink=sink.url, clock=clock)
+    watchdog = payload(alert_dict("prometheus-0", alertname="Watchdog"))
+    for _ in range(20):
+        await engine.ingest(watchdog)
+        await engine.settle()
+        clock.advance(300)
+    assert rows(engine)["incidents"] == 1 and rows(engine)["alerts"] == 1  # refreshed in place
+    # A store written before that fix holds a row per re-send; the sweep removes the superseded old ones.
+    with engine.store.transaction() as tx:
+        for _ in range(5):
+            tx.insert_alert(watchdog[0], clock() - 40 * DAY, decided=True)
+        tx.insert_alert(watchdog[0], clock(), decided=True)  # the newest: kept
+    assert rows(engine)["alerts"] == 7
+    swept = await engine.pipeline.sweep_retention()
+    assert swept == {"alerts": 5}  # the old superseded rows; the recent ones wait for their own retention
+    assert rows(engine)["alerts"] == 2 and rows(engine)["incidents"] == 1
+    assert sink.requests == []
