@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -64,11 +66,15 @@ from controller.engine.work_queue import WorkItem, WorkQueue
 from controller.engine.workers import DecisionWorkers
 from controller.observability.metrics import Metrics
 from controller.schemas.alerts import AlertEvent
-from controller.schemas.decision import Decision
+from controller.schemas.decision import Decision, decision_id
 from runbooks import Catalog
 
 # What callers import from here: the engine's settings, what `ingest` returns and the errors it raises.
 __all__ = ["IngestResult", "Overloaded", "Pipeline", "StoreUnavailable"]
+
+#: How long `decide_only` reuses a decision for the same alert content under the same policy index.
+REASON_CACHE_TTL_S = 10.0
+REASON_CACHE_MAX = 256
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,9 @@ class Pipeline:
         self._settings = settings
         self._store = store
         self._index = index
+        # decide_only: (index version, policy, alert content) -> (monotonic expiry, decision); in-flight runs.
+        self._reason_cache: dict[tuple[int, str, str], tuple[float, Decision]] = {}
+        self._reason_pending: dict[tuple[int, str, str], asyncio.Future[Decision]] = {}
         self._catalog = catalog
         self._clients = clients
         self._metrics = metrics
@@ -262,11 +271,46 @@ class Pipeline:
         return True
 
     async def decide_only(self, event: AlertEvent) -> Decision | None:
-        """What the engine would decide for this alert: nothing recorded, nothing emitted."""
+        """What the engine would decide for this alert: nothing recorded, nothing emitted.
+
+        `/reason` and reasoning CloudEvents call this per request; the chain (a model, an LLM endpoint)
+        is not free, so the same alert content under the same index is decided once per
+        `REASON_CACHE_TTL_S`, and concurrent asks for it share one run (issue #13.8).
+        """
         policy = select_policy(event, self._index)
         if policy is None:
             return None
-        return await decide(event, policy, self._catalog, self._clients)
+        content = json.dumps([event.alert.labels, event.merged_annotations()], sort_keys=True)
+        key = (self._index.version, policy.key, hashlib.sha256(content.encode()).hexdigest())
+        now = time.monotonic()
+        cached = self._reason_cache.get(key)
+        if cached is not None and cached[0] > now:
+            decision = cached[1]
+        elif (pending := self._reason_pending.get(key)) is not None:
+            decision = await asyncio.shield(pending)
+        else:
+            future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self._reason_pending[key] = future
+            try:
+                decision = await decide(event, policy, self._catalog, self._clients)
+            except BaseException as exc:
+                future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("interrupted"))
+                raise
+            finally:
+                del self._reason_pending[key]
+            future.set_result(decision)
+            self._reason_cache[key] = (time.monotonic() + REASON_CACHE_TTL_S, decision)
+            while len(self._reason_cache) > REASON_CACHE_MAX:
+                self._reason_cache.pop(next(iter(self._reason_cache)))
+        # The alert's own identity (its incident), whichever request first ran the chain.
+        return decision.model_copy(
+            update={
+                "id": decision_id(event.incident_key, policy.key),
+                "incident_key": event.incident_key,
+                "fingerprint": event.fingerprint,
+            }
+        )
 
     def guard_outcome(self, decision: Decision) -> tuple[str, str]:
         """What the policy's actions would make of `decision` now, read from the store without writing.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from controller.engine.store import DB_FILENAME
 from controller.schemas.decision import LAMBDA_TRIGGER
+from tests.hardening.support import FakeLLM
 from tests.pipeline.edge.servers import StartServer, fixture_payload
 from tests.pipeline.sink import CaptureSink
 
@@ -119,3 +121,31 @@ async def test_reason_obeys_the_label_limits(start_server: StartServer, sink: Ca
         long_value = await http.post("/reason", json={"context": {"labels": {"alertname": "A", "x": "v" * 5_000}}})
     assert response.status_code == 400 and "labels" in response.json()["detail"]
     assert long_value.status_code == 400
+
+
+LLM_POLICY = """\
+apiVersion: remediation.homelab.io/v1alpha1
+kind: RemediationPolicy
+metadata: {name: ask, namespace: shop}
+spec:
+  match: {alertNames: [KubePodCrashLooping]}
+  allowedFunctions: [pod-restart]
+  chain:
+    - functionCalling: {endpoint: "LLM_URL", api: ollama, model: m, timeoutMs: 20000}
+"""
+
+
+async def test_repeated_reason_calls_run_the_chain_once(
+    start_server: StartServer, sink: CaptureSink, tmp_path: Path
+) -> None:
+    # Issue #13.8: the same alert asked about again (or at the same time) does not run the chain again.
+    answers = {"cart-asked": ("pod-restart", {"name": "cart-asked", "namespace": "shop", "type": "pod"})}
+    with FakeLLM(answers, marker=r"cart-asked") as llm:
+        policy = tmp_path / "policy.yaml"
+        policy.write_text(LLM_POLICY.replace("LLM_URL", llm.url))
+        server = await start_server(token="t", sink=sink.url, policies=[policy])
+        together = await asyncio.gather(*(_reason(server, _alert("cart-asked")) for _ in range(5)))
+        again = [await _reason(server, _alert("cart-asked")) for _ in range(5)]
+        assert llm.requests == 1
+    assert {a["lambda_function"] for a in [*together, *again]} == {"pod-restart"}
+    assert {a["outcome"] for a in [*together, *again]} == {"trigger"}
