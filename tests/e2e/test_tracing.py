@@ -223,6 +223,20 @@ def test_a_cloudevent_with_a_traceparent_is_one_trace_from_ingest_to_delivery(
             line.startswith("agent_sre_stage_duration_seconds_bucket") and f'trace_id="{trace_id}"' in line
             for line in metrics.splitlines()
         )
+        # The seed's reasoning metrics; GPU utilization only when the model runs on a GPU (absent, not zero).
+        status, text = http("GET", f"{proc.url}/metrics")
+        assert status == 200
+        for name in (
+            "agent_reasoning_requests_total",
+            "agent_reasoning_duration_seconds",
+            "agent_reasoning_steps",
+            "agent_reasoning_confidence",
+        ):
+            assert f"# TYPE {name} " in text, name
+        trm_ran = any(s["stage"] == "trm" and " steps; " in s["reason"] for s in history["trace"])
+        assert ('agent_reasoning_steps_count{task_type="remediation"}' in text) == trm_ran
+        on_gpu = '"device": "cuda' in proc.log_text()
+        assert ("agent_reasoning_gpu_utilization" in text) == on_gpu
     finally:
         assert proc.stop() == 0, proc.log_tail()
 
