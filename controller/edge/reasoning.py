@@ -16,6 +16,8 @@ from pydantic import ValidationError
 
 from controller.client import FREE_FORM_REFUSAL, REMEDIATION_TASK, ReasonRequest, ReasonResult
 from controller.edge.cloudevents_in import summarize_validation
+from controller.engine.trace_hooks import trm_steps
+from controller.observability import tracing
 from controller.schemas.alerts import Alert, AlertEvent
 from controller.schemas.decision import Decision
 
@@ -70,8 +72,11 @@ async def answer_reasoning(pipeline: Pipeline, request: ReasonRequest) -> Reason
     if request.task_type != REMEDIATION_TASK:
         raise HTTPException(status_code=422, detail=f"{FREE_FORM_REFUSAL} (task_type must be {REMEDIATION_TASK!r})")
     event = alert_event_from_context(request.context)
+    started_ns = time.time_ns()
     started = time.perf_counter()
     decision = await pipeline.decide_only(event)
+    if decision is not None:  # the chain's stages as spans of the request's span (nothing when tracing is off)
+        tracing.record_stages(decision.trace, started_ns, trm_steps(decision))
     duration_ms = (time.perf_counter() - started) * 1000
     trace = [t.model_dump(mode="json") for t in decision.trace] if decision else []
     return ReasonResult(

@@ -266,6 +266,40 @@ def test_an_alertmanager_webhook_starts_a_new_trace(
         assert proc.stop() == 0, proc.log_tail()
 
 
+def test_a_reason_request_is_traced_under_the_callers_traceparent(tmp_path: Path, otel_collector: Collector) -> None:
+    proc = start(tmp_path, "--no-model", **traced_env(otel_collector))
+    traceparent, trace_id, caller_span = new_traceparent()
+    try:
+        body = {
+            "question": "what should be done?",
+            "task_type": "remediation",
+            "context": {"alert": {"labels": crashloop_alert()["labels"]}},
+        }
+        request = urllib.request.Request(
+            f"{proc.url}/reason",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "traceparent": traceparent},
+        )
+        with urllib.request.urlopen(request, timeout=15) as response:
+            answer = json.loads(response.read())
+        stages = [t["stage"] for t in answer["reasoning_trace"]]
+        assert stages
+        wait_until(
+            "the reason request's spans",
+            lambda: {f"stage {s}" for s in stages} <= names(spans_of(otel_collector, trace_id)),
+            30,
+            proc,
+        )
+        spans = spans_of(otel_collector, trace_id)
+        reason = one(spans, "reason")
+        assert reason.parent_span_id == caller_span
+        assert all(one(spans, f"stage {s}").parent_span_id == reason.span_id for s in stages)
+        assert "decision" not in names(spans)  # nothing decided for real: no side effects
+    finally:
+        assert proc.stop() == 0, proc.log_tail()
+
+
 def test_with_the_collector_down_alerts_are_still_accepted_and_delivered(tmp_path: Path, sink: CaptureSink) -> None:
     # An endpoint nobody listens on: every export fails; only spans may be lost.
     proc = start(tmp_path, "--no-model", K_SINK=sink.url, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
