@@ -574,6 +574,60 @@ def _profile(prof: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _tracing(tr: dict[str, Any]) -> list[str]:
+    lines = ["## 6. Tracing on vs off", ""]
+    lines += _error(tr)
+    if "configs" not in tr:
+        return lines
+    lines += [
+        (
+            "The end-to-end path (section 2's load, Alertmanager webhooks → trigger at the sink) against three fresh "
+            "controllers: tracing off (no OTEL_* variables), on (every span exported over OTLP/HTTP to a real "
+            "OpenTelemetry Collector on loopback), and on with nothing listening at the OTLP endpoint. "
+            f"Spans the collector received: {tr.get('spans_exported', '—')}. Ratios are on / off; a shared, noisy "
+            "machine: read them as rough."
+        ),
+        "",
+    ]
+    rows = []
+    for name, config in tr["configs"].items():
+        for phase_name, p in config["phases"].items():
+            rows.append(
+                [
+                    name,
+                    phase_name,
+                    p["accepted"],
+                    p["lost"],
+                    _f(p["post_to_2xx_ms"]["p50"]),
+                    _f(p["webhook_to_sink_ms"]["p50"]),
+                    _f(p["webhook_to_sink_ms"]["p99"]),
+                    _f(p["cpu_percent_of_one_core"]),
+                ]
+            )
+    lines += _table(
+        [
+            "tracing",
+            "phase",
+            "accepted",
+            "lost",
+            "POST→2xx p50 ms",
+            "→ sink p50 ms",
+            "→ sink p99 ms",
+            "CPU % of a core",
+        ],
+        rows,
+    )
+    lines.append("")
+    rows = [
+        [key, _f(r["p50_post_to_2xx"]), _f(r["p50_webhook_to_sink"]), _f(r["p99_webhook_to_sink"]), _f(r["cpu"])]
+        for key, r in tr.get("ratios_to_off", {}).items()
+    ]
+    if rows:
+        lines += _table(["vs off", "POST→2xx p50", "→ sink p50", "→ sink p99", "CPU"], rows)
+        lines.append("")
+    return lines
+
+
 def render(results: dict[str, Any], out_path: Path, plots_dir: Path | None) -> str:
     env = results.get("environment", {})
     hw = env.get("hardware", {})
@@ -635,6 +689,8 @@ def render(results: dict[str, Any], out_path: Path, plots_dir: Path | None) -> s
         lines += _coldstart(sections["coldstart"])
     if "profile" in sections:
         lines += _profile(sections["profile"])
+    if "tracing" in sections:
+        lines += _tracing(sections["tracing"])
     took = ", ".join(f"{name} {_f(s.get('section_seconds'))} s" for name, s in sections.items())
     lines += [
         "## How this was measured",

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from bench.modes import MODES, Options
 
-SECTIONS = ("selection", "e2e", "scale", "coldstart", "profile")
+SECTIONS = ("selection", "e2e", "scale", "coldstart", "profile", "tracing")
 _MODULES = {
     "selection": "bench.selection",
     "e2e": "bench.e2e",
     "scale": "bench.scale",
     "coldstart": "bench.coldstart",
     "profile": "bench.profile",
+    "tracing": "bench.tracing",
 }
 
 

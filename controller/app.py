@@ -41,12 +41,14 @@ from controller.edge.approver_auth import ApproverAuth, KubernetesApprover, NoAp
 from controller.edge.cloudevents_in import summarize_validation
 from controller.edge.connections import HeaderDeadlineH11
 from controller.edge.knative_auth import EventsAuthenticator, KubernetesTokenReviewer
+from controller.engine.gpu import gpu_utilization_reader
 from controller.engine.llm_http import HttpChatTransport
 from controller.engine.model_batcher import ModelBatcher
 from controller.engine.model_loader import ModelState, load_model
 from controller.engine.pipeline import Pipeline
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import Store
+from controller.observability import tracing
 from controller.observability.metrics import Metrics
 from controller.operator.readiness import IndexSync, KubernetesPolicyLister
 from controller.operator.secrets import KubernetesSecrets
@@ -185,6 +187,9 @@ def build_components(settings: Settings, *, model: ModelState | None = None) -> 
     if model is None:
         model = load_model(settings.model.enabled, settings.model.checkpoint_dir, settings.model.device, catalog)
     metrics.model_loaded.set(1 if model.selector is not None else 0)
+    gpu_reader = gpu_utilization_reader(str(getattr(model.selector, "device", "cpu")))
+    if gpu_reader is not None:
+        metrics.enable_gpu_utilization(gpu_reader)
     store = Store.open(settings.state_dir)  # creates the directory; an unusable one is a StoreError (exit 1)
     http = httpx.AsyncClient(follow_redirects=False)
     # Batched: under a storm the pipeline's workers ask the model together, and one call for many alerts
@@ -331,6 +336,7 @@ class Controller:
         """Serve until stopped; 0 after a requested stop, 1 when a component failed."""
         if install_signal_handlers:
             self._handle_signals()
+        tracing.configure()  # OTEL_* environment variables; off when none configures an exporter
         await self.c.pipeline.start()
         tasks: dict[str, asyncio.Task[Any]] = {"http": asyncio.create_task(_serve_http(self.server), name="http")}
         helpers = [asyncio.create_task(self._announce_when_started(), name="announce")]
@@ -449,6 +455,8 @@ class Controller:
         await self.c.http.aclose()
         if self.c.events_auth is not None:
             self.c.events_auth.close()
+        # Flushes the spans still queued, bounded: a dead collector must not hold up the exit.
+        await asyncio.to_thread(tracing.shutdown, int(left(3) * 1000))
         log.info("stopped")
 
 

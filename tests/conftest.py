@@ -36,7 +36,7 @@ os.environ["KUBECONFIG"] = str(SESSION_KUBECONFIG)
 
 # Fixtures whose users are marked `envtest` automatically, so
 # `-m "not envtest"` selects the tests that need no built binaries.
-_ENVTEST_FIXTURES = {"control_plane", "kubeconfig_env", "namespace", "alertmanager_bin_dir"}
+_ENVTEST_FIXTURES = {"control_plane", "kubeconfig_env", "namespace", "alertmanager_bin_dir", "otelcol_dir"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -32,7 +32,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 from pydantic import BaseModel, Field, ValidationError
 
 from controller.client import (
@@ -64,7 +66,10 @@ from controller.edge.limits import (
 )
 from controller.edge.reasoning import answer_reasoning
 from controller.engine.pipeline import Overloaded, StoreUnavailable
+from controller.engine.trace_hooks import steps_in
+from controller.observability import tracing
 from controller.observability.logging import correlation
+from controller.observability.metrics import REMEDIATION_TASK_TYPE
 from controller.schemas.alerts import (
     AlertEvent,
     AlertmanagerPayload,
@@ -268,7 +273,13 @@ class _Routes:
                 ) from exc
             except LimitExceeded as exc:
                 raise HTTPException(status_code=400, detail=str(exc)) from exc
-            result = await self._ingest(events)
+            with tracing.span(
+                "receive alertmanager",
+                parent=tracing.incoming_parent(_http_trace_context(request)),
+                kind=SpanKind.SERVER,
+                attributes={"trm_sre.alerts": len(events), "trm_sre.alert.source": "alertmanager"},
+            ):
+                result = await self._ingest(events)
             # DEBUG: at storm rates one line per webhook was a third of the log; the decision and delivery lines
             # that follow carry the audit trail, and agent_sre_alerts_received_total / dedup_hits count these.
             log.debug(
@@ -283,7 +294,24 @@ class _Routes:
                 inbound = parse_inbound(request.headers, body)
             except CloudEventRejected as exc:
                 raise HTTPException(status_code=400, detail=str(exc)) from exc
-            with correlation(inbound.envelope.correlation_id or inbound.envelope.id):
+            envelope = inbound.envelope
+            with (
+                correlation(envelope.correlation_id or envelope.id),
+                tracing.span(
+                    f"receive {envelope.type}",
+                    # The event's own context (distributed-tracing extension) first, then the request's.
+                    parent=tracing.incoming_parent(
+                        (envelope.traceparent, envelope.tracestate), _http_trace_context(request)
+                    ),
+                    kind=SpanKind.SERVER,
+                    attributes={
+                        "cloudevents.event_id": envelope.id,
+                        "cloudevents.event_type": envelope.type,
+                        "cloudevents.event_source": envelope.source,
+                        "trm_sre.content_mode": envelope.mode,
+                    },
+                ),
+            ):
                 if isinstance(inbound, InboundAlert):
                     try:
                         check_alert_limits([inbound.event], self.limits)
@@ -296,6 +324,8 @@ class _Routes:
                 return await self._lambda_response(inbound)
 
     async def _lambda_response(self, inbound: InboundLambdaResponse) -> Response:
+        # The span is in the decision's trace when the response carries the trigger's traceparent.
+        tracing.set_attributes({"trm_sre.decision.id": inbound.correlation_id, "trm_sre.success": inbound.success})
         recorded = await self.pipeline.record_lambda_response(inbound.correlation_id, inbound.success, inbound.data)
         if not recorded:
             # 2xx anyway: a retry would not make the id known, and Knative would retry a 4xx/5xx.
@@ -313,7 +343,7 @@ class _Routes:
             status = "failed"
             ce_type = REASONING_FAILED
             data = {"error": exc.detail, "conversation_id": inbound.request.conversation_id}
-        self._observe_reasoning(inbound.request.task_type, status, started)
+        self._observe_reasoning(inbound.request.task_type, status, started, result if status == "completed" else None)
         attributes = {
             "type": ce_type,
             "source": self.deps.ce_source,
@@ -321,14 +351,23 @@ class _Routes:
             "id": f"{inbound.envelope.id}-{status}"[:256],
             "datacontenttype": "application/json",
             "correlationid": inbound.envelope.correlation_id or inbound.envelope.id,
+            **tracing.carrier(),  # traceparent/tracestate: the reply continues the request's trace
         }
         message = to_binary_event(CloudEvent(attributes=attributes, data=data))
         return Response(content=message.body, status_code=200, headers=message.headers, media_type=None)
 
-    def _observe_reasoning(self, task_type: str, status: str, started: float) -> None:
+    def _observe_reasoning(
+        self, task_type: str, status: str, started: float, result: ReasonResult | None = None
+    ) -> None:
         task = task_type if task_type == REMEDIATION_TASK else "other"  # bounded label values
         self.metrics.reasoning_requests.labels(task_type=task, status=status).inc()
-        self.metrics.reasoning_duration.observe(time.perf_counter() - started)
+        self.metrics.reasoning_duration.labels(task_type=task).observe(
+            time.perf_counter() - started, tracing.exemplar()
+        )
+        for stage in result.reasoning_trace if result is not None else ():
+            if stage.get("stage") == "trm":
+                steps = steps_in(str(stage.get("reason", "")))
+                self.metrics.observe_trm(steps, stage.get("confidence"), REMEDIATION_TASK_TYPE)
 
     # -- reason, approvals, decisions
 
@@ -344,11 +383,17 @@ class _Routes:
                     status_code=422, detail=f"invalid reason request: {summarize_validation(exc)}"
                 ) from exc
             try:
-                result = await answer_reasoning(self.pipeline, reason_request, self.limits)
+                with tracing.span(
+                    "reason",
+                    parent=tracing.incoming_parent(_http_trace_context(request)),
+                    kind=SpanKind.SERVER,
+                    attributes={"trm_sre.task_type": reason_request.task_type[:100]},
+                ):
+                    result = await answer_reasoning(self.pipeline, reason_request, self.limits)
             except HTTPException:
                 self._observe_reasoning(reason_request.task_type, "rejected", started)
                 raise
-            self._observe_reasoning(reason_request.task_type, "completed", started)
+            self._observe_reasoning(reason_request.task_type, "completed", started, result)
             return result
 
     async def approver(self, credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> Identity:  # noqa: B008
@@ -413,7 +458,12 @@ class _Routes:
         ready = ok and not reasons
         return JSONResponse(Readiness(ready=ready, reasons=reasons).model_dump(), status_code=200 if ready else 503)
 
-    async def metrics_exposition(self) -> Response:
+    async def metrics_exposition(self, request: Request) -> Response:
+        # OpenMetrics when the scraper asks for it: only that format carries exemplars (trace ids).
+        if "application/openmetrics-text" in request.headers.get("accept", ""):
+            return Response(
+                openmetrics.generate_latest(self.metrics.registry), media_type=openmetrics.CONTENT_TYPE_LATEST
+            )
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -513,6 +563,10 @@ def build_api(deps: ApiDeps) -> FastAPI:
     _document_hand_read_bodies(app, [AlertmanagerPayload, ReasonRequest, ApprovalRequest])
     app.add_middleware(_RequestMetrics, count=_request_counter(deps.metrics))
     return app
+
+
+def _http_trace_context(request: Request) -> tuple[str | None, str | None]:
+    return request.headers.get("traceparent"), request.headers.get("tracestate")
 
 
 def _accepted(ce_type: str, ce_id: str, result: dict[str, Any]) -> JSONResponse:

@@ -48,6 +48,9 @@ class Envelope:
     type: str
     mode: str  # "binary" | "structured"
     correlation_id: str | None  # the `correlationid` extension, if any
+    # The distributed-tracing extension (ce-traceparent in binary mode, an attribute in structured mode).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,8 @@ def parse_inbound(headers: Mapping[str, str], body: bytes) -> Inbound:
         type=ce_type,
         mode=decoded.mode,
         correlation_id=str(correlation) if correlation else None,
+        traceparent=_text_extension(event, "traceparent"),
+        tracestate=_text_extension(event, "tracestate"),
     )
     if ce_type not in ACCEPTED_TYPES:
         raise CloudEventRejected(
@@ -168,6 +173,11 @@ def parse_inbound(headers: Mapping[str, str], body: bytes) -> Inbound:
         except ValidationError as exc:
             raise CloudEventRejected(f"invalid {REASONING_REQUESTED} data: {summarize_validation(exc)}") from exc
     return _lambda_response(envelope, data)
+
+
+def _text_extension(event: BaseCloudEvent, name: str) -> str | None:
+    value = event.get_extension(name)
+    return value if isinstance(value, str) and value else None
 
 
 def _data_object(event: BaseCloudEvent) -> dict[str, Any]:

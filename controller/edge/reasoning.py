@@ -26,6 +26,8 @@ from controller.client import FREE_FORM_REFUSAL, REMEDIATION_TASK, ReasonRequest
 from controller.edge.cloudevents_in import summarize_validation
 from controller.edge.config import Limits
 from controller.edge.limits import LimitExceeded, check_alert_limits
+from controller.engine.trace_hooks import trm_steps
+from controller.observability import tracing
 from controller.schemas.alerts import Alert, AlertEvent
 from controller.schemas.decision import Decision
 
@@ -91,8 +93,11 @@ async def answer_reasoning(pipeline: Pipeline, request: ReasonRequest, limits: L
             check_alert_limits([event], limits)
         except LimitExceeded as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
+    started_ns = time.time_ns()
     started = time.perf_counter()
     decision = await pipeline.decide_only(event)
+    if decision is not None:  # the chain's stages as spans of the request's span (nothing when tracing is off)
+        tracing.record_stages(decision.trace, started_ns, trm_steps(decision))
     guard = await asyncio.to_thread(pipeline.guard_outcome, decision) if decision is not None else None
     duration_ms = (time.perf_counter() - started) * 1000
     trace = [t.model_dump(mode="json") for t in decision.trace] if decision else []

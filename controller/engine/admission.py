@@ -23,7 +23,9 @@ from controller.engine.errors import Overloaded, StoreUnavailable
 from controller.engine.gauges import StoreGauges
 from controller.engine.lifecycle import Lifecycle
 from controller.engine.store import RecordedAlert, Store, StoreError
+from controller.engine.trace_hooks import link_resends
 from controller.engine.work_queue import WorkItem, WorkQueue
+from controller.observability import tracing
 from controller.observability.metrics import Metrics
 from controller.schemas.alerts import AlertEvent
 
@@ -94,16 +96,18 @@ class Admission:
     async def _record_and_enqueue(self, events: Sequence[AlertEvent], firing: int) -> IngestResult:
         """Record, then queue; `firing` queue slots were reserved by `ingest` and are released here."""
         try:
-            records = await self._alert_commits.submit(list(events))
+            with tracing.span("store.commit", attributes={"trm_sre.alerts": len(events)}):
+                records = await self._alert_commits.submit(list(events))
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
         finally:
             self._reserved -= firing
+        trace_parent = tracing.current_span_context()  # the ingest span: the decisions continue its trace
         new = duplicates = resolved = cancelled = 0
         for record in records:
             self._metrics.alerts_received.labels(source=record.event.source, status=record.event.alert.status).inc()
             if record.alert_id is not None:
-                self._queue.put(WorkItem(record.alert_id, record.event))
+                self._queue.put(WorkItem(record.alert_id, record.event, trace_parent=trace_parent))
             if record.kind == "new":
                 new += 1
             elif record.kind == "resolved":
@@ -124,6 +128,11 @@ class Admission:
                 )
         if cancelled or any(r.cancelled_events for r in records):
             await self._gauges.refresh()
+        if duplicates and tracing.enabled():
+            try:
+                await asyncio.to_thread(link_resends, self._store, records)
+            except StoreError as exc:  # only the links are lost; the alerts are recorded
+                log.warning("could not link re-sent alerts to their traces", extra={"error": str(exc)})
         return IngestResult(len(events), new, duplicates, resolved)
 
     def _record_payloads(self, payloads: Sequence[list[AlertEvent]], _key: object) -> list[list[RecordedAlert]]:

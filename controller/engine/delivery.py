@@ -40,6 +40,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from controller.engine.guards import ApprovalRequestData
 from controller.engine.store import OutboxEntry
+from controller.observability import tracing
 from controller.schemas.alerts import AlertEvent
 from controller.schemas.decision import (
     APPROVAL_REQUESTED,
@@ -91,6 +92,8 @@ def _attributes(decision: Decision, event_type: str, source: str, extra: Mapping
         attributes["subject"] = decision.alertname
         attributes["alertname"] = decision.alertname
     attributes.update({k: v for k, v in extra.items() if v and is_extension_name(k)})
+    if decision.traceparent:  # the CloudEvents distributed-tracing extension: the decision's trace
+        attributes["traceparent"] = decision.traceparent
     return attributes
 
 
@@ -274,7 +277,11 @@ class SinkClient:
             ):
                 with attempt:
                     tries += 1
-                    status = await self._post(url, message.headers, message.body)
+                    with tracing.span("delivery.attempt", attributes={"trm_sre.attempt": tries}) as span:
+                        headers = {**message.headers, **tracing.carrier()}  # HTTP traceparent: this attempt
+                        status = await self._post(url, headers, message.body)
+                        if span is not None:
+                            span.set_attribute("http.response.status_code", status)
         except RetryableDeliveryError as exc:
             return DeliveryResult(False, True, exc.status, str(exc), tries)
         if status is not None and 200 <= status < 300:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.observability.tracing import trace_id_of
 from controller.schemas.decision import Decision
 
 
@@ -35,6 +36,9 @@ def history_as_json(history: dict[str, Any]) -> dict[str, Any]:
         "confidence": decision.confidence,
         "reasoning": decision.reasoning,
         "trace": [t.model_dump(mode="json") for t in decision.trace],
+        # The OpenTelemetry trace of the decision (None when tracing was off when it was decided).
+        "trace_id": trace_id_of(decision.traceparent),
+        "traceparent": decision.traceparent,
         "decided_at": rfc3339(row["created_at"]),
         "updated_at": rfc3339(row["updated_at"]),
         "result": row["result"],

@@ -66,5 +66,8 @@ def load_model(enabled: bool, checkpoint_dir: Path | None, device: str, catalog:
         )
         log.error("TRM model not loaded: %s", detail)
         return ModelState(None, "unavailable", detail)
-    log.info("TRM model loaded", extra={"seconds": round(time.perf_counter() - started, 2)})
+    log.info(
+        "TRM model loaded",
+        extra={"seconds": round(time.perf_counter() - started, 2), "device": str(getattr(selector, "device", "cpu"))},
+    )
     return ModelState(selector, "loaded", "loaded")

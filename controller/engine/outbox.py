@@ -22,12 +22,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from controller.engine.config import EngineSettings
 from controller.engine.delivery import JSONL_SINK_FILENAME, DeliveryResult, SinkClient
 from controller.engine.gauges import StoreGauges
 from controller.engine.lifecycle import Lifecycle
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import OutboxEntry, Store, StoreError
+from controller.observability import tracing
 from controller.observability.logging import correlation
 from controller.observability.metrics import Metrics
 from controller.schemas.decision import LAMBDA_TRIGGER
@@ -121,8 +124,17 @@ class OutboxSender:
                 entry = await asyncio.to_thread(self._store.outbox_entry, event_id)
                 if entry is None or entry.state != "pending" or self._sink is None:
                     return None
-                with correlation(entry.decision_id):
+                with (
+                    correlation(entry.decision_id),
+                    tracing.span(
+                        "delivery",
+                        parent=tracing.incoming_parent((entry.attributes.get("traceparent"), None)),
+                        kind=SpanKind.PRODUCER,
+                        attributes={"cloudevents.event_id": entry.event_id, "cloudevents.event_type": entry.type},
+                    ),
+                ):
                     result = await self._sink.deliver(entry, attempts)
+                    tracing.set_attributes({"trm_sre.delivered": result.delivered, "trm_sre.attempts": result.attempts})
                     await self._settle(entry, result)
             return result
         except StoreError as exc:

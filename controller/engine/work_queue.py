@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
+from typing import Any
 
 from controller.schemas.alerts import AlertEvent
 from controller.schemas.decision import Decision
@@ -27,6 +28,8 @@ class WorkItem:
     policy: Policy | None = None
     decision: Decision | None = None
     commit_failures: int = 0
+    # The span that stored the alert (an opentelemetry SpanContext; None when tracing is off or after a restart).
+    trace_parent: Any = None
 
 
 class DrainRate:

@@ -31,7 +31,9 @@ from controller.engine.history import rfc3339
 from controller.engine.outbox import OutboxSender
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import ApprovalRow, DecisionRecord, OutboxEntry, Store, StoreError
+from controller.engine.trace_hooks import decision_span, stamp, trm_steps
 from controller.engine.work_queue import WorkItem, WorkQueue
+from controller.observability import tracing
 from controller.observability.logging import correlation
 from controller.observability.metrics import Metrics
 from controller.schemas.alerts import AlertEvent
@@ -106,7 +108,8 @@ class DecisionWorkers:
             work = await self._queue.get()
             self._in_flight += 1
             try:
-                await self._handle(work)
+                with decision_span(work):
+                    await self._handle(work)
             except StoreError as exc:
                 self._retry_commit_later(work, exc)
             except Exception:  # a bug must not kill the worker; the alert stays undecided for the next start
@@ -120,7 +123,9 @@ class DecisionWorkers:
     async def _handle(self, work: WorkItem) -> None:
         event = work.event
         if work.decision is None or work.policy is None:
-            policy = select_policy(event, self._index)
+            with tracing.span("policy.match"):
+                policy = select_policy(event, self._index)
+                tracing.set_attributes({"trm_sre.policy": policy.key if policy is not None else "none"})
             if policy is None:
                 await asyncio.to_thread(self._store.mark_unmatched, work.alert_id, event.incident_key)
                 self._queue.release(work.alert_id)
@@ -130,9 +135,10 @@ class DecisionWorkers:
                 )
                 return
             work.policy = policy
-            work.decision = await self._decide(event, policy)
+            work.decision = stamp(await self._decide(event, policy))
         with correlation(work.decision.id):
-            committed = await asyncio.to_thread(self._commit_decision, work)
+            with tracing.span("outbox.commit"):
+                committed = await asyncio.to_thread(self._commit_decision, work)
             self._queue.release(work.alert_id)
             if committed is None:
                 log.info("incident already decided; nothing to do", extra={"incident": event.incident_key})
@@ -156,11 +162,17 @@ class DecisionWorkers:
         self._commit_retries[work.alert_id] = asyncio.get_running_loop().call_later(delay, requeue)
 
     async def _decide(self, event: AlertEvent, policy: Policy) -> Decision:
-        decision = await decide(event, policy, self._catalog, self._clients)
+        with tracing.span("chain", attributes={"trm_sre.policy": policy.key}):
+            started_ns = time.time_ns()
+            decision = await decide(event, policy, self._catalog, self._clients)
+            steps = trm_steps(decision)
+            tracing.record_stages(decision.trace, started_ns, steps)
+            exemplar = tracing.exemplar()
         for trace in decision.trace:
-            self._metrics.stage_latency.labels(stage=trace.stage).observe(trace.latency_ms / 1000)
+            self._metrics.stage_latency.labels(stage=trace.stage).observe(trace.latency_ms / 1000, exemplar)
             if trace.stage == "trm" and trace.confidence is not None:
                 self._metrics.trm_confidence.observe(trace.confidence)
+                self._metrics.observe_trm(steps.get(trace.index), trace.confidence)
         return decision
 
     def _commit_decision(self, work: WorkItem) -> _Committed | None:
@@ -181,7 +193,9 @@ class DecisionWorkers:
                 budget_used=tx.budget_used(policy.key, now - actions.window_seconds),
                 incident_resolved=incident is not None and incident.resolved_at is not None,
             )
-            plan = plan_actions(decision, actions, guard)
+            with tracing.span("guards"):
+                plan = plan_actions(decision, actions, guard)
+                tracing.set_attributes({"trm_sre.plan.action": plan.action, "trm_sre.plan.state": plan.state})
             tx.insert_decision(
                 DecisionRecord(
                     decision,

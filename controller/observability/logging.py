@@ -4,7 +4,8 @@ A correlation id (a decision id, a CloudEvent id, or a request id) is bound
 to the current asyncio task with `correlation(...)`; every log record made
 inside — by any module, with plain `logging` calls — carries it, so one
 alert's path through HTTP, the pipeline and delivery can be found with one
-grep. A ContextVar is used because the id must cross call chains we do not
+grep. When tracing is on, each line also carries the `trace_id` and `span_id` of the
+current span. A ContextVar is used because the id must cross call chains we do not
 own (FastAPI, the pipeline's workers), and asyncio copies it into tasks.
 """
 
@@ -18,6 +19,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from opentelemetry import trace
 
 _correlation_id: ContextVar[str | None] = ContextVar("trm_sre_correlation_id", default=None)
 
@@ -60,6 +63,11 @@ class JsonFormatter(logging.Formatter):
         cid = getattr(record, "correlation_id", None) or _correlation_id.get()
         if cid:
             entry["correlation_id"] = cid
+        # The current span's ids (OpenTelemetry's context crosses tasks and threads like ours); none when off.
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = trace.format_trace_id(span_context.trace_id)
+            entry["span_id"] = trace.format_span_id(span_context.span_id)
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRS and key not in entry:
                 entry[key] = value

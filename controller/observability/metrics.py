@@ -14,6 +14,8 @@ labels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Stage latencies span a static annotation (microseconds) to an LLM call (seconds).
@@ -21,6 +23,10 @@ STAGE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32)
 REASONING_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0)
+# TRM recursion (supervision) steps: max_steps is at most 32.
+STEP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+# The task type of the TRM runs inside the decision chain (the /reason API's remediation task, too).
+REMEDIATION_TASK_TYPE = "remediation"
 
 
 class Metrics:
@@ -138,7 +144,43 @@ class Metrics:
         )
         self.reasoning_duration = Histogram(
             "agent_reasoning_duration_seconds",
-            "Time to answer one reasoning request.",
+            "Time to answer one reasoning request, by task type.",
+            ["task_type"],
             buckets=REASONING_BUCKETS,
             registry=r,
         )
+        self.reasoning_steps = Histogram(
+            "agent_reasoning_steps",
+            "TRM recursion steps one reasoning run used (the chain's TRM stage and /reason), by task type.",
+            ["task_type"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.reasoning_confidence = Histogram(
+            "agent_reasoning_confidence",
+            "Confidence of one TRM reasoning run's answer (accepted or not), by task type.",
+            ["task_type"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        # agent_reasoning_gpu_utilization exists only when the model runs on a GPU (enable_gpu_utilization):
+        # absent on CPU, never a misleading zero.
+        self.reasoning_gpu_utilization: Gauge | None = None
+
+    def observe_trm(self, steps: int | None, confidence: float | None, task_type: str = REMEDIATION_TASK_TYPE) -> None:
+        """One TRM run: its recursion steps and confidence, where known."""
+        if steps is not None:
+            self.reasoning_steps.labels(task_type=task_type).observe(steps)
+        if confidence is not None:
+            self.reasoning_confidence.labels(task_type=task_type).observe(confidence)
+
+    def enable_gpu_utilization(self, read: Callable[[], float]) -> None:
+        """Export agent_reasoning_gpu_utilization (0-1, read at scrape time); call only for a model on a GPU."""
+        if self.reasoning_gpu_utilization is None:
+            self.reasoning_gpu_utilization = Gauge(
+                "agent_reasoning_gpu_utilization",
+                "Utilization (0-1) of the GPU the TRM model runs on, read at scrape time. "
+                "Absent when the model runs on the CPU.",
+                registry=self.registry,
+            )
+        self.reasoning_gpu_utilization.set_function(read)

@@ -75,6 +75,9 @@ class Decision(BaseModel):
     reasoning: str = ""
     trace: tuple[StageTrace, ...] = ()
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    # W3C traceparent of the span that decided it (set by the engine when tracing is on): what it emits carries
+    # it, `/decisions/{id}` shows its trace id, and a re-send of the incident links to it.
+    traceparent: str | None = None
 
     @property
     def target(self) -> str:

@@ -292,6 +292,8 @@ def render_history(history: dict[str, Any], out: TextIO, *, rich: bool = False) 
     )
     if history.get("result"):
         out.write(f"  result:   {history['result']} (from the lambda's response)\n")
+    if history.get("trace_id"):
+        out.write(f"  trace:    {history['trace_id']} (OpenTelemetry)\n")
     if incident:
         resolved = f"resolved at {incident.get('resolved_at')}" if incident.get("resolved") else "still firing"
         out.write(

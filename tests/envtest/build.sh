@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the test control plane (kube-apiserver, kubectl, etcd) and the real
-# Alertmanager (alertmanager, amtool) from source through the Go module proxy.
+# Alertmanager (alertmanager, amtool) and a minimal OpenTelemetry Collector
+# (otelcol: OTLP receiver, file and debug exporters; see otelcol/main.go) from
+# source through the Go module proxy.
 #
 # Binaries land in $TRM_SRE_CACHE/bin/<component>-<version>/ (default cache:
 # ~/.cache/trm-sre), so a version bump rebuilds and a warm run is a no-op.
 # Nothing built here is ever committed.
 #
-# Usage: build.sh [kube|etcd|alertmanager|all]   (default: all)
+# Usage: build.sh [kube|etcd|alertmanager|otelcol|all]   (default: all)
 # Prints the directory of each component's binaries on stdout, one per line.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -61,10 +63,23 @@ build_alertmanager() {
   echo "$out"
 }
 
+build_otelcol() {
+  local out="$cache/bin/otelcol-$OTELCOL_VERSION"
+  if [[ -x "$out/otelcol" ]]; then echo "$out"; return; fi
+  mkdir -p "$out.tmp"
+  local start=$SECONDS
+  log "building otelcol $OTELCOL_VERSION (about 2 minutes on 2 cores with a warm module cache)"
+  (cd "$here/otelcol" && go build -trimpath -ldflags="-s -w" -o "$out.tmp/otelcol" .)
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  log "otelcol built in $((SECONDS - start)) s"
+  echo "$out"
+}
+
 case "${1:-all}" in
   kube) build_kube ;;
   etcd) build_etcd ;;
   alertmanager) build_alertmanager ;;
-  all) build_etcd; build_kube; build_alertmanager ;;
-  *) echo "usage: $0 [kube|etcd|alertmanager|all]" >&2; exit 2 ;;
+  otelcol) build_otelcol ;;
+  all) build_etcd; build_kube; build_alertmanager; build_otelcol ;;
+  *) echo "usage: $0 [kube|etcd|alertmanager|otelcol|all]" >&2; exit 2 ;;
 esac

@@ -41,6 +41,9 @@ KNOWN_METRICS = frozenset(
         "agent_sre_trm_batch_size_bucket",
         "agent_sre_store_rows_swept_total",
         "agent_sre_token_reviews_total",
+        "agent_reasoning_steps_bucket",
+        "agent_reasoning_confidence_bucket",
+        "agent_reasoning_gpu_utilization",
     }
 )
 
@@ -273,3 +276,14 @@ def test_the_checker_reports_syntax_errors(promql_check_bin: Path) -> None:
     bad, good = promql_check(promql_check_bin, ["sum(rate(x_total[5m])", "up == 0"])
     assert "parse error" in bad["error"]
     assert good == {"expr": "up == 0", "error": "", "metrics": ["up"]}
+
+
+def test_dashboard_links_a_decision_to_its_trace(dashboard: dict[str, Any]) -> None:
+    """A decision's trace id (GET /decisions/{id}, trm-sre explain) opens its trace; latency exemplars too."""
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["traces"]["type"] == "datasource"
+    assert variables["trace_id"]["type"] == "textbox"
+    (link,) = [x for x in dashboard["links"] if x["title"] == "Trace of a decision"]
+    assert "${trace_id}" in link["url"] and "${traces}" in link["url"] and link["url"].startswith("/explore?")
+    latency = [p for p in dashboard["panels"] if p["title"].startswith("Stage latency")]
+    assert latency and all(t.get("exemplar") is True for p in latency for t in p["targets"])
