@@ -105,7 +105,7 @@ class Pipeline:
         )
         self._approvals = Approvals(settings, store, self._outbox, self._gauges, recorder, metrics, clock)
         self._retention = RetentionSweeper(settings, store, metrics, self._lifecycle, clock)
-        self._claims = ClaimRecovery(settings, store, self._queue)
+        self._claims = ClaimRecovery(settings, store, self._queue, self._gauges)
         self._tasks: list[asyncio.Task[None]] = []
 
     # lifecycle

@@ -5,7 +5,8 @@ the file and the pipeline runs as before.
 
 - `ClaimRecovery.run`: every `claim_interval_s`, claim the undecided alerts
   whose lease ran out (their replica was killed, or is stuck) and queue them
-  here. Decisions stay once per incident whoever decides (the store's unique
+  here, and re-read the outbox/approval gauges (other replicas move them).
+  Decisions stay once per incident whoever decides (the store's unique
   incident key and its row lock), so a lease that ran out on a replica that
   was only slow costs a wasted decision, never a second one. Outbox entries
   need no loop of their own: the outbox's replay round claims due entries
@@ -28,6 +29,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from controller.engine.config import EngineSettings
+from controller.engine.gauges import StoreGauges
 from controller.engine.store import StoreBackend, StoreError
 from controller.engine.work_queue import WorkItem, WorkQueue
 
@@ -37,10 +39,11 @@ log = logging.getLogger(__name__)
 class ClaimRecovery:
     """Queues the undecided alerts a shared store hands this replica; see the module docstring."""
 
-    def __init__(self, settings: EngineSettings, store: StoreBackend, queue: WorkQueue) -> None:
+    def __init__(self, settings: EngineSettings, store: StoreBackend, queue: WorkQueue, gauges: StoreGauges) -> None:
         self._settings = settings
         self._store = store
         self._queue = queue
+        self._gauges = gauges
 
     async def run(self) -> None:
         while True:
