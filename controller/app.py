@@ -44,6 +44,7 @@ from controller.engine.model_batcher import ModelBatcher
 from controller.engine.model_loader import ModelState, load_model
 from controller.engine.pipeline import Pipeline
 from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.engine.replicas import Singleton
 from controller.engine.store import StoreBackend, open_store
 from controller.observability import tracing
 from controller.observability.metrics import Metrics
@@ -388,7 +389,17 @@ class Controller:
         from controller.operator.handlers import build_registry, run_operator
 
         s = self.c.settings
-        registry = build_registry(self.c.index, self.c.recorder, self.c.catalog, index_sync=self.c.readiness.index_sync)
+        # Replicas on PostgreSQL: each keeps its own policy index; only the lock holder writes status.
+        status_singleton = (
+            Singleton(self.c.store, "policy-status", s.engine.claim_interval_s) if self.c.store.shared else None
+        )
+        registry = build_registry(
+            self.c.index,
+            self.c.recorder,
+            self.c.catalog,
+            index_sync=self.c.readiness.index_sync,
+            status_singleton=status_singleton,
+        )
         liveness = f"http://{s.host}:{s.liveness_port}/healthz" if s.liveness_port else None
         await run_operator(
             registry,

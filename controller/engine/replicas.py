@@ -11,7 +11,8 @@ the file and the pipeline runs as before.
   was only slow costs a wasted decision, never a second one. Outbox entries
   need no loop of their own: the outbox's replay round claims due entries
   (`due_outbox`), including those a killed replica held.
-- `run_as_singleton`: run a loop (approval expiry, the retention sweep) only
+- `run_as_singleton` (`Singleton`): run a loop (approval expiry, the
+  retention sweep; in cluster mode the policy status writer) only
   while this replica holds the store's advisory lock for it; another replica
   takes over within `claim_interval_s` of the holder's death (its lock
   connection closes). A split brain lasts at most until the dead holder's
@@ -68,8 +69,25 @@ class ClaimRecovery:
         return queued
 
 
+class Singleton:
+    """`run(loop)`: `run_as_singleton` for one lock name; `holding` says whether this replica holds it now."""
+
+    def __init__(self, store: StoreBackend, name: str, check_interval_s: float) -> None:
+        self.store = store
+        self.name = name
+        self.check_interval_s = check_interval_s
+        self.holding = False
+
+    async def run(self, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        await run_as_singleton(self.store, self.name, loop, self.check_interval_s, self)
+
+
 async def run_as_singleton(
-    store: StoreBackend, name: str, loop: Callable[[], Coroutine[Any, Any, None]], check_interval_s: float
+    store: StoreBackend,
+    name: str,
+    loop: Callable[[], Coroutine[Any, Any, None]],
+    check_interval_s: float,
+    state: Singleton | None = None,
 ) -> None:
     """Run `loop()` while this process holds the store's singleton lock `name`; until cancelled."""
     while True:
@@ -83,6 +101,8 @@ async def run_as_singleton(
             continue
         log.info("this replica runs the singleton loop", extra={"lock": name})
         task = asyncio.create_task(loop(), name=f"trm-sre-singleton-{name}")
+        if state is not None:
+            state.holding = True
         try:
             while not task.done():
                 await asyncio.wait({task}, timeout=check_interval_s)
@@ -90,6 +110,8 @@ async def run_as_singleton(
                     log.warning("lost a singleton lock; another replica takes over", extra={"lock": name})
                     break
         finally:
+            if state is not None:
+                state.holding = False
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

@@ -8,14 +8,17 @@ singleton locks, the cooldown and storm breaker across replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+from controller.engine.replicas import Singleton
 from controller.engine.store import StoreError
 from controller.engine.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, migrate
 from controller.schemas.decision import LAMBDA_TRIGGER
@@ -164,3 +167,30 @@ async def test_cooldown_and_storm_breaker_hold_across_replicas(postgres_url: str
             for engine in engines:
                 await engine.pipeline.stop(drain_timeout_s=0)
                 engine.store.close()
+
+
+async def test_a_singleton_loop_runs_on_one_replica_and_moves_when_it_stops(replicas: list[PostgresStore]) -> None:
+    runs: list[str] = []
+
+    def loop_of(name: str) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def loop() -> None:
+            while True:
+                runs.append(name)
+                await asyncio.sleep(0.01)
+
+        return loop
+
+    singletons = [Singleton(store, "retention", check_interval_s=0.05) for store in replicas[:2]]
+    first = asyncio.create_task(singletons[0].run(loop_of("first")))
+    assert await eventually(lambda: singletons[0].holding)
+    second = asyncio.create_task(singletons[1].run(loop_of("second")))
+    await asyncio.sleep(0.3)
+    assert set(runs) == {"first"} and not singletons[1].holding
+    first.cancel()  # the holder stops (or dies): its lock's connection closes
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    assert not singletons[0].holding
+    assert await eventually(lambda: singletons[1].holding and "second" in runs)
+    second.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await second
