@@ -92,8 +92,12 @@ def _run(as_user: str | None, argv: list[str]) -> subprocess.CompletedProcess[st
     return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
 
 
-def start_postgres() -> PostgresServer:
-    """initdb a throwaway cluster and start it on a free loopback port (socket in its data dir)."""
+def start_postgres(*, fsync: bool = False) -> PostgresServer:
+    """initdb a throwaway cluster and start it on a free loopback port (socket in its data dir).
+
+    Tests run without fsync (nothing survives the session anyway); the benchmark asks for it, so its
+    commits cost what a real server's do.
+    """
     bin_dir = postgres_bin_dir()
     as_user = "postgres" if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="trm-sre-pg-"))
@@ -108,8 +112,8 @@ def start_postgres() -> PostgresServer:
         raise PostgresUnavailable(f"initdb failed: {init.stdout}\n{init.stderr}")
     port = _free_port()
     options = (
-        f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        " -c synchronous_commit=on"
+        f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
+        " -c max_connections=200 -c synchronous_commit=on"
     )
     start = _run(
         as_user,
