@@ -53,6 +53,7 @@ class PostgresServer:
     data_dir: Path
     port: int
     as_user: str | None  # "postgres" when we are root
+    _options: str = ""  # what pg_ctl -o got
 
     @property
     def admin_url(self) -> str:
@@ -74,6 +75,31 @@ class PostgresServer:
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (`resume` starts it again): an outage, or a failover's gap."""
+        done = _run(self.as_user, [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+        if done.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl stop failed: {done.stdout}\n{done.stderr}")
+
+    def resume(self) -> None:
+        options = self._options
+        done = _run(
+            self.as_user,
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-o",
+                options,
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-w",
+                "start",
+            ],
+        )
+        if done.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl start failed: {done.stdout}\n{done.stderr}")
 
     def stop(self) -> None:
         _run(self.as_user, [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"])
@@ -132,4 +158,4 @@ def start_postgres(*, fsync: bool = False) -> PostgresServer:
     if start.returncode != 0:
         log = (data_dir / "server.log").read_text(errors="replace") if (data_dir / "server.log").exists() else ""
         raise PostgresUnavailable(f"pg_ctl start failed: {start.stdout}\n{start.stderr}\n{log}")
-    return PostgresServer(bin_dir, data_dir, port, as_user)
+    return PostgresServer(bin_dir, data_dir, port, as_user, options)

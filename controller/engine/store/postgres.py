@@ -490,9 +490,15 @@ class PostgresStore:
         pool_size: int = 10,
         lease_s: float = 60.0,
         connect_timeout_s: float = 10.0,
+        busy_timeout_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> PostgresStore:
-        """Connect, apply the migrations this build knows (once, whoever starts first), open the pool."""
+        """Connect, apply the migrations this build knows (once, whoever starts first), open the pool.
+
+        `busy_timeout_s` bounds how long an operation waits for a pooled connection (all busy, or the
+        database unreachable) before it fails with StoreError, as SQLite's busy timeout does: the
+        webhook answers 503 instead of hanging Alertmanager.
+        """
         state_dir = Path(state_dir)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)  # the file sink (no K_SINK) still writes there
@@ -501,8 +507,13 @@ class PostgresStore:
                 url,
                 min_size=1,
                 max_size=max(pool_size, 1),
-                kwargs={"autocommit": True, "row_factory": dict_row, **_KEEPALIVES},
-                timeout=connect_timeout_s,
+                kwargs={
+                    "autocommit": True,
+                    "row_factory": dict_row,
+                    "connect_timeout": max(int(connect_timeout_s), 1),
+                    **_KEEPALIVES,
+                },
+                timeout=busy_timeout_s,
                 check=ConnectionPool.check_connection,
                 name="trm-sre-store",
                 open=False,
@@ -548,7 +559,7 @@ class PostgresStore:
         if not self.is_open:
             return None
         try:
-            conn = psycopg.connect(self.url, autocommit=True, **_KEEPALIVES)  # type: ignore[arg-type]
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5, **_KEEPALIVES)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect for the lock {name}: {exc}") from exc
         try:

@@ -25,6 +25,7 @@ from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.pipeline.engine.builders import FakeClock, alert_dict, build_engine, eventually, payload, policy
 from tests.pipeline.sink import CaptureSink
 from tests.pipeline.store.test_store_conformance import NOW, commit
+from tests.support.postgres import start_postgres
 
 LEASE_S = 30.0
 
@@ -194,3 +195,26 @@ async def test_a_singleton_loop_runs_on_one_replica_and_moves_when_it_stops(repl
     second.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await second
+
+
+def test_a_database_outage_is_a_store_error_and_the_pool_reconnects_after_it(tmp_path: Path) -> None:
+    server = start_postgres()  # its own server: this test stops it
+    try:
+        store = PostgresStore.open(server.create_database(), tmp_path, pool_size=2)
+        try:
+            assert [r.kind for r in store.record_alerts(payload(alert_dict("a")), NOW)] == ["new"]
+            server.pause()
+            with pytest.raises(StoreError):
+                store.record_alerts(payload(alert_dict("b")), NOW)
+            with pytest.raises(StoreError):
+                store.singleton("retention")
+            server.resume()
+            # The pool drops the dead connections when it hands them out (a failover looks the same).
+            assert [r.kind for r in store.record_alerts(payload(alert_dict("a"), alert_dict("b")), NOW)] == [
+                "duplicate",
+                "new",
+            ]
+        finally:
+            store.close()
+    finally:
+        server.stop()
