@@ -209,12 +209,13 @@ class PolicyHandlers:
 
     async def stop_status_sync(self, **_: Any) -> None:
         """Cleanup: one last flush (bounded), so counters recorded just before shutdown are not lost."""
+        # Read before the loop stops (stopping it releases the lock); only the status writer flushes.
+        holder = self.status_singleton is None or self.status_singleton.holding
         if self._sync_task is not None:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
             self._sync_task = None
-        holder = self.status_singleton is None or self.status_singleton.holding
         if self.sync.writer is not None and holder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sync.flush(), timeout=10)
