@@ -47,6 +47,13 @@ ALL_OPTIONS = (
     "podAnnotations.team=sre",
 )
 
+# Three replicas on PostgreSQL: a rolling Deployment, a PodDisruptionBudget, the password from a Secret.
+REPLICAS_ON_POSTGRESQL = (
+    "replicaCount=3",
+    "store.url=postgresql://trm@db-rw:5432/trm",
+    "store.passwordSecret.name=db-app",
+)
+
 
 def normalized_rules(role: dict[str, Any]) -> list[tuple[tuple[str, ...], ...]]:
     """Rules as sorted tuples, so list order and YAML flow style do not matter."""
@@ -304,7 +311,11 @@ def apply_crd(control_plane: ControlPlane) -> None:
 
 @pytest.mark.envtest
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("options", [(), ALL_OPTIONS], ids=["defaults", "all-options"])
+@pytest.mark.parametrize(
+    "options",
+    [(), ALL_OPTIONS, REPLICAS_ON_POSTGRESQL],
+    ids=["defaults", "all-options", "replicas-on-postgresql"],
+)
 def test_rendered_chart_passes_server_side_dry_run(
     helm_bin: Path, control_plane: ControlPlane, namespace: str, options: tuple[str, ...]
 ) -> None:
