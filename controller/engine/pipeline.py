@@ -24,6 +24,11 @@ One alert's way through:
    (`sweep_retention`), in short transactions, so the store stops growing.
    (`controller.engine.retention`.)
 
+On a shared store (PostgreSQL, several replicas: `StoreBackend.shared`),
+the approval-expiry and retention loops run only on the replica holding
+their advisory lock, and a claim loop takes over the undecided alerts of
+replicas that died (`controller.engine.replicas`).
+
 `Pipeline` is the one place these parts are built and wired together; it
 starts and stops them, answers readiness, and is what the edge, the app and
 the tests call. The parts share the store, the work queue, the
