@@ -628,6 +628,94 @@ def _tracing(tr: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _replicas(rp: dict[str, Any]) -> list[str]:
+    lines = ["## 7. Replicas: PostgreSQL with 1, 2 and 3 controllers, next to SQLite", ""]
+    lines += _error(rp)
+    if "configs" not in rp:
+        return lines
+    lines += [
+        (
+            f"A burst of {rp.get('alerts')} distinct incidents (webhooks of 10 alerts, 16 concurrent senders, spread "
+            "round-robin over the replicas; a 503 is retried after Retry-After) against fresh controllers (PostgreSQL "
+            "on loopback, fsync on), the TRM off "
+            "(rules decide: this measures the store and the coordination, not the model). Throughput is incidents "
+            "decided and delivered per second, first POST to last trigger. CPU is over the burst: the controllers "
+            f"together, and the PostgreSQL server's processes. Machine: {rp.get('cores')} cores, shared by the "
+            f"controllers, the database, the load generator and the sink ({rp.get('mode')} mode, measured "
+            f"{rp.get('measured_at', 'with the rest')})."
+        ),
+        "",
+    ]
+    rows = []
+    for name, c in rp["configs"].items():
+        r = rp.get("ratios", {}).get(name, {})
+        rows.append(
+            [
+                name,
+                c["triggered"],
+                c["lost"],
+                c["duplicate_deliveries"],
+                c["retried_503"],
+                _f(c["alerts_per_s"]),
+                _f(r.get("throughput_to_sqlite_1")),
+                _f(r.get("throughput_to_postgresql_1")),
+                _f(c["post_to_2xx_ms"]["p50"]),
+                _f(c["post_to_2xx_ms"]["p99"]),
+                _f(c["cpu_ms_per_alert_controllers"]),
+                _f(c["cpu_ms_per_alert_database"]),
+            ]
+        )
+    lines += _table(
+        [
+            "store-replicas",
+            "triggered",
+            "lost",
+            "repeated deliveries",
+            "503 retries",
+            "alerts/s",
+            "× SQLite-1",
+            "× PostgreSQL-1",
+            "POST→2xx p50 ms",
+            "POST→2xx p99 ms",
+            "controller CPU ms/alert",
+            "database CPU ms/alert",
+        ],
+        rows,
+    )
+    pg1 = rp["configs"].get("postgresql-1", {})
+    where = ""
+    if pg1.get("cpu_ms_per_alert_controllers") and pg1.get("cpu_ms_per_alert_database"):
+        ctl_ms, db_ms = pg1["cpu_ms_per_alert_controllers"], pg1["cpu_ms_per_alert_database"]
+        share = ctl_ms / (ctl_ms + db_ms)
+        where = (
+            f"Where the time goes (one replica on PostgreSQL): {_f(ctl_ms)} ms of controller CPU and {_f(db_ms)} ms "
+            f"of database CPU per alert ({_f(100 * share)}% in the controller): one controller core decides and "
+            f"delivers about {_f(1000 / ctl_ms)} alerts/s, one database core serves about {_f(1000 / db_ms)}. "
+            "The 2xx waits for the durable commit of the webhook's alerts, now a network round trip per statement "
+            "plus PostgreSQL's WAL flush, shared by the group commit; with more replicas on the same cores each "
+            "waits longer for CPU, which is the latency growth in the table. "
+        )
+    lines += [
+        "",
+        where
+        + (
+            "How to size replicas. Replicas buy availability first: every replica serves webhooks, one can die or be "
+            "drained without a 503 window, and its claimed work moves to the others after `engine.claim_lease_s`. "
+            "Throughput grows with replicas only while there are cores for them *and* for PostgreSQL: per alert, "
+            "a PostgreSQL commit costs the controller more CPU than SQLite's (a network round trip per statement, "
+            "the pool, psycopg's row building) and the database its own CPU, which the table shows. On this "
+            "machine the controllers and the database share the same few cores, so compare the per-alert CPU, "
+            "not the alerts/s, when planning: on nodes of their own, N replicas sustain about N × (cores per "
+            "replica ÷ controller CPU per alert) until the database's CPU per alert × rate fills its cores. Start "
+            "with 2 replicas (availability), or 3 with `podDisruptionBudget.minAvailable: 2`; add one per ~70% of a "
+            "replica's measured rate at the peak you must take without 503s (docs/operations.md, High "
+            "availability); give the database at least as many cores as two replicas."
+        ),
+        "",
+    ]
+    return lines
+
+
 def render(results: dict[str, Any], out_path: Path, plots_dir: Path | None) -> str:
     env = results.get("environment", {})
     hw = env.get("hardware", {})
@@ -691,6 +779,8 @@ def render(results: dict[str, Any], out_path: Path, plots_dir: Path | None) -> s
         lines += _profile(sections["profile"])
     if "tracing" in sections:
         lines += _tracing(sections["tracing"])
+    if "replicas" in sections:
+        lines += _replicas(sections["replicas"])
     took = ", ".join(f"{name} {_f(s.get('section_seconds'))} s" for name, s in sections.items())
     lines += [
         "## How this was measured",

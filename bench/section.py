@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.modes import MODES, Options
 
-SECTIONS = ("selection", "e2e", "scale", "coldstart", "profile", "tracing")
+SECTIONS = ("selection", "e2e", "scale", "coldstart", "profile", "tracing", "replicas")
 _MODULES = {
     "selection": "bench.selection",
     "e2e": "bench.e2e",
@@ -24,6 +24,7 @@ _MODULES = {
     "coldstart": "bench.coldstart",
     "profile": "bench.profile",
     "tracing": "bench.tracing",
+    "replicas": "bench.replicas",
 }
 
 

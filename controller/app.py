@@ -47,7 +47,8 @@ from controller.engine.model_batcher import ModelBatcher
 from controller.engine.model_loader import ModelState, load_model
 from controller.engine.pipeline import Pipeline
 from controller.engine.policy_stats import PolicyStatusRecorder
-from controller.engine.store import Store
+from controller.engine.replicas import Singleton
+from controller.engine.store import StoreBackend, open_store
 from controller.observability import tracing
 from controller.observability.metrics import Metrics
 from controller.operator.readiness import IndexSync, KubernetesPolicyLister
@@ -161,7 +162,7 @@ class Components:
     metrics: Metrics
     index: PolicyIndex
     recorder: PolicyStatusRecorder
-    store: Store
+    store: StoreBackend
     model: ModelState
     clients: StageClients
     pipeline: Pipeline
@@ -190,7 +191,14 @@ def build_components(settings: Settings, *, model: ModelState | None = None) -> 
     gpu_reader = gpu_utilization_reader(str(getattr(model.selector, "device", "cpu")))
     if gpu_reader is not None:
         metrics.enable_gpu_utilization(gpu_reader)
-    store = Store.open(settings.state_dir)  # creates the directory; an unusable one is a StoreError (exit 1)
+    # The SQLite file in the state directory, or the PostgreSQL database replicas share (--store);
+    # an unusable one is a StoreError (exit 1).
+    store = open_store(
+        settings.store_url,
+        settings.state_dir,
+        pool_size=settings.store_pool_size,
+        lease_s=settings.engine.claim_lease_s,
+    )
     http = httpx.AsyncClient(follow_redirects=False)
     # Batched: under a storm the pipeline's workers ask the model together, and one call for many alerts
     # costs little more than one for a single alert (controller/engine/model_batcher.py).
@@ -421,7 +429,17 @@ class Controller:
         from controller.operator.handlers import build_registry, run_operator
 
         s = self.c.settings
-        registry = build_registry(self.c.index, self.c.recorder, self.c.catalog, index_sync=self.c.readiness.index_sync)
+        # Replicas on PostgreSQL: each keeps its own policy index; only the lock holder writes status.
+        status_singleton = (
+            Singleton(self.c.store, "policy-status", s.engine.claim_interval_s) if self.c.store.shared else None
+        )
+        registry = build_registry(
+            self.c.index,
+            self.c.recorder,
+            self.c.catalog,
+            index_sync=self.c.readiness.index_sync,
+            status_singleton=status_singleton,
+        )
         liveness = f"http://{s.host}:{s.liveness_port}/healthz" if s.liveness_port else None
         await run_operator(
             registry,

@@ -203,6 +203,15 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to listen on (anything but loopback needs a token)")
     port: int = Field(8080, ge=0, lt=65536, description="HTTP port (0 picks a free one, announced at start)")
     state_dir: Path = Field(default_factory=default_state_dir, description="where the store lives")
+    #: The store: None (or sqlite:///PATH) is the embedded SQLite file, one process; postgresql://… is shared by
+    #: N active replicas (`controller.engine.store.postgres`). Keep the password out of the URL: libpq reads
+    #: PGPASSWORD / PGPASSFILE (the Helm chart sets PGPASSWORD from a Secret).
+    store_url: str | None = Field(
+        None,
+        pattern=r"^(sqlite://(/\S*)?|postgres(ql)?://\S+)$",
+        description="sqlite:///PATH (default: <state dir>/trm-sre.db) or postgresql://… (replicas share it)",
+    )
+    store_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL store: connections per replica")
     webhook_token: SecretStr | None = Field(None, description="the bearer token every POST endpoint requires")
     token_file: Path | None = Field(
         None, description="bearer token file, re-read when it changes (wins over the token)"

@@ -26,6 +26,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.envtest.alertmanager import alertmanager_bin_dir as _alertmanager_bin_dir
 from tests.envtest.controlplane import ControlPlane, start_control_plane
+from tests.support.postgres import PostgresServer, PostgresUnavailable, start_postgres
 
 # The kubernetes client reads KUBECONFIG once, when it is imported (and kopf
 # logs in through it when installed). Point it, before any test module is
@@ -97,3 +98,26 @@ def namespace(control_plane: ControlPlane) -> str:
 def alertmanager_bin_dir() -> Path:
     """Directory with the real `alertmanager` and `amtool` (built on first use)."""
     return _alertmanager_bin_dir()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server per session (Debian's binaries); missing binaries fail, never skip."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server; dropped after the test."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)

@@ -68,3 +68,9 @@ class EngineSettings(BaseModel):
     #: Incidents deleted per transaction (about five rows each; at most 500): the store's lock, which
     #: the webhook path shares, is held for one chunk at a time, a few milliseconds.
     retention_chunk: int = Field(200, ge=1, le=500, description="incidents deleted per sweep transaction")
+    #: A shared store (PostgreSQL, several replicas): an undecided alert or an outbox entry a replica holds is
+    #: handed to another once this lease runs out (its holder was killed); longer than a decision takes
+    #: under backlog (`max_queue_wait_s`) and than one delivery with its retries.
+    claim_lease_s: float = Field(60.0, gt=0, description="shared store: seconds a replica holds claimed work")
+    #: A shared store: how often a replica looks for work whose lease ran out, and for a singleton loop's lock.
+    claim_interval_s: float = Field(5.0, gt=0, description="shared store: how often unclaimed work is looked for")

@@ -24,6 +24,11 @@ One alert's way through:
    (`sweep_retention`), in short transactions, so the store stops growing.
    (`controller.engine.retention`.)
 
+On a shared store (PostgreSQL, several replicas: `StoreBackend.shared`),
+the approval-expiry and retention loops run only on the replica holding
+their advisory lock, and a claim loop takes over the undecided alerts of
+replicas that died (`controller.engine.replicas`).
+
 `Pipeline` is the one place these parts are built and wired together; it
 starts and stops them, answers readiness, and is what the edge, the app and
 the tests call. The parts share the store, the work queue, the
@@ -45,7 +50,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from controller.decision.chain import StageClients, decide, select_policy
@@ -60,8 +65,9 @@ from controller.engine.history import history_as_json
 from controller.engine.lifecycle import Lifecycle
 from controller.engine.outbox import OutboxSender
 from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.engine.replicas import ClaimRecovery, run_as_singleton
 from controller.engine.retention import RetentionSweeper
-from controller.engine.store import Store, StoreError
+from controller.engine.store import StoreBackend, StoreError
 from controller.engine.work_queue import WorkItem, WorkQueue
 from controller.engine.workers import DecisionWorkers
 from controller.observability.metrics import Metrics
@@ -85,7 +91,7 @@ class Pipeline:
     def __init__(
         self,
         settings: EngineSettings,
-        store: Store,
+        store: StoreBackend,
         index: PolicyIndex,
         catalog: Catalog,
         clients: StageClients,
@@ -126,6 +132,7 @@ class Pipeline:
             index_complete=index_complete,
         )
         self._retention = RetentionSweeper(settings, store, metrics, self._lifecycle, clock)
+        self._claims = ClaimRecovery(settings, store, self._queue, self._gauges)
         self._tasks: list[asyncio.Task[None]] = []
 
     # lifecycle
@@ -152,11 +159,23 @@ class Pipeline:
             for i in range(max(self._settings.workers, 1))
         ]
         self._tasks.append(asyncio.create_task(self._outbox.run(), name="trm-sre-outbox"))
-        self._tasks.append(asyncio.create_task(self._approvals.run(), name="trm-sre-approvals"))
+        self._tasks.append(
+            asyncio.create_task(self._singleton("approvals", self._approvals.run), name="trm-sre-approvals")
+        )
         if self._settings.retention_days > 0:
-            self._tasks.append(asyncio.create_task(self._retention.run(), name="trm-sre-retention"))
+            self._tasks.append(
+                asyncio.create_task(self._singleton("retention", self._retention.run), name="trm-sre-retention")
+            )
+        if self._store.shared:  # replicas share the store: take over what a dead one left (controller.engine.replicas)
+            self._tasks.append(asyncio.create_task(self._claims.run(), name="trm-sre-claims"))
         self._outbox.wake()  # replay whatever the last run left pending, now
         await self._gauges.refresh()
+
+    def _singleton(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> Coroutine[Any, Any, None]:
+        """`loop()` itself on a store of our own; on a shared store, only while this replica holds its lock."""
+        if not self._store.shared:
+            return loop()
+        return run_as_singleton(self._store, name, loop, self._settings.claim_interval_s)
 
     async def stop(self, drain_timeout_s: float = 20) -> None:
         """Refuse new alerts, finish queued and in-flight work, try pending deliveries once, stop.

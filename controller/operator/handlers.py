@@ -37,6 +37,7 @@ import kopf
 
 from controller.decision.policy_checks import CheckResult, check_policy
 from controller.engine.policy_stats import PolicyEvent, PolicyStatusRecorder, rfc3339
+from controller.engine.replicas import Singleton
 from controller.operator.readiness import is_namespace_pattern
 from controller.operator.status import KubernetesStatusWriter, ObjectRef, PolicyStatusSync, StatusWriter
 from controller.schemas.crd import GROUP, PLURAL, VERSION
@@ -152,6 +153,8 @@ class PolicyHandlers:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: Told about every policy handled, for readiness (None: nobody asks).
     index_sync: IndexSync | None = None
+    #: Replicas on a shared store: only the holder of this lock writes status (None: this process always does).
+    status_singleton: Singleton | None = None
     _sync_task: asyncio.Task[None] | None = None
 
     async def on_policy_event(
@@ -207,17 +210,20 @@ class PolicyHandlers:
         """Startup: credentials for the status writer (as kopf's login finds them), then the writer's loop."""
         if self.sync.writer is None:
             self.sync.writer = await asyncio.to_thread(KubernetesStatusWriter.from_environment)
-        self._sync_task = asyncio.create_task(self.sync.run(), name="policy-status-sync")
+        loop = self.sync.run() if self.status_singleton is None else self.status_singleton.run(self.sync.run)
+        self._sync_task = asyncio.create_task(loop, name="policy-status-sync")
         logger.debug("policy status sync started (every %.1f s)", self.sync.interval)
 
     async def stop_status_sync(self, **_: Any) -> None:
         """Cleanup: one last flush (bounded), so counters recorded just before shutdown are not lost."""
+        # Read before the loop stops (stopping it releases the lock); only the status writer flushes.
+        holder = self.status_singleton is None or self.status_singleton.holding
         if self._sync_task is not None:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
             self._sync_task = None
-        if self.sync.writer is not None:
+        if self.sync.writer is not None and holder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sync.flush(), timeout=10)
 
@@ -252,6 +258,7 @@ def build_registry(
     status_flush_seconds: float = STATUS_FLUSH_SECONDS,
     status_writer: StatusWriter | None = None,
     index_sync: IndexSync | None = None,
+    status_singleton: Singleton | None = None,
 ) -> kopf.OperatorRegistry:
     """A fresh kopf registry with the policy handlers (never kopf's global default registry).
 
@@ -261,7 +268,14 @@ def build_registry(
     """
     registry = kopf.OperatorRegistry()
     sync = PolicyStatusSync(recorder, status_writer, interval=status_flush_seconds)
-    handlers = PolicyHandlers(index=index, recorder=recorder, catalog=catalog, sync=sync, index_sync=index_sync)
+    handlers = PolicyHandlers(
+        index=index,
+        recorder=recorder,
+        catalog=catalog,
+        sync=sync,
+        index_sync=index_sync,
+        status_singleton=status_singleton,
+    )
     # A fresh registry has none of kopf's default logins: use the kubernetes
     # client's (in-cluster service account, else KUBECONFIG / ~/.kube/config),
     # as `kopf run` would.

@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the SQLite store lives (default: the user data dir, e.g. ~/.local/share/trm-sre)",
     )
     run.add_argument(
+        "--store",
+        metavar="URL",
+        dest="store_url",
+        help="sqlite:///PATH (default: the SQLite file in --state-dir; one replica) or postgresql://… "
+        "(several active replicas share it; the password from PGPASSWORD)",
+    )
+    run.add_argument(
         "--retention-days",
         type=int,
         metavar="DAYS",

@@ -126,3 +126,41 @@ def test_the_markdown_has_a_table_per_section_and_the_command(smoke: tuple[dict[
     plot = out_dir / "bench-e2e.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "](bench-e2e.png)" in markdown or "](./bench-e2e.png)" in markdown
+
+
+def test_the_replicas_section_measures_every_configuration_and_loses_nothing(tmp_path: Path) -> None:
+    """1, 2 and 3 controllers on PostgreSQL next to one on SQLite: every alert triggered once, ratios present."""
+    out = tmp_path / "replicas.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.section",
+            "replicas",
+            "--mode",
+            "smoke",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**_env(), "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 0, f"the replicas section failed ({done.returncode}):\n{done.stderr[-4000:]}"
+    result = json.loads(out.read_text())
+    assert set(result["configs"]) == {"sqlite-1", "postgresql-1", "postgresql-2", "postgresql-3"}
+    for name, config in result["configs"].items():
+        assert (config["accepted"], config["triggered"], config["lost"]) == (result["alerts"],) * 2 + (0,), name
+        assert config["duplicate_deliveries"] == 0, name
+        assert config["alerts_per_s"] > 0
+    assert result["configs"]["postgresql-1"]["cpu_s_database"] > 0
+    assert result["ratios"]["sqlite-1"]["throughput_to_sqlite_1"] == 1.0
+    from bench.report import _replicas
+
+    text = "\n".join(_replicas(result))
+    assert "How to size replicas" in text and "postgresql-3" in text

@@ -47,6 +47,13 @@ ALL_OPTIONS = (
     "podAnnotations.team=sre",
 )
 
+# Three replicas on PostgreSQL: a rolling Deployment, a PodDisruptionBudget, the password from a Secret.
+REPLICAS_ON_POSTGRESQL = (
+    "replicaCount=3",
+    "store.url=postgresql://trm@db-rw:5432/trm",
+    "store.passwordSecret.name=db-app",
+)
+
 
 def normalized_rules(role: dict[str, Any]) -> list[tuple[tuple[str, ...], ...]]:
     """Rules as sorted tuples, so list order and YAML flow style do not matter."""
@@ -256,6 +263,38 @@ def test_optional_objects_follow_their_switches(helm_bin: Path) -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
 
 
+@pytest.mark.envtest
+@pytest.mark.timeout(1800)
+def test_replicas_need_the_postgresql_store_and_get_a_pdb_and_rolling_updates(helm_bin: Path) -> None:
+    with pytest.raises(AssertionError, match="replicaCount > 1 needs the PostgreSQL store"):
+        render_chart(helm_bin, "replicaCount=3")
+    with pytest.raises(AssertionError, match="replicaCount > 1 needs the PostgreSQL store"):
+        render_chart(helm_bin, "replicaCount=2", "store.url=sqlite:///var/lib/trm-sre/x.db")
+    url = "postgresql://trm@db-rw.db:5432/trm?sslmode=require"
+    docs = render_chart(helm_bin, "replicaCount=3", f"store.url={url}", "store.passwordSecret.name=db-app")
+    deployment = one(docs, "Deployment")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    ctr = container(deployment)
+    assert ctr["args"][ctr["args"].index("--store") + 1] == url
+    env = {e["name"]: e for e in ctr["env"]}
+    assert env["PGPASSWORD"]["valueFrom"] == {"secretKeyRef": {"name": "db-app", "key": "password"}}
+    assert env["TRM_SRE_STORE_POOL_SIZE"]["value"] == "10"
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    # No SQLite volume: the state directory only holds the file sink's fallback.
+    assert by_kind(docs, "PersistentVolumeClaim") == []
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    assert volumes["state"] == {"name": "state", "emptyDir": {}}
+    # One replica on PostgreSQL: rolling, no PDB (it would block every drain).
+    single = render_chart(helm_bin, f"store.url={url}")
+    assert one(single, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert by_kind(single, "PodDisruptionBudget") == []
+    assert "PGPASSWORD" not in {e["name"] for e in container(one(single, "Deployment"))["env"]}
+
+
 # --------------------------------------------------------------------------
 # Against the real test apiserver
 # --------------------------------------------------------------------------
@@ -272,7 +311,11 @@ def apply_crd(control_plane: ControlPlane) -> None:
 
 @pytest.mark.envtest
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize("options", [(), ALL_OPTIONS], ids=["defaults", "all-options"])
+@pytest.mark.parametrize(
+    "options",
+    [(), ALL_OPTIONS, REPLICAS_ON_POSTGRESQL],
+    ids=["defaults", "all-options", "replicas-on-postgresql"],
+)
 def test_rendered_chart_passes_server_side_dry_run(
     helm_bin: Path, control_plane: ControlPlane, namespace: str, options: tuple[str, ...]
 ) -> None:

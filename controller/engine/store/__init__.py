@@ -8,6 +8,11 @@ The package's parts:
 - `store`: `Store`, the connection, its transactions (durability chosen per
   transaction) and the operations the engine calls, each one transaction.
 - `sweep`: retention, what finished rows may be deleted and why.
+- `base`: `StoreBackend`, the interface both stores implement (and what a
+  shared store adds: claims, leases, singleton locks).
+- `postgres`: `PostgresStore`, the same interface on PostgreSQL, for N
+  active replicas on one database (imported only when a URL names it).
+- `backends`: `open_store(url, state_dir)`, the store a `--store` URL names.
 
 All SQL lives in this package: the engine's parts call `Store` and `StoreTx`
 methods, never SQL, so another database can sit behind the same interface.
@@ -15,6 +20,8 @@ The public names are re-exported here (`from controller.engine.store import
 Store, StoreError`).
 """
 
+from controller.engine.store.backends import open_store, store_kind
+from controller.engine.store.base import SingletonLock, StoreBackend, StoreTxApi
 from controller.engine.store.schema import (
     DB_FILENAME,
     SCHEMA_VERSION,
@@ -48,7 +55,12 @@ __all__ = [
     "OutboxState",
     "PendingAlert",
     "RecordedAlert",
+    "SingletonLock",
     "Store",
+    "StoreBackend",
     "StoreError",
     "StoreTx",
+    "StoreTxApi",
+    "open_store",
+    "store_kind",
 ]

@@ -64,10 +64,12 @@ class Store:
         self.state_dir = state_dir
         self.is_open = True
         self._synchronous = "FULL"
+        #: One process owns the file: no claims, leases or singleton locks (`controller.engine.store.base`).
+        self.shared = False
 
     @classmethod
-    def open(cls, state_dir: Path, busy_timeout_s: float = 5.0) -> Store:
-        """Open (creating if needed) the database in `state_dir`.
+    def open(cls, state_dir: Path, busy_timeout_s: float = 5.0, db_file: Path | None = None) -> Store:
+        """Open (creating if needed) the database in `state_dir` (or `db_file`: `--store sqlite:///PATH`).
 
         `busy_timeout_s` bounds how long a write waits for another process
         holding the write lock before the operation fails with StoreError
@@ -76,8 +78,10 @@ class Store:
         state_dir = Path(state_dir)
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
+            db_file = Path(db_file) if db_file is not None else state_dir / DB_FILENAME
+            db_file.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                state_dir / DB_FILENAME,
+                db_file,
                 timeout=busy_timeout_s,
                 isolation_level=None,  # explicit BEGIN/COMMIT only
                 check_same_thread=False,  # used from worker threads, always under the lock
@@ -108,6 +112,10 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
+
+    def singleton(self, name: str) -> _OwnLock:
+        """This process is the only one on the file: it always holds every singleton lock."""
+        return _OwnLock()
 
     @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[StoreTx]:
@@ -369,3 +377,13 @@ class Store:
         """
         with self.transaction(durable=False) as tx:
             return sweep.expired_cooldowns(tx, cutoff, limit)
+
+
+class _OwnLock:
+    """The singleton lock of a store one process owns: always held."""
+
+    def held(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass

@@ -70,3 +70,9 @@ app.kubernetes.io/component: controller
 {{- printf "%s:%s" .Values.image.repository $tag }}
 {{- end }}
 {{- end }}
+
+{{/* "true" when store.url names PostgreSQL (replicas share it), "" for SQLite. */}}
+{{- define "trm-sre.postgres" -}}
+{{- $url := .Values.store.url | default "" }}
+{{- if or (hasPrefix "postgresql://" $url) (hasPrefix "postgres://" $url) }}true{{ end }}
+{{- end }}
