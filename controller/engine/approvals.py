@@ -38,8 +38,7 @@ from controller.engine.gauges import StoreGauges
 from controller.engine.guards import STORM_BREAKER
 from controller.engine.outbox import OutboxSender
 from controller.engine.policy_stats import PolicyStatusRecorder
-from controller.engine.store import ApprovalRow, Store, StoreError
-from controller.engine.store.tx import StoreTx
+from controller.engine.store import ApprovalRow, Store, StoreError, StoreTxApi
 from controller.observability.metrics import Metrics
 from controller.schemas.decision import Decision
 from runbooks import Catalog
@@ -124,7 +123,7 @@ class Approvals:
                 log.info("approval cancelled", extra={"approval_id": approval.id, "reason": why})
                 self._metrics.actions.labels(action="approval_cancelled").inc()
 
-    def _policy_refusal(self, tx: StoreTx, approval: ApprovalRow) -> str | None:
+    def _policy_refusal(self, tx: StoreTxApi, approval: ApprovalRow) -> str | None:
         """Why the policy as it is now would not act on this approval's decision; None when it still would."""
         if self._index is None:
             return None
@@ -149,7 +148,7 @@ class Approvals:
             return f"policy {approval.policy} no longer allows {decision.function}"
         return None
 
-    def _guard_refusal(self, tx: StoreTx, approval: ApprovalRow, decision: Decision, now: float) -> str | None:
+    def _guard_refusal(self, tx: StoreTxApi, approval: ApprovalRow, decision: Decision, now: float) -> str | None:
         """The cooldown and the storm breaker, read again from the store as they are now."""
         if decision.function:
             until = tx.cooldown_until(decision.target)

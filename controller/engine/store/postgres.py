@@ -27,12 +27,17 @@ several writers on one database need:
   dedicated connection (TCP keepalives bound how long a dead holder keeps it).
 - Migrations: versioned (`trm_sre_schema`), applied in one transaction under
   a transaction advisory lock, so replicas starting together apply each
-  version once; a database newer than this build is refused.
+  version once; a database newer than this build is refused
+  (`controller.engine.store.postgres_migrations`).
 
 Durability: alert records and approval answers commit with PostgreSQL's
 `synchronous_commit` (on by default); what the engine can redo commits with
 `synchronous_commit = off`, as the SQLite store uses `synchronous=NORMAL`.
 Every psycopg failure surfaces as `StoreError`.
+
+Modules: this one holds the store (pool, transactions, the operations that are
+one transaction each); `postgres_tx` the operations inside one transaction,
+`postgres_sweep` the retention statements, `postgres_migrations` the schema.
 """
 
 from __future__ import annotations
@@ -51,135 +56,21 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from controller.engine.store import postgres_sweep
+from controller.engine.store.postgres_migrations import migrate
+from controller.engine.store.postgres_tx import PostgresTx
 from controller.engine.store.schema import (
     ApprovalRow,
-    ApprovalState,
-    DecisionRecord,
     DecisionRow,
-    IncidentRow,
-    IncidentState,
     OutboxEntry,
     PendingAlert,
     RecordedAlert,
     StoreError,
-    approval_from_row,
-    decision_from_row,
-    incident_from_row,
     outbox_from_row,
 )
-from controller.engine.store.sweep import SWEPT_TABLES
 from controller.schemas.alerts import AlertEvent
 from controller.schemas.decision import LAMBDA_TRIGGER, Decision
 
-# Schema versions, applied in order; a version is never edited once released, only a new one appended.
-# Version 1 is the SQLite schema (`controller.engine.store.schema`) with PostgreSQL types, plus the
-# alerts' lease columns.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
-    (
-        1,
-        """
-CREATE TABLE incidents (
-    incident_key TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    alertname TEXT NOT NULL,
-    starts_at TEXT NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL,
-    state TEXT NOT NULL,
-    resolved_at DOUBLE PRECISION,
-    duplicates INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX incidents_by_last_seen ON incidents(last_seen);
-CREATE TABLE alerts (
-    id BIGSERIAL PRIMARY KEY,
-    incident_key TEXT NOT NULL REFERENCES incidents(incident_key),
-    fingerprint TEXT NOT NULL,
-    status TEXT NOT NULL,
-    source TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL,
-    decided INTEGER NOT NULL DEFAULT 0,
-    claimed_by TEXT,
-    lease_until DOUBLE PRECISION
-);
-CREATE INDEX alerts_undecided ON alerts(id) WHERE decided = 0;
-CREATE INDEX alerts_by_incident ON alerts(incident_key);
-CREATE TABLE decisions (
-    id TEXT PRIMARY KEY,
-    incident_key TEXT NOT NULL UNIQUE REFERENCES incidents(incident_key),
-    policy TEXT NOT NULL,
-    policy_generation BIGINT NOT NULL DEFAULT 0,
-    outcome TEXT NOT NULL,
-    function TEXT,
-    target TEXT,
-    parameters TEXT NOT NULL,
-    stage TEXT,
-    confidence DOUBLE PRECISION,
-    trace TEXT NOT NULL,
-    body TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    on_resolved TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    budgeted INTEGER NOT NULL DEFAULT 0,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    result TEXT
-);
-CREATE INDEX decisions_budget ON decisions(policy, created_at) WHERE budgeted = 1;
-CREATE TABLE outbox (
-    event_id TEXT PRIMARY KEY,
-    decision_id TEXT NOT NULL REFERENCES decisions(id),
-    type TEXT NOT NULL,
-    sink TEXT,
-    attributes TEXT NOT NULL,
-    data TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at DOUBLE PRECISION NOT NULL,
-    last_error TEXT NOT NULL DEFAULT '',
-    last_status INTEGER,
-    created_at DOUBLE PRECISION NOT NULL,
-    delivered_at DOUBLE PRECISION
-);
-CREATE INDEX outbox_due ON outbox(next_attempt_at) WHERE state = 'pending';
-CREATE INDEX outbox_by_decision ON outbox(decision_id);
-CREATE TABLE approvals (
-    id TEXT PRIMARY KEY,
-    decision_id TEXT NOT NULL UNIQUE REFERENCES decisions(id),
-    incident_key TEXT NOT NULL,
-    policy TEXT NOT NULL,
-    on_resolved TEXT NOT NULL,
-    cooldown_seconds INTEGER NOT NULL,
-    sink TEXT,
-    state TEXT NOT NULL,
-    requested_at DOUBLE PRECISION NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL,
-    resolved_at DOUBLE PRECISION,
-    actor TEXT
-);
-CREATE INDEX approvals_pending ON approvals(expires_at) WHERE state = 'pending';
-CREATE INDEX approvals_by_incident ON approvals(incident_key);
-CREATE TABLE cooldowns (
-    target TEXT PRIMARY KEY,
-    until DOUBLE PRECISION NOT NULL,
-    decision_id TEXT NOT NULL,
-    policy TEXT NOT NULL
-);
-CREATE TABLE responses (
-    id BIGSERIAL PRIMARY KEY,
-    decision_id TEXT NOT NULL REFERENCES decisions(id),
-    success INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX responses_by_decision ON responses(decision_id);
-""",
-    ),
-)
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-# Advisory lock keys (one 64-bit space per database): migrations, then hashed names for the rest.
-_MIGRATION_LOCK = 0x7472_6D73_7265_0001  # "trmsre" 1
 # Kept small: one chunk's keys travel as one array parameter.
 _CLAIM_BATCH = 1000
 # TCP keepalives: a replica that vanished (node lost, network cut) releases its locks within about 30 s.
@@ -189,255 +80,6 @@ _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
 def replica_id() -> str:
     """A name for this process in claims (host, pid and a random suffix: a restarted pod is a new claimer)."""
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
-class PostgresTx:
-    """The operations inside one PostgreSQL transaction; the same methods as `StoreTx`."""
-
-    def __init__(self, conn: psycopg.Connection[dict[str, Any]], store: PostgresStore, writing: bool) -> None:
-        self._conn = conn
-        self._store = store
-        self._writing = writing
-
-    def _one(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
-        return self._conn.execute(sql, args).fetchone()
-
-    def _all(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
-        return self._conn.execute(sql, args).fetchall()
-
-    def _run(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> int:
-        return self._conn.execute(sql, args).rowcount
-
-    def _xact_lock(self, name: str) -> None:
-        """Serialise this transaction with every other one that locks `name`, until it ends."""
-        self._conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
-
-    # incidents and alerts
-
-    def incident(self, incident_key: str) -> IncidentRow | None:
-        row = self._one("SELECT * FROM incidents WHERE incident_key = %s", (incident_key,))
-        return incident_from_row(row) if row else None
-
-    def _lock_incident(self, incident_key: str) -> IncidentRow | None:
-        row = self._one("SELECT * FROM incidents WHERE incident_key = %s FOR UPDATE", (incident_key,))
-        return incident_from_row(row) if row else None
-
-    def insert_incident(self, event: AlertEvent, now: float, state: IncidentState, resolved_at: float | None) -> None:
-        self._insert_incident(event, now, state, resolved_at, ignore=False)
-
-    def _insert_incident(
-        self, event: AlertEvent, now: float, state: IncidentState, resolved_at: float | None, ignore: bool
-    ) -> bool:
-        """Insert the incident; with `ignore`, False (and nothing written) when it exists already."""
-        conflict = " ON CONFLICT (incident_key) DO NOTHING" if ignore else ""
-        return (
-            self._run(
-                "INSERT INTO incidents (incident_key, fingerprint, alertname, starts_at, first_seen, last_seen, state,"
-                " resolved_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)" + conflict,
-                (
-                    event.incident_key,
-                    event.fingerprint,
-                    event.alert.alertname,
-                    event.alert.startsAt.isoformat(),
-                    now,
-                    now,
-                    state,
-                    resolved_at,
-                ),
-            )
-            == 1
-        )
-
-    def count_resend(self, incident_key: str, now: float) -> None:
-        self._run(
-            "UPDATE incidents SET last_seen = %s, duplicates = duplicates + 1 WHERE incident_key = %s",
-            (now, incident_key),
-        )
-
-    def mark_incident_resolved(self, incident_key: str, now: float) -> None:
-        self._run(
-            "UPDATE incidents SET resolved_at = %s, last_seen = %s WHERE incident_key = %s", (now, now, incident_key)
-        )
-
-    def set_incident_state(self, incident_key: str, state: IncidentState) -> None:
-        self._run("UPDATE incidents SET state = %s WHERE incident_key = %s", (state, incident_key))
-
-    def insert_alert(self, event: AlertEvent, now: float, decided: bool) -> int:
-        """Record an alert; an undecided one is leased to this replica (it queues it for its workers)."""
-        row = self._one(
-            "INSERT INTO alerts (incident_key, fingerprint, status, source, payload, received_at, decided,"
-            " claimed_by, lease_until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (
-                event.incident_key,
-                event.fingerprint,
-                event.alert.status,
-                event.source,
-                event.model_dump_json(),
-                now,
-                int(decided),
-                None if decided else self._store.owner,
-                None if decided else now + self._store.lease_s,
-            ),
-        )
-        return int(row["id"]) if row else 0
-
-    def firing_event(self, incident_key: str) -> AlertEvent | None:
-        row = self._one(
-            "SELECT payload FROM alerts WHERE incident_key = %s AND status = 'firing' ORDER BY id LIMIT 1",
-            (incident_key,),
-        )
-        return AlertEvent.model_validate_json(row["payload"]) if row else None
-
-    def mark_alert_decided(self, alert_id: int) -> None:
-        self._run("UPDATE alerts SET decided = 1, claimed_by = NULL, lease_until = NULL WHERE id = %s", (alert_id,))
-
-    # decisions
-
-    def decision_id_for_incident(self, incident_key: str) -> str | None:
-        """In a write transaction, first lock the incident: two commits for one incident run one after the other."""
-        if self._writing:
-            self._one("SELECT 1 FROM incidents WHERE incident_key = %s FOR UPDATE", (incident_key,))
-        row = self._one("SELECT id FROM decisions WHERE incident_key = %s", (incident_key,))
-        return row["id"] if row else None
-
-    def decision(self, decision_id: str) -> DecisionRow | None:
-        row = self._one("SELECT * FROM decisions WHERE id = %s", (decision_id,))
-        return decision_from_row(row) if row else None
-
-    def insert_decision(self, record: DecisionRecord, now: float) -> None:
-        d = record.decision
-        self._run(
-            "INSERT INTO decisions (id, incident_key, policy, policy_generation, outcome, function, target, parameters,"
-            " stage, confidence, trace, body, mode, on_resolved, state, reason, budgeted, created_at, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                d.id,
-                d.incident_key,
-                d.policy,
-                record.policy_generation,
-                d.outcome,
-                d.function,
-                d.target if d.function else None,
-                json.dumps(d.parameters, sort_keys=True),
-                d.stage,
-                d.confidence,
-                json.dumps([t.model_dump(mode="json") for t in d.trace]),
-                d.model_dump_json(),
-                record.mode,
-                record.on_resolved,
-                record.state,
-                record.reason,
-                int(record.budgeted),
-                now,
-                now,
-            ),
-        )
-
-    def set_decision_state(self, decision_id: str, state: str, reason: str, now: float) -> None:
-        self._run(
-            "UPDATE decisions SET state = %s, reason = %s, updated_at = %s WHERE id = %s",
-            (state, reason, now, decision_id),
-        )
-
-    def budget_used(self, policy: str, since: float) -> int:
-        """In a write transaction, first lock the policy's window: the count and the commit are one step."""
-        if self._writing:
-            self._xact_lock(f"trm-sre:budget:{policy}")
-        row = self._one(
-            "SELECT COUNT(*) AS n FROM decisions WHERE budgeted = 1 AND policy = %s AND created_at >= %s",
-            (policy, since),
-        )
-        return int(row["n"]) if row else 0
-
-    # cooldowns
-
-    def cooldown_until(self, target: str) -> float | None:
-        """In a write transaction, first lock the target: the check and the commit are one step."""
-        if self._writing:
-            self._xact_lock(f"trm-sre:cooldown:{target}")
-        row = self._one("SELECT until FROM cooldowns WHERE target = %s", (target,))
-        return float(row["until"]) if row else None
-
-    def set_cooldown(self, target: str, until: float, decision_id: str, policy: str) -> None:
-        self._run(
-            "INSERT INTO cooldowns (target, until, decision_id, policy) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT (target) DO UPDATE SET until = GREATEST(cooldowns.until, excluded.until),"
-            " decision_id = excluded.decision_id, policy = excluded.policy",
-            (target, until, decision_id, policy),
-        )
-
-    # outbox
-
-    def insert_outbox(self, entry: OutboxEntry, now: float) -> bool:
-        """Enqueue once, leased to this replica for its immediate delivery; False if the event id exists."""
-        return (
-            self._run(
-                "INSERT INTO outbox (event_id, decision_id, type, sink, attributes, data, state, attempts,"
-                " next_attempt_at, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, %s, %s)"
-                " ON CONFLICT (event_id) DO NOTHING",
-                (
-                    entry.event_id,
-                    entry.decision_id,
-                    entry.type,
-                    entry.sink,
-                    json.dumps(entry.attributes, sort_keys=True),
-                    json.dumps(entry.data, sort_keys=True),
-                    now + self._store.lease_s,
-                    now,
-                ),
-            )
-            == 1
-        )
-
-    def cancel_pending_events(self, decision_id: str, types: Sequence[str], now: float) -> int:
-        return self._run(
-            "UPDATE outbox SET state = 'cancelled', last_error = 'cancelled: alert resolved', next_attempt_at = %s"
-            " WHERE decision_id = %s AND state = 'pending' AND type = ANY(%s)",
-            (now, decision_id, list(types)),
-        )
-
-    # approvals
-
-    def insert_approval(self, approval: ApprovalRow) -> None:
-        self._run(
-            "INSERT INTO approvals (id, decision_id, incident_key, policy, on_resolved, cooldown_seconds, sink, state,"
-            " requested_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                approval.id,
-                approval.decision_id,
-                approval.incident_key,
-                approval.policy,
-                approval.on_resolved,
-                approval.cooldown_seconds,
-                approval.sink,
-                approval.state,
-                approval.requested_at,
-                approval.expires_at,
-            ),
-        )
-
-    def approval(self, approval_id: str) -> ApprovalRow | None:
-        # Locked in a write transaction: two replicas answering one approval answer it one after the other.
-        lock = " FOR UPDATE" if self._writing else ""
-        row = self._one("SELECT * FROM approvals WHERE id = %s" + lock, (approval_id,))
-        return approval_from_row(row) if row else None
-
-    def pending_approvals_for_incident(self, incident_key: str) -> list[ApprovalRow]:
-        rows = self._all("SELECT * FROM approvals WHERE incident_key = %s AND state = 'pending'", (incident_key,))
-        return [approval_from_row(r) for r in rows]
-
-    def expired_approvals(self, now: float) -> list[ApprovalRow]:
-        lock = " FOR UPDATE SKIP LOCKED" if self._writing else ""
-        rows = self._all(
-            "SELECT * FROM approvals WHERE state = 'pending' AND expires_at <= %s ORDER BY expires_at" + lock, (now,)
-        )
-        return [approval_from_row(r) for r in rows]
-
-    def set_approval_state(self, approval_id: str, state: ApprovalState, now: float, actor: str | None) -> None:
-        self._run(
-            "UPDATE approvals SET state = %s, resolved_at = %s, actor = %s WHERE id = %s",
-            (state, now, actor, approval_id),
-        )
 
 
 class _AdvisoryLock:
@@ -538,7 +180,7 @@ class PostgresStore:
             with self._pool.connection() as conn, conn.transaction():
                 if not durable:
                     conn.execute("SET LOCAL synchronous_commit = off")
-                yield PostgresTx(conn, self, writing=True)
+                yield PostgresTx(conn, self.owner, self.lease_s, writing=True)
         except psycopg.Error as exc:
             raise StoreError(str(exc)) from exc
 
@@ -550,7 +192,7 @@ class PostgresStore:
         try:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                yield PostgresTx(conn, self, writing=False)
+                yield PostgresTx(conn, self.owner, self.lease_s, writing=False)
         except psycopg.Error as exc:
             raise StoreError(str(exc)) from exc
 
@@ -603,7 +245,11 @@ class PostgresStore:
             and tx.decision_id_for_incident(event.incident_key) is None
         ):
             tx.set_incident_state(event.incident_key, "open")
-            return RecordedAlert("reevaluate", event, alert_id=tx.insert_alert(event, now, decided=False))
+            # One row per unmatched incident, refreshed in place (as `Store._record_firing`, issue #13.7).
+            alert_id = tx.refresh_firing_alert(event, now)
+            if alert_id is None:
+                alert_id = tx.insert_alert(event, now, decided=False)
+            return RecordedAlert("reevaluate", event, alert_id=alert_id)
         return RecordedAlert("duplicate", event)
 
     @staticmethod
@@ -714,6 +360,10 @@ class PostgresStore:
         with self.reading() as tx:
             return tx.decision(decision_id)
 
+    def approval(self, approval_id: str) -> ApprovalRow | None:
+        with self.reading() as tx:
+            return tx.approval(approval_id)
+
     def pending_approvals(self) -> int:
         with self.reading() as tx:
             row = tx._one("SELECT COUNT(*) AS n FROM approvals WHERE state = 'pending'")
@@ -760,89 +410,17 @@ class PostgresStore:
             "responses": [dict(r) for r in responses],
         }
 
-    # retention (what may go and why: `controller.engine.store.sweep`; the same rules in PostgreSQL's SQL)
+    # retention (what may go and why: `controller.engine.store.sweep`; PostgreSQL's SQL: `postgres_sweep`)
 
     def sweep_finished_incidents(self, cutoff: float, limit: int) -> dict[str, int]:
+        """As `Store.sweep_finished_incidents`: finished incidents, then superseded firing rows (one transaction)."""
         with self.transaction(durable=False) as tx:
-            rows = tx._all(_SWEEPABLE_INCIDENTS, {"cutoff": cutoff, "limit": limit})
-            if not rows:
-                return {}
-            keys = [r["incident_key"] for r in rows]
-            decisions = [r["decision_id"] for r in rows if r["decision_id"] is not None]
-            counts: dict[str, int] = {}
-            for table, column, values in (
-                ("responses", "decision_id", decisions),
-                ("outbox", "decision_id", decisions),
-                ("approvals", "decision_id", decisions),
-                ("approvals", "incident_key", keys),
-                ("alerts", "incident_key", keys),
-                ("decisions", "id", decisions),
-                ("incidents", "incident_key", keys),
-            ):
-                if values:
-                    deleted = tx._run(f"DELETE FROM {table} WHERE {column} = ANY(%s)", (values,))
-                    counts[table] = counts.get(table, 0) + deleted
-        return {table: counts[table] for table in SWEPT_TABLES if counts.get(table)}
+            counts = postgres_sweep.finished_incidents(tx, cutoff, limit)
+            superseded = postgres_sweep.superseded_alerts(tx, cutoff, limit)
+        if superseded:
+            counts = {**counts, "alerts": counts.get("alerts", 0) + superseded}
+        return counts
 
     def sweep_expired_cooldowns(self, cutoff: float, limit: int) -> int:
         with self.transaction(durable=False) as tx:
-            return tx._run(
-                "DELETE FROM cooldowns WHERE target IN"
-                " (SELECT target FROM cooldowns WHERE until < %s LIMIT %s FOR UPDATE SKIP LOCKED)",
-                (cutoff, limit),
-            )
-
-
-# `controller.engine.store.sweep._SWEEPABLE_INCIDENTS` in PostgreSQL's dialect (GREATEST, named parameters);
-# SKIP LOCKED: an incident another transaction is changing right now is not finished, whatever it looks like.
-_SWEEPABLE_INCIDENTS = """
-SELECT i.incident_key, d.id AS decision_id
-FROM incidents i LEFT JOIN decisions d ON d.incident_key = i.incident_key
-WHERE i.last_seen < %(cutoff)s
-  AND i.state IN ('decided', 'unmatched')
-  AND (d.id IS NULL OR d.updated_at < %(cutoff)s)
-  AND NOT EXISTS (
-    SELECT 1 FROM alerts a WHERE a.incident_key = i.incident_key AND (a.decided = 0 OR a.received_at >= %(cutoff)s))
-  AND NOT EXISTS (
-    SELECT 1 FROM outbox o WHERE o.decision_id = d.id
-      AND (o.state NOT IN ('delivered', 'dead', 'cancelled')
-           OR GREATEST(o.created_at, o.next_attempt_at, COALESCE(o.delivered_at, 0)) >= %(cutoff)s))
-  AND NOT EXISTS (
-    SELECT 1 FROM approvals p WHERE p.decision_id = d.id
-      AND (p.state NOT IN ('approved', 'rejected', 'expired', 'cancelled')
-           OR GREATEST(p.requested_at, COALESCE(p.resolved_at, 0)) >= %(cutoff)s))
-  AND NOT EXISTS (
-    SELECT 1 FROM approvals p WHERE p.incident_key = i.incident_key
-      AND (p.state NOT IN ('approved', 'rejected', 'expired', 'cancelled')
-           OR GREATEST(p.requested_at, COALESCE(p.resolved_at, 0)) >= %(cutoff)s))
-  AND NOT EXISTS (SELECT 1 FROM responses r WHERE r.decision_id = d.id AND r.received_at >= %(cutoff)s)
-ORDER BY i.last_seen
-LIMIT %(limit)s
-FOR UPDATE OF i SKIP LOCKED
-"""
-
-
-def migrate(url: str, connect_timeout_s: float = 10.0) -> int:
-    """Apply the migrations the database lacks, once, under an advisory lock; the schema version after."""
-    with (
-        psycopg.connect(url, autocommit=True, connect_timeout=max(int(connect_timeout_s), 1)) as conn,
-        conn.transaction(),
-    ):
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS trm_sre_schema (version INTEGER PRIMARY KEY,"
-            " applied_at DOUBLE PRECISION NOT NULL)"
-        )
-        applied = {int(r[0]) for r in conn.execute("SELECT version FROM trm_sre_schema").fetchall()}
-        newest_known = MIGRATIONS[-1][0]
-        if applied and max(applied) > newest_known:
-            raise StoreError(
-                f"the database's schema is version {max(applied)}, newer than this build's {newest_known}:"
-                " run a newer trm-sre"
-            )
-        for version, ddl in MIGRATIONS:
-            if version not in applied:
-                conn.execute(ddl)  # several statements: allowed without parameters
-                conn.execute("INSERT INTO trm_sre_schema (version, applied_at) VALUES (%s, %s)", (version, time.time()))
-                applied.add(version)
-        return max(applied)
+            return postgres_sweep.expired_cooldowns(tx, cutoff, limit)

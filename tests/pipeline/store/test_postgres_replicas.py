@@ -20,7 +20,8 @@ import pytest
 
 from controller.engine.replicas import Singleton
 from controller.engine.store import StoreError
-from controller.engine.store.postgres import MIGRATIONS, SCHEMA_VERSION, PostgresStore, migrate
+from controller.engine.store.postgres import PostgresStore
+from controller.engine.store.postgres_migrations import MIGRATIONS, SCHEMA_VERSION, migrate
 from controller.schemas.decision import LAMBDA_TRIGGER
 from tests.pipeline.engine.builders import FakeClock, alert_dict, build_engine, eventually, payload, policy
 from tests.pipeline.sink import CaptureSink

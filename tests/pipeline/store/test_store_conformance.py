@@ -106,6 +106,41 @@ def test_unmatched_incident_is_re_evaluated_once_per_resend(store: StoreBackend)
     assert [r.kind for r in store.record_alerts([event], NOW + 2)] == ["duplicate"]  # decided: never again
 
 
+def alert_rows(store: StoreBackend) -> list[tuple[int, str, int, float]]:
+    """Every alert row as (id, status, decided, received_at), oldest first (no parameters: either dialect)."""
+    with store.reading() as tx:
+        rows = tx._all("SELECT id, status, decided, received_at FROM alerts ORDER BY id")
+    return [(int(r["id"]), r["status"], int(r["decided"]), float(r["received_at"])) for r in rows]
+
+
+def test_an_unmatched_alert_re_sent_3000_times_keeps_one_alert_row(open_store: Callable[..., StoreBackend]) -> None:
+    # Issue #13.7: a Watchdog no policy matches, re-sent for months, is re-evaluated on one row refreshed in place.
+    clock = FakeClock(NOW)
+    store = open_store(clock=clock)
+    event = payload(alert_dict("prometheus-0", alertname="Watchdog"))[0]
+    (record,) = store.record_alerts([event], NOW)
+    assert record.alert_id is not None
+    alert_id = record.alert_id
+    store.mark_unmatched(alert_id, event.incident_key)
+    for i in range(1, 3001):
+        (again,) = store.record_alerts([event], NOW + i)
+        assert (again.kind, again.alert_id) == ("reevaluate", alert_id)
+        store.mark_unmatched(alert_id, event.incident_key)
+    assert alert_rows(store) == [(alert_id, "firing", 1, NOW + 3000)]
+    with store.reading() as tx:
+        incident = tx.incident(event.incident_key)
+    assert incident is not None and incident.state == "unmatched"
+    # The refreshed row is undecided again, and handed out again once its recorder's lease ends.
+    resent = payload(alert_dict("prometheus-0", alertname="Watchdog", annotations={"summary": "still here"}))[0]
+    (again,) = store.record_alerts([resent], NOW + 3001)
+    assert (again.kind, again.alert_id) == ("reevaluate", alert_id)
+    assert alert_rows(store) == [(alert_id, "firing", 0, NOW + 3001)]
+    clock.advance(3001 + LEASE_S + 1)
+    assert [(p.alert_id, p.event) for p in store.undecided_alerts()] == [(alert_id, resent)]
+    with store.reading() as tx:
+        assert tx.firing_event(event.incident_key) == resent
+
+
 def test_a_decision_is_committed_once_per_incident(store: StoreBackend) -> None:
     event = payload(alert_dict("a"))[0]
     (record,) = store.record_alerts([event], NOW)
@@ -190,6 +225,66 @@ def test_cooldown_keeps_the_later_end_and_budget_counts_the_window(store: StoreB
         assert tx.budget_used("shop/restart", NOW + 50) == 1
         assert tx.budget_used("shop/other", NOW) == 0
     assert store.sweep_expired_cooldowns(NOW + 601, 10) == 1
+
+
+def test_budget_used_can_exclude_one_decision(store: StoreBackend) -> None:
+    # An approval re-checking the storm breaker does not count its own decision against the budget.
+    events = payload(alert_dict("a"), alert_dict("b"), alert_dict("c"))
+    decisions = []
+    for i, (event, record) in enumerate(zip(events, store.record_alerts(events, NOW), strict=True)):
+        assert record.alert_id is not None
+        committed = commit(store, event, record.alert_id, NOW + i, budgeted=i != 2)
+        assert committed is not None
+        decisions.append(committed[0])
+    for open_tx in (store.transaction, store.reading):
+        with open_tx() as tx:
+            assert tx.budget_used("shop/restart", NOW) == 2
+            assert tx.budget_used("shop/restart", NOW, excluding=None) == 2
+            assert tx.budget_used("shop/restart", NOW, excluding=decisions[0].id) == 1
+            assert tx.budget_used("shop/restart", NOW + 1, excluding=decisions[0].id) == 1  # outside the window
+            assert tx.budget_used("shop/restart", NOW + 1, excluding=decisions[1].id) == 0
+            assert tx.budget_used("shop/restart", NOW, excluding=decisions[2].id) == 2  # not budgeted anyway
+            assert tx.budget_used("shop/restart", NOW, excluding="no-such-decision") == 2
+
+
+def test_pending_approval_rows_and_approval_by_id(store: StoreBackend) -> None:
+    events = payload(alert_dict("a"), alert_dict("b"), alert_dict("c"))
+    approvals = []
+    for i, (event, record) in enumerate(zip(events, store.record_alerts(events, NOW), strict=True)):
+        assert record.alert_id is not None
+        committed = commit(store, event, record.alert_id, state="approval_pending")
+        assert committed is not None
+        approvals.append(
+            ApprovalRow(
+                id=f"tok{i}",
+                decision_id=committed[0].id,
+                incident_key=event.incident_key,
+                policy="shop/restart",
+                on_resolved="ignore",
+                cooldown_seconds=60,
+                sink=None,
+                state="pending",
+                requested_at=NOW + 30 - 10 * i,  # the last one requested first
+                expires_at=NOW + 100,
+                resolved_at=None,
+                actor=None,
+            )
+        )
+    with store.transaction() as tx:
+        assert tx.pending_approval_rows() == []
+        for approval in approvals:
+            tx.insert_approval(approval)
+        tx.set_approval_state("tok1", "rejected", NOW + 40, "bob")
+    with store.reading() as tx:
+        assert tx.pending_approval_rows() == [approvals[2], approvals[0]]  # oldest request first, pending only
+    assert store.approval("tok0") == approvals[0]
+    rejected = store.approval("tok1")
+    assert rejected is not None and (rejected.state, rejected.actor, rejected.resolved_at) == (
+        "rejected",
+        "bob",
+        NOW + 40,
+    )
+    assert store.approval("nope") is None
 
 
 def test_approvals_and_resolution_cancel_what_is_pending(store: StoreBackend) -> None:
@@ -280,6 +375,42 @@ def test_retention_sweeps_only_what_is_finished_and_old(store: StoreBackend) -> 
         assert tx.incident(events[2].incident_key) is not None
     # Swept, it is forgotten: sent again it is a new incident.
     assert [r.kind for r in store.record_alerts(events[:1], cutoff)] == ["new"]
+
+
+def test_retention_sweeps_superseded_firing_rows_of_an_unmatched_incident(store: StoreBackend) -> None:
+    # Issue #13.7: a store written before re-sends refreshed the row in place holds one row per re-send of an
+    # unmatched incident that keeps firing; the incident stays recent, the superseded old rows go.
+    event = payload(alert_dict("prometheus-0", alertname="Watchdog"))[0]
+    (record,) = store.record_alerts([event], NOW)
+    assert record.alert_id is not None
+    store.mark_unmatched(record.alert_id, event.incident_key)
+    with store.transaction() as tx:
+        for _ in range(3):
+            tx.insert_alert(event, NOW, decided=True)  # the old re-sends' rows
+    day = 86_400
+    (resent,) = store.record_alerts([event], NOW + 40 * day)  # refreshes the newest row in place
+    assert resent.kind == "reevaluate" and resent.alert_id is not None
+    store.mark_unmatched(resent.alert_id, event.incident_key)
+    with store.transaction() as tx:
+        tx.insert_alert(event, NOW + 35 * day, decided=True)  # superseded, but newer than the cutoff
+    refreshed = (resent.alert_id, "firing", 1, NOW + 40 * day)
+    assert len(alert_rows(store)) == 5 and refreshed in alert_rows(store)
+    cutoff = NOW + 30 * day
+    assert store.sweep_finished_incidents(cutoff, 2) == {"alerts": 2}  # chunked by the limit
+    assert store.sweep_finished_incidents(cutoff, 100) == {"alerts": 1}
+    assert store.sweep_finished_incidents(cutoff, 100) == {}
+    rows = alert_rows(store)
+    assert len(rows) == 2 and refreshed in rows  # recent rows wait for their own retention
+    with store.reading() as tx:
+        incident = tx.incident(event.incident_key)
+    assert incident is not None and incident.state == "unmatched"
+    # A re-send refreshes the newest row (the NOW + 35 days one); while it is re-evaluated nothing goes.
+    (again,) = store.record_alerts([event], NOW + 41 * day)
+    assert again.alert_id is not None and again.alert_id != resent.alert_id
+    assert store.sweep_finished_incidents(NOW + 41 * day, 100) == {}
+    store.mark_unmatched(again.alert_id, event.incident_key)
+    assert store.sweep_finished_incidents(NOW + 41 * day, 100) == {"alerts": 1}  # the NOW + 40 days row
+    assert alert_rows(store) == [(again.alert_id, "firing", 1, NOW + 41 * day)]
 
 
 def test_a_failed_transaction_leaves_nothing_behind(store: StoreBackend) -> None:
