@@ -54,6 +54,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.string import StrDumperUnknown
 from psycopg_pool import ConnectionPool
 
 from controller.engine.store import postgres_sweep
@@ -75,6 +76,24 @@ from controller.schemas.decision import LAMBDA_TRIGGER, Decision
 _CLAIM_BATCH = 1000
 # TCP keepalives: a replica that vanished (node lost, network cut) releases its locks within about 30 s.
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+
+class _NulSafeStrDumper(StrDumperUnknown):
+    """Strings as psycopg sends them, with NUL replaced by U+FFFD: PostgreSQL's text cannot hold NUL.
+
+    A label value may hold one (Alertmanager sends what Prometheus has; SQLite stores it), and it
+    reaches raw text columns (incidents.alertname, a decision's target, cooldowns.target). Refused,
+    it would fail the whole batch's transaction: a 503 that Alertmanager retries for ever. Replaced
+    in every parameter, keys written and looked up agree; JSON columns (payload, decision body)
+    escape it and keep it exact.
+    """
+
+    def dump(self, obj: str) -> Any:
+        return super().dump(obj.replace("\x00", "\ufffd"))
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_dumper(str, _NulSafeStrDumper)
 
 
 def replica_id() -> str:
@@ -157,6 +176,7 @@ class PostgresStore:
                 },
                 timeout=busy_timeout_s,
                 check=ConnectionPool.check_connection,
+                configure=_configure,
                 name="trm-sre-store",
                 open=False,
             )

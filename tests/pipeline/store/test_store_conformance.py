@@ -413,6 +413,23 @@ def test_retention_sweeps_superseded_firing_rows_of_an_unmatched_incident(store:
     assert alert_rows(store) == [(again.alert_id, "firing", 1, NOW + 41 * day)]
 
 
+def test_a_nul_in_a_label_value_is_recorded_and_decided(store: StoreBackend) -> None:
+    # PostgreSQL's text cannot hold NUL: a label value with one must not fail the batch (a 503 retried for ever).
+    d = alert_dict("cart-\x00-1", alertname="Crash\x00Loop")
+    event, other = payload(d, alert_dict("b"))
+    records = store.record_alerts([event, other], NOW)
+    assert [r.kind for r in records] == ["new", "new"]
+    assert [r.kind for r in store.record_alerts([event], NOW + 1)] == ["duplicate"]
+    with store.reading() as tx:
+        assert tx.firing_event(event.incident_key) == event  # the payload keeps the value exactly
+    target = "pod-restart:shop/cart-\x00-1"
+    with store.transaction() as tx:
+        tx.set_cooldown(target, NOW + 600, "d1", "shop/restart")
+    with store.transaction() as tx:
+        assert tx.cooldown_until(target) == NOW + 600
+        assert tx.cooldown_until("pod-restart:shop/cart-\x00-2") is None
+
+
 def test_a_failed_transaction_leaves_nothing_behind(store: StoreBackend) -> None:
     event = payload(alert_dict("a"))[0]
     with pytest.raises(RuntimeError), store.transaction() as tx:
