@@ -21,7 +21,7 @@ from controller.engine.store import (
     StoreError,
 )
 from controller.schemas.alerts import AlertEvent
-from controller.schemas.decision import LAMBDA_TRIGGER, Decision, decision_id
+from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_TRIGGER, Decision, decision_id
 from tests.pipeline.engine.builders import FakeClock, alert_dict, build_engine, eventually, payload, policy, trigger_id
 from tests.pipeline.sink import CaptureSink
 from tests.pipeline.store.conftest import LEASE_S
@@ -469,5 +469,37 @@ async def test_engine_decides_and_delivers_once_on_each_backend(
             assert await eventually(lambda: len(sink.accepted) == 2)
             assert sorted(sink.accepted_ids(LAMBDA_TRIGGER)) == sorted(trigger_id(e) for e in events)
             assert engine.store.outbox_depth() == 0
+        finally:
+            await engine.pipeline.stop(drain_timeout_s=0)
+
+
+async def test_engine_approval_rechecks_the_storm_breaker_without_its_own_decision_on_each_backend(
+    open_store: Callable[..., StoreBackend], tmp_path: Path
+) -> None:
+    # The approved decision was budgeted when it was made: the re-check at approval must not count it
+    # against a budget of one (`budget_used(..., excluding=...)`); the expiry loop reads pending_approval_rows.
+    actions = {"requireApproval": True, "approvalTimeoutSeconds": 600, "maxTriggersPerWindow": 1, "windowSeconds": 600}
+    with CaptureSink() as sink:
+        engine = build_engine(
+            tmp_path / "state",
+            [policy(actions=actions)],
+            sink=sink.url,
+            store=open_store(),  # type: ignore[arg-type]
+            approval_check_interval_s=0.05,
+        )
+        await engine.pipeline.start()
+        try:
+            await engine.ingest(payload(alert_dict()))
+            await engine.settle()
+            assert await eventually(lambda: len(sink.accepted_of(APPROVAL_REQUESTED)) == 1)
+            approval_id = sink.accepted_of(APPROVAL_REQUESTED)[0].data()["approval_id"]
+            pending = engine.store.approval(approval_id)
+            assert pending is not None and pending.state == "pending"
+            state, why = await engine.pipeline.answer_approval(approval_id, True, "alice")
+            assert state == "approved", why
+            await engine.settle()
+            assert await eventually(lambda: len(sink.accepted_of(LAMBDA_TRIGGER)) == 1)
+            approved = engine.store.approval(approval_id)
+            assert approved is not None and (approved.state, approved.actor) == ("approved", "alice")
         finally:
             await engine.pipeline.stop(drain_timeout_s=0)
