@@ -31,10 +31,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from models import policy
+from models.sources.rules import ROUTING_LABELS
+from models.sources.training import augment_annotations, augment_name, expression_for
+from models.version import DATA_VERSION  # noqa: F401 - re-exported for older callers
 from runbooks import Catalog, InvalidCall, default_catalog
 
-DATA_VERSION = "2026.11.5"
 DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
 
 # Name buckets (percent of canonical names): test-heldout / validation-heldout / train.
@@ -1044,7 +1048,7 @@ def _annotations(rng: random.Random, sit: Situation, labels: dict[str, str], con
     return out
 
 
-def _alert(rng: random.Random, labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
+def _alert(rng: random.Random, labels: dict[str, str], annotations: dict[str, str], expr: str = "up == 0") -> dict[str, Any]:
     t = f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
     return {
         "status": "firing",
@@ -1052,7 +1056,8 @@ def _alert(rng: random.Random, labels: dict[str, str], annotations: dict[str, st
         "annotations": annotations,
         "startsAt": t,
         "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": "http://prometheus.monitoring.svc:9090/graph?g0.expr=" + _alnum(rng, 12, "abcdefghijklmnop"),
+        "generatorURL": rng.choice(["http://prometheus.monitoring.svc:9090", "http://prometheus-k8s-0:9090",
+                                    "https://prometheus.example.com"]) + "/graph?g0.expr=" + quote(expr, safe="") + "&g0.tab=1",
         "fingerprint": _alnum(rng, 16, "0123456789abcdef"),
     }
 
@@ -1089,10 +1094,17 @@ def generate(n: int, seed: int, bucket: str, catalog: Catalog | None = None) -> 
             items = list(labels.items())
             rng.shuffle(items)
             labels = dict(items)
+        if rng.random() < 0.3:  # routing / ownership / external labels, sometimes many
+            for key, values in rng.sample(ROUTING_LABELS, rng.randint(1, 8)):
+                labels.setdefault(key, rng.choice(values))
         annotations = _annotations(rng, sit, labels, draft.context, alertname)
-        t = draft.target
+        if rng.random() < 0.25:
+            annotations = augment_annotations(annotations, labels, rng)
+        if rng.random() < 0.15:  # env/product prefixes and suffixes (the bucket is the base name's)
+            labels["alertname"] = augment_name(alertname, rng)
+        t = policy.decide(sit.key, labels)  # THE policy table; the builders' own targets agree (tests/trm/test_policy.py)
         out.append({
-            "alert": _alert(rng, labels, annotations),
+            "alert": _alert(rng, labels, annotations, expression_for(sit.key, labels, rng)),
             "expected": expected_decision(t, labels, catalog),
             "target": {"lambda_function": t.function, "pointers": t.pointers, "enums": t.enums},
             "situation": sit.key,
@@ -1116,10 +1128,10 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 # What the committed files hold; training regenerates its (larger) train set from the same seed.
 SPLITS = {
     # file name: (n, seed, name bucket)
-    "train-sample.jsonl": (2500, 1, "train"),
-    "val.jsonl": (2500, 2, "val"),
-    "test-random.jsonl": (2500, 3, "train"),
-    "test-heldout-names.jsonl": (2500, 4, "test"),
+    "train-sample.jsonl": (500, 1, "train"),
+    "val.jsonl": (1000, 2, "val"),
+    "test-random.jsonl": (1000, 3, "train"),
+    "test-heldout-names.jsonl": (1500, 4, "test"),
 }
 TRAIN_SEED = 1
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.data import DATA_VERSION
+from models.version import DATA_VERSION
 from models.encoding import AlertEncoder, EncodedAlert
 from models.model import TRM, Batch, Outputs, TRMConfig
 from runbooks import Catalog, default_catalog
