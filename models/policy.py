@@ -16,12 +16,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runbooks import Catalog, InvalidCall
+from runbooks import Catalog, InvalidCall, default_catalog
 
 REPLICA_TARGET_KEYS = ("replicas", "desired_replicas", "target_replicas", "expected")
 FLUX_KIND_KEYS = ("kind", "customresource_kind")
-FLUX_ACTION_KINDS = {"Kustomization": "flux-reconcile-kustomization", "HelmRelease": "flux-reconcile-helmrelease",
-                     "GitRepository": "flux-reconcile-gitrepository"}
+
+
+def flux_functions(catalog: Catalog) -> dict[str, str]:
+    """Flux kind -> reconcile function, read from the runbooks' `when` (alert_families: [flux], resource_kind)."""
+    return {rb.when.resource_kind: rb.name for rb in catalog.functions
+            if "flux" in rb.when.alert_families and rb.when.resource_kind}
+
+
+FLUX_ACTION_KINDS = flux_functions(default_catalog())
 _FLUX_NAME = {"Kustomization": ("name", "kustomization", "exported_name", "resource_name"),
               "HelmRelease": ("name", "helmrelease", "exported_name", "resource_name"),
               "GitRepository": ("name", "gitrepository", "exported_name", "resource_name")}
@@ -54,32 +61,33 @@ class Rule:
     unless: tuple[str, ...] = ()                      # label keys whose presence moves the row to `otherwise`
     otherwise: str | None = None                      # the situation whose row applies when `unless` matches
     flux_kind: str | None = None                      # Flux rows: the kind the alert is about when no kind label says
+    family: str | None = None                         # must be in the runbook's `when.alert_families`
 
 
 def _flux_row(situation: str, kind: str | None) -> Rule:
     return Rule(situation, "flux-by-kind",
                 "the Flux kind (a `kind`/`customresource_kind` label, else the kind the alert names) is Kustomization, "
                 "HelmRelease or GitRepository, and an object-name label is present; namespace defaults to flux-system",
-                flux_kind=kind)
+                flux_kind=kind, family="flux")
 
 
 # situation -> decision. Rows with function None never act, whatever the labels.
 POLICY: tuple[Rule, ...] = (
     Rule("pod-crash", "pod-restart", "a `pod` label is present (the crash-looping / OOM-killed pod)",
-         required={"name": ("pod",), "namespace": _NS}, enums={"type": "pod"}),
+         required={"name": ("pod",), "namespace": _NS}, enums={"type": "pod"}, family="pod"),
     Rule("pod-waiting", "pod-check-status", "a `pod` label is present (the pod not ready / pending / waiting / failed)",
-         required={"name": ("pod",), "namespace": _NS}),
+         required={"name": ("pod",), "namespace": _NS}, family="pod"),
     Rule("deployment-stuck", "pod-restart", "a `deployment` label is present; with a replica-target label: scale instead",
          required={"name": ("deployment",), "namespace": _NS}, enums={"type": "deployment"},
-         unless=REPLICA_TARGET_KEYS, otherwise="scale-request"),
+         unless=REPLICA_TARGET_KEYS, otherwise="scale-request", family="deployment"),
     Rule("scale-request", "scale-deployment", "a `deployment` label and a replica-target label "
          "(`replicas`, `desired_replicas`, `target_replicas`, `expected`) are present",
-         required={"name": ("deployment",), "namespace": _NS, "replicas": REPLICA_TARGET_KEYS}),
+         required={"name": ("deployment",), "namespace": _NS, "replicas": REPLICA_TARGET_KEYS}, family="deployment"),
     Rule("deployment-load", "scale-deployment", "as scale-request: only an explicit replica target makes it act",
-         required={"name": ("deployment",), "namespace": _NS, "replicas": REPLICA_TARGET_KEYS}),
+         required={"name": ("deployment",), "namespace": _NS, "replicas": REPLICA_TARGET_KEYS}, family="deployment"),
     Rule("pvc-filling", "check-pvc-status", "a namespace label is present; the claim from `persistentvolumeclaim`/`pvc` "
          "(without one: every claim of the namespace)",
-         required={"namespace": _NS}, optional={"name": ("persistentvolumeclaim", "pvc")}),
+         required={"namespace": _NS}, optional={"name": ("persistentvolumeclaim", "pvc")}, family="storage"),
     _flux_row("flux-generic", None),
     _flux_row("flux-kustomization", "Kustomization"),
     _flux_row("flux-helmrelease", "HelmRelease"),
@@ -91,6 +99,22 @@ POLICY: tuple[Rule, ...] = (
                                         "application", "meta")),
 )
 BY_SITUATION = {r.situation: r for r in POLICY}
+
+
+def check_against_catalog(catalog: Catalog) -> None:
+    """Every acting row's function exists and lists the row's family in its runbook's `when.alert_families`;
+    every Flux kind the table can act on has a runbook with that `when.resource_kind`. Raises ValueError."""
+    kinds = flux_functions(catalog)
+    for r in POLICY:
+        if r.function is None:
+            continue
+        functions = sorted(kinds.values()) if r.function == "flux-by-kind" else [r.function]
+        for name in functions:
+            rb = catalog.get(name)
+            if rb is None or r.family not in rb.when.alert_families:
+                raise ValueError(f"policy row {r.situation}: {name} is not a runbook for alert family {r.family!r}")
+        if r.flux_kind and r.flux_kind not in kinds:
+            raise ValueError(f"policy row {r.situation}: no runbook has when.resource_kind {r.flux_kind}")
 
 
 def _first(labels: dict[str, Any], keys: tuple[str, ...]) -> str | None:

@@ -61,6 +61,9 @@ class Targets(NamedTuple):
 
 def build_config(catalog: Catalog, **overrides: Any) -> TRMConfig:
     """Output vocabulary from the catalog; encoder vocabulary from the situation table."""
+    from models.policy import check_against_catalog
+
+    check_against_catalog(catalog)  # the policy table agrees with the runbooks' `when` fields
     pointer: list[str] = []
     enums: dict[str, tuple[str, ...]] = {}
     for runbook in catalog.functions:

@@ -41,3 +41,20 @@ def test_the_builders_labels_get_the_same_decision_as_their_former_targets(catal
             a = policy.expected_decision(draft.target, draft.labels, catalog)
             b = policy.expected_decision(policy.decide(sit.key, draft.labels), draft.labels, catalog)
             assert a == b, (sit.key, draft.labels)
+
+
+def test_the_runbooks_when_fields_drive_the_flux_map_and_check_the_families(catalog) -> None:
+    assert policy.flux_functions(catalog) == {"Kustomization": "flux-reconcile-kustomization",
+                                              "HelmRelease": "flux-reconcile-helmrelease",
+                                              "GitRepository": "flux-reconcile-gitrepository"}
+    policy.check_against_catalog(catalog)  # raises when a row's function does not list the row's family
+    bad = policy.Rule("pvc-filling", "pod-restart", "x", family="storage")
+    original = policy.POLICY
+    try:
+        policy.POLICY = (bad,)
+        import pytest
+
+        with pytest.raises(ValueError, match="alert family 'storage'"):
+            policy.check_against_catalog(catalog)
+    finally:
+        policy.POLICY = original
