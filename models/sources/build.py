@@ -49,6 +49,7 @@ SPLIT: dict[str, str] = {
     "kubermatic/kubermatic": "heldout",
     "gardener/gardener": "heldout",
     "onedr0p/home-ops": "heldout",
+    "mintel/kube-monitoring-mixins": "heldout",
 }
 MAX_ALERTS_PER_SOURCE = 700
 

@@ -168,7 +168,9 @@ def labels_kept(expr: str) -> list[str]:
     """The label keys of the expression's result series (best effort)."""
     keys: list[str] = []
     m = _BY.search(expr)
-    if _AGG_START.search(expr) and m and m.group(1) == "by":
+    if re.match(r"^\(*\s*absent(_over_time)?\s*\(", expr):  # absent(): only the equality matchers survive
+        keys = [k for k, op, _ in matchers_of(expr) if op == "=" and k != "__name__"]
+    elif _AGG_START.search(expr) and m and m.group(1) == "by":
         keys = [k.strip() for k in m.group(2).split(",") if k.strip()]
     elif _AGG_START.search(expr) and not m:
         keys = []
