@@ -12,6 +12,8 @@ Every generated example is an Alertmanager v4 alert plus:
   the policy's call would be invalid, e.g. a missing namespace or a hostile pod name);
 - `target`: the policy *before* validation, as label keys (what the model is trained on:
   which function, which label slot carries each parameter, which enum value).
+Both come from ONE declared table, `models.policy.POLICY` (situation -> decision); the label
+builders below only generate labels and text.
 
 Splits are held out **by canonical alert name** (case/separators removed): a name's hash
 puts it in exactly one of train / validation-heldout / test-heldout, and the generator
@@ -37,7 +39,7 @@ from models import policy
 from models.sources.rules import ROUTING_LABELS
 from models.sources.training import augment_annotations, augment_name, expression_for
 from models.version import DATA_VERSION  # noqa: F401 - re-exported for older callers
-from runbooks import Catalog, InvalidCall, default_catalog
+from runbooks import Catalog, default_catalog
 
 DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
 
@@ -192,21 +194,8 @@ SUFFIX = ("", "", "", "", "", "", "Critical", "Warning", "Alert", "Detected", "H
 
 
 @dataclass(frozen=True)
-class Target:
-    """The policy's call before validation: function (None = no remediation) and where each parameter comes from."""
-
-    function: str | None
-    pointers: dict[str, str] = field(default_factory=dict)  # parameter -> label key that carries it
-    enums: dict[str, str] = field(default_factory=dict)     # parameter -> enum value
-
-
-NONE = Target(None)
-
-
-@dataclass(frozen=True)
 class Draft:
-    labels: dict[str, str]
-    target: Target
+    labels: dict[str, str]                                  # the alert's labels; the decision is models.policy's
     context: dict[str, str] = field(default_factory=dict)  # extra words for annotation templates
 
 
@@ -287,7 +276,7 @@ def build_pod_crash(rng: random.Random) -> Draft:
     pod = _maybe_hostile(rng, pod_name(rng, owner))
     container = owner.split("-")[0] if rng.random() < 0.7 else app_name(rng)
     labels: dict[str, str] = {}
-    ns_key = _namespace_key(rng, labels, ns)
+    _namespace_key(rng, labels, ns)
     has_pod = rng.random() > 0.08
     if has_pod:
         labels["pod"] = pod
@@ -312,16 +301,15 @@ def build_pod_crash(rng: random.Random) -> Draft:
         labels["deployment"] = owner
     _common(rng, labels, "kube-state-metrics")
     if not has_pod:
-        return Draft(labels, NONE, {"owner": owner, "container": container})
-    ptr = {"name": "pod"} | ({"namespace": ns_key} if ns_key else {})
-    return Draft(labels, Target("pod-restart", ptr, {"type": "pod"}), {"container": container})
+        return Draft(labels, {"owner": owner, "container": container})
+    return Draft(labels, {"container": container})
 
 
 def build_pod_waiting(rng: random.Random) -> Draft:
     ns, owner = namespace_name(rng), app_name(rng)
     pod = _maybe_hostile(rng, pod_name(rng, owner))
     labels: dict[str, str] = {}
-    ns_key = _namespace_key(rng, labels, ns)
+    _namespace_key(rng, labels, ns)
     has_pod = rng.random() > 0.08
     if has_pod:
         labels["pod"] = pod
@@ -340,20 +328,17 @@ def build_pod_waiting(rng: random.Random) -> Draft:
     if rng.random() < 0.1:
         labels[rng.choice(["created_by_name", "owner_name"])] = owner
     _common(rng, labels, "kube-state-metrics")
-    if not has_pod:
-        return Draft(labels, NONE)
-    ptr = {"name": "pod"} | ({"namespace": ns_key} if ns_key else {})
-    return Draft(labels, Target("pod-check-status", ptr))
+    return Draft(labels)
 
 
 _REPLICA_TARGET_KEYS = ("replicas", "desired_replicas", "target_replicas", "expected")
 _REPLICA_DISTRACTOR_KEYS = ("actual", "available_replicas", "current_replicas", "unavailable", "spec_replicas_observed")
 
 
-def _deployment_labels(rng: random.Random, p_target: float) -> tuple[dict[str, str], Target | None, str]:
+def _deployment_labels(rng: random.Random, p_target: float) -> tuple[dict[str, str], str]:
     ns, dep = namespace_name(rng), _maybe_hostile(rng, app_name(rng), 0.01)
     labels: dict[str, str] = {}
-    ns_key = _namespace_key(rng, labels, ns)
+    _namespace_key(rng, labels, ns)
     has_dep = rng.random() > 0.08
     if has_dep:
         labels["deployment"] = dep
@@ -368,33 +353,26 @@ def _deployment_labels(rng: random.Random, p_target: float) -> tuple[dict[str, s
             value = rng.choice(["-1", "abc", "5000", "3.5", "", "many", "1e3"])
         labels[target_key] = value
     _common(rng, labels, "kube-state-metrics")
-    if not has_dep:
-        return labels, None, dep
-    ptr = {"name": "deployment"} | ({"namespace": ns_key} if ns_key else {})
-    if target_key:
-        return labels, Target("scale-deployment", ptr | {"replicas": target_key}), dep
-    return labels, Target("pod-restart", ptr, {"type": "deployment"}), dep
+    return labels, dep
 
 
 def build_deployment_stuck(rng: random.Random) -> Draft:
-    labels, target, dep = _deployment_labels(rng, p_target=0.12)
-    return Draft(labels, target or NONE, {"deployment": dep})
+    labels, dep = _deployment_labels(rng, p_target=0.12)
+    return Draft(labels, {"deployment": dep})
 
 
 def _scale_builder(p_target: float) -> Callable[[random.Random], Draft]:
     """Alerts about a Deployment's load or size: scale only when the alert names a replica target."""
     def build(rng: random.Random) -> Draft:
-        labels, target, dep = _deployment_labels(rng, p_target=p_target)
-        if target is not None and target.function != "scale-deployment":
-            target = NONE  # no explicit target: a scaling wish or a CPU alert is not something we act on
-        return Draft(labels, target or NONE, {"deployment": dep, "replicas": labels.get("replicas", "")})
+        labels, dep = _deployment_labels(rng, p_target=p_target)
+        return Draft(labels, {"deployment": dep, "replicas": labels.get("replicas", "")})
     return build
 
 
 def build_pvc(rng: random.Random) -> Draft:
     ns, pvc = namespace_name(rng), _maybe_hostile(rng, pvc_name(rng), 0.01)
     labels: dict[str, str] = {}
-    ns_key = _namespace_key(rng, labels, ns)
+    _namespace_key(rng, labels, ns)
     r = rng.random()
     pvc_key = "persistentvolumeclaim" if r < 0.88 else ("pvc" if r < 0.94 else None)
     if pvc_key:
@@ -411,8 +389,7 @@ def build_pvc(rng: random.Random) -> Draft:
     if rng.random() < 0.08:
         labels["storageclass"] = rng.choice(["standard", "longhorn", "gp3", "ceph-block", "local-path"])
     _common(rng, labels)
-    ptr = ({"namespace": ns_key} if ns_key else {}) | ({"name": pvc_key} if pvc_key else {})
-    return Draft(labels, Target("check-pvc-status", ptr), {"pvc": pvc})
+    return Draft(labels, {"pvc": pvc})
 
 
 FLUX_ACTION_KINDS = {"Kustomization": "flux-reconcile-kustomization", "HelmRelease": "flux-reconcile-helmrelease",
@@ -430,7 +407,7 @@ FLUX_CONTROLLERS = {"kustomize": "kustomize-controller", "helm": "helm-controlle
                     "image": "image-reflector-controller", "notification": "notification-controller"}
 
 
-def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> tuple[dict[str, str], dict[str, str]]:
+def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> dict[str, str]:
     """Flux object labels in the two metric styles (gotk_reconcile_condition; kube-state-metrics gotk_resource_info)."""
     obj, obj_ns = _maybe_hostile(rng, flux_object(rng), 0.008), rng.choice(FLUX_NAMESPACES)
     labels: dict[str, str] = {}
@@ -446,15 +423,11 @@ def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> tuple[dict[
     if r < 0.45:  # scraped in flux-system / monitoring: the object's namespace moves to exported_namespace
         labels["exported_namespace"] = obj_ns
         labels["namespace"] = rng.choice(["flux-system", "flux-system", "monitoring"])
-        ns_key: str | None = "exported_namespace"
     elif r < 0.80:
         labels["namespace"] = obj_ns
-        ns_key = "namespace"
     elif r < 0.88:
         labels["exported_namespace"] = obj_ns
-        ns_key = "exported_namespace"
-    else:
-        ns_key = None  # no namespace at all: the runbook's default (flux-system) applies
+    # else: no namespace at all: the runbook's default (flux-system) applies
     group = FLUX_GROUPS.get(kind, "source.toolkit.fluxcd.io")
     if ksm_style:
         labels["job"] = "kube-state-metrics"
@@ -479,29 +452,23 @@ def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> tuple[dict[
         if rng.random() < 0.2:
             labels["endpoint"] = "http-prom"
     _common(rng, labels)
-    ptr = {"name": name_key} | ({"namespace": ns_key} if ns_key else {})
-    return labels, ptr
+    return labels
 
 
 def build_flux_generic(rng: random.Random) -> Draft:
     """A kind-agnostic Flux alert (ReconciliationFailure, FluxResourceNotReady): the kind label decides."""
     kind = rng.choice(list(FLUX_ACTION_KINDS) * 4 + list(FLUX_OTHER_KINDS) * 1)
-    labels, ptr = _flux_labels(rng, kind, kind_label=True)
-    fn = FLUX_ACTION_KINDS.get(kind)
-    return Draft(labels, Target(fn, ptr) if fn else NONE, {"kind": kind})
+    return Draft(_flux_labels(rng, kind, kind_label=True), {"kind": kind})
 
 
 def _flux_kind_builder(kind: str) -> Callable[[random.Random], Draft]:
     def build(rng: random.Random) -> Draft:
-        labels, ptr = _flux_labels(rng, kind, kind_label=rng.random() < 0.5)
-        fn = FLUX_ACTION_KINDS.get(kind)
-        return Draft(labels, Target(fn, ptr) if fn else NONE, {"kind": kind})
+        return Draft(_flux_labels(rng, kind, kind_label=rng.random() < 0.5), {"kind": kind})
     return build
 
 
 def build_flux_suspended(rng: random.Random) -> Draft:
-    labels, _ = _flux_labels(rng, rng.choice(list(FLUX_ACTION_KINDS)), kind_label=rng.random() < 0.5)
-    return Draft(labels, NONE)
+    return Draft(_flux_labels(rng, rng.choice(list(FLUX_ACTION_KINDS)), kind_label=rng.random() < 0.5))
 
 
 # --- builders of alerts we never act on ---------------------------------------------------------
@@ -519,7 +486,7 @@ def build_node(rng: random.Random) -> Draft:
     if rng.random() < 0.2:
         labels["device"], labels["mountpoint"], labels["fstype"] = rng.choice(["/dev/sda1", "/dev/nvme0n1p2"]), rng.choice(["/", "/var", "/var/lib/kubelet"]), "ext4"
     _common(rng, labels, rng.choice(["node-exporter", "kubelet", "kube-state-metrics"]))
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def build_host(rng: random.Random) -> Draft:
@@ -531,7 +498,7 @@ def build_host(rng: random.Random) -> Draft:
     if rng.random() < 0.2:
         labels["device"], labels["mountpoint"] = rng.choice(["/dev/sda1", "/dev/md0", "eth0"]), rng.choice(["/", "/data", "/boot"])
     _common(rng, labels, rng.choice(["node-exporter", "node", "blackbox"]))
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def build_control_plane(rng: random.Random) -> Draft:
@@ -547,7 +514,7 @@ def build_control_plane(rng: random.Random) -> Draft:
     if rng.random() < 0.15:
         labels["name"] = rng.choice(["v1beta1.metrics.k8s.io", "v1.custom.metrics.k8s.io"])
     _common(rng, labels, rng.choice(["apiserver", "kube-scheduler", "kube-controller-manager", "etcd", "kubelet", "kube-proxy", "coredns"]))
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def build_certificate(rng: random.Random) -> Draft:
@@ -562,7 +529,7 @@ def build_certificate(rng: random.Random) -> Draft:
     else:
         labels["instance"] = rng.choice([ip_port(rng, 6443), "https://example.org", "api.example.com:443"])
     _common(rng, labels, rng.choice(["cert-manager", "apiserver", "blackbox", "kubelet", "ssl-exporter"]))
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def build_monitoring_internals(rng: random.Random) -> Draft:
@@ -578,7 +545,7 @@ def build_monitoring_internals(rng: random.Random) -> Draft:
     if rng.random() < 0.2:
         labels["rule_group"] = "/etc/prometheus/rules/prometheus-k8s-rulefiles-0/monitoring-kube.yaml;kubernetes-apps"
     _common(rng, labels, comp)
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def build_quota(rng: random.Random) -> Draft:
@@ -588,7 +555,7 @@ def build_quota(rng: random.Random) -> Draft:
         labels["resourcequota"] = rng.choice(["compute-resources", "default-quota", "object-counts"])
         labels["resource"] = rng.choice(["requests.cpu", "limits.memory", "pods", "count/deployments.apps"])
     _common(rng, labels, "kube-state-metrics")
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def build_container_resources(rng: random.Random) -> Draft:
@@ -600,7 +567,7 @@ def build_container_resources(rng: random.Random) -> Draft:
     if rng.random() < 0.3:
         labels["job"], labels["metrics_path"] = "kubelet", "/metrics/cadvisor"
     _common(rng, labels)
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def _workload_builder(key: str, value: Callable[[random.Random], str]) -> Callable[[random.Random], Draft]:
@@ -614,7 +581,7 @@ def _workload_builder(key: str, value: Callable[[random.Random], str]) -> Callab
         if rng.random() < 0.1:
             labels[rng.choice(_REPLICA_DISTRACTOR_KEYS)] = str(rng.randint(0, 5))
         _common(rng, labels, "kube-state-metrics")
-        return Draft(labels, NONE)
+        return Draft(labels)
     return build
 
 
@@ -629,7 +596,7 @@ def build_pvc_other(rng: random.Random) -> Draft:
         labels["phase"] = rng.choice(["Failed", "Pending"])
     _ksm_target(rng, labels, exporter_pod=0.2)
     _common(rng, labels, "kube-state-metrics")
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def build_application(rng: random.Random) -> Draft:
@@ -649,7 +616,7 @@ def build_application(rng: random.Random) -> Draft:
         if rng.random() < (0.06 if key in ("deployment", "name") else 0.12):
             labels[key] = rng.choice(values)
     _common(rng, labels, rng.choice(["postgres-exporter", "redis-exporter", "blackbox", "nginx", "app", "mysqld-exporter"]))
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 def build_meta(rng: random.Random) -> Draft:
@@ -658,7 +625,7 @@ def build_meta(rng: random.Random) -> Draft:
         labels["namespace"] = "monitoring"
     _common(rng, labels)
     labels["severity"] = rng.choice(["none", "info", "warning"])
-    return Draft(labels, NONE)
+    return Draft(labels)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1062,18 +1029,6 @@ def _alert(rng: random.Random, labels: dict[str, str], annotations: dict[str, st
     }
 
 
-def expected_decision(target: Target, labels: dict[str, str], catalog: Catalog) -> dict[str, Any]:
-    """The policy's call, validated: an invalid call (hostile value, missing namespace) becomes no remediation."""
-    if target.function is None:
-        return {"lambda_function": None, "parameters": {}}
-    raw: dict[str, Any] = {p: labels[k] for p, k in target.pointers.items()} | dict(target.enums)
-    try:
-        clean = catalog.validate_call(target.function, raw)
-    except InvalidCall:
-        return {"lambda_function": None, "parameters": {}}
-    return {"lambda_function": target.function, "parameters": clean}
-
-
 def generate(n: int, seed: int, bucket: str, catalog: Catalog | None = None) -> list[dict[str, Any]]:
     """`n` labelled examples whose alert names all fall in name bucket `bucket` ('train'|'val'|'test')."""
     catalog = catalog or default_catalog()
@@ -1102,10 +1057,10 @@ def generate(n: int, seed: int, bucket: str, catalog: Catalog | None = None) -> 
             annotations = augment_annotations(annotations, labels, rng)
         if rng.random() < 0.15:  # env/product prefixes and suffixes (the bucket is the base name's)
             labels["alertname"] = augment_name(alertname, rng)
-        t = policy.decide(sit.key, labels)  # THE policy table; the builders' own targets agree (tests/trm/test_policy.py)
+        t = policy.decide(sit.key, labels)  # THE policy table (models/policy.py); builders only make labels and text
         out.append({
             "alert": _alert(rng, labels, annotations, expression_for(sit.key, labels, rng)),
-            "expected": expected_decision(t, labels, catalog),
+            "expected": policy.expected_decision(t, labels, catalog),
             "target": {"lambda_function": t.function, "pointers": t.pointers, "enums": t.enums},
             "situation": sit.key,
         })

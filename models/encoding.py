@@ -51,10 +51,8 @@ _PROM_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 _PROM_MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*\"((?:[^\"\\]|\\.)*)\"")
 _PROM_CLAUSE = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _PROM_IDENT = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
-_PROM_KEYWORDS = frozenset("by without on ignoring group_left group_right and or unless bool offset inf nan".split())
-STOPWORDS = frozenset("""a an the is are was were be been being has have had of for in on at to from by with than then
-this that these those it its or and as more less longer over under since which who when per has been this than
-please check see details value current currently last""".split())
+_PROM_KEYWORDS = frozenset(["by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan"])
+STOPWORDS = frozenset(["a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "of", "for", "in", "on", "at", "to", "from", "by", "with", "than", "then", "this", "that", "these", "those", "it", "its", "or", "and", "as", "more", "less", "longer", "over", "under", "since", "which", "who", "when", "per", "has", "been", "this", "than", "please", "check", "see", "details", "value", "current", "currently", "last"])
 
 
 @dataclass(frozen=True)

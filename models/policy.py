@@ -170,8 +170,9 @@ def markdown_table() -> str:
             lines.append(f"| {r.situation} | none | — | {r.condition} |")
             continue
         if r.function == "flux-by-kind":
-            params = "name <- name / kustomization|helmrelease|gitrepository / exported_name / resource_name; namespace <- exported_namespace / namespace (default flux-system)"
-            decision = "flux-reconcile-<kind>"
+            params = ("name <- name / the kind's own key (kustomization, helmrelease, gitrepository) / exported_name / "
+                      "resource_name; namespace <- exported_namespace / namespace (default flux-system)")
+            decision = "flux-reconcile-<kind>" + (f" (kind {r.flux_kind} unless a kind label says otherwise)" if r.flux_kind else "")
         else:
             parts = [f"{p} <- {' / '.join(k)}" for p, k in r.required.items()]
             parts += [f"{p} <- {' / '.join(k)} (optional)" for p, k in r.optional.items()]

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.progress import Progress
 from models import data as datagen
 from models.encoding import (
     AlertEncoder,
@@ -40,6 +39,7 @@ from models.encoding import (
 )
 from models.evaluate import evaluate_rows, is_exact
 from models.model import TRM, Batch, Outputs, TRMConfig
+from models.progress import Progress
 from models.selector import (
     DEFAULT_CHECKPOINT_DIR,
     TRMSelector,

@@ -63,7 +63,6 @@ def matchers_of(expr: str) -> list[tuple[str, str, str]]:
 def situation_of(rule: dict[str, Any]) -> str:
     expr, name = rule["expr"], rule["alert"]
     ms = metrics_of(expr)
-    text = " ".join(ms)
     matchers = matchers_of(expr)
     mvals = {k: v for k, op, v in matchers if op in ("=", "=~")}
     low = (name + " " + " ".join(rule.get("annotations", {}).values())).lower()
@@ -254,7 +253,7 @@ def _value(rng: random.Random, key: str, matcher: dict[str, str], ctx: dict[str,
     return rng.choice(["true", "1", "main", "v1", app, "default", "http"])
 
 
-_TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.S)
+_TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
 def render(text: str, labels: dict[str, str], rng: random.Random) -> str:

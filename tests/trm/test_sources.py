@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from models.encoding import expression_of, expression_parts
 from models.evaluate import main, source_breakdown, source_markdown
-from models.sources.rules import instantiate, labels_kept, labelled_row, situation_of
+from models.sources.rules import instantiate, labelled_row, labels_kept, situation_of
 from tests.trm.test_metrics import EXPECTED, PREDICTED
 
 EXPR = 'sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{namespace=~"shop|web", job="kube-state-metrics"}[1h])) > 5'
