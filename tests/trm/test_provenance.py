@@ -16,15 +16,22 @@ def _provenance() -> dict:
 
 
 def _literal_generator_names() -> set[str]:
-    """Alert names written in models/data.py: the curated tuple (3rd argument) of every Situation(...) call."""
-    tree = ast.parse((ROOT / "models" / "data.py").read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Situation" and len(node.args) >= 3:
-            curated = node.args[2]
-            assert isinstance(curated, ast.Tuple), "curated names must stay a literal tuple"
-            names |= {e.value for e in curated.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+    """Alert names written into the generator: the curated names of models/data/situations.json, read as text
+    (not through the generator's code), plus any CamelCase alert-name-looking literal of the generator's modules."""
+    table = json.loads((ROOT / "models" / "data" / "situations.json").read_text())["situations"]
+    names = {n for s in table.values() for n in s["curated"]}
+    for module in ("data.py", "builders.py", "sources/training.py"):
+        tree = ast.parse((ROOT / "models" / module).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and _looks_like_alert_name(node.value):
+                names.add(node.value)
     return names
+
+
+def _looks_like_alert_name(text: str) -> bool:
+    """KubePodCrashLooping-like: one token, CamelCase, ends in a known condition word."""
+    return (text.isalnum() and text[:1].isupper() and sum(c.isupper() for c in text) >= 3
+            and text.endswith(("Looping", "NotReady", "FillingUp", "Failed", "Failure", "Mismatch", "Pending", "Killed")))
 
 
 def _provenance_names() -> set[str]:
