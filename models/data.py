@@ -225,10 +225,22 @@ def _alert(rng: random.Random, labels: dict[str, str], annotations: dict[str, st
         "annotations": annotations,
         "startsAt": t,
         "endsAt": "0001-01-01T00:00:00Z",
-        "generatorURL": rng.choice(["http://prometheus.monitoring.svc:9090", "http://prometheus-k8s-0:9090",
-                                    "https://prometheus.example.com"]) + "/graph?g0.expr=" + quote(expr, safe="") + "&g0.tab=1",
+        "generatorURL": generator_url(rng, expr),
         "fingerprint": _alnum(rng, 16, "0123456789abcdef"),
     }
+
+
+def generator_url(rng: random.Random, expr: str) -> str:
+    """Prometheus' link to the rule's expression; sometimes none or one without the expression (other senders,
+    hand-made test alerts), so the model never depends on it alone."""
+    r = rng.random()
+    if r < 0.12:
+        return ""
+    if r < 0.17:
+        return rng.choice(["http://vmalert.monitoring.svc:8880/vmalert/alert?group_id=1234&alert_id=5678",
+                           "https://grafana.example.com/alerting/grafana/abc123/view", "http://localhost:9090"])
+    return (rng.choice(["http://prometheus.monitoring.svc:9090", "http://prometheus-k8s-0:9090", "https://prometheus.example.com"])
+            + "/graph?g0.expr=" + quote(expr, safe="") + "&g0.tab=1")
 
 
 def generate(n: int, seed: int, bucket: str, catalog: Catalog | None = None) -> list[dict[str, Any]]:

@@ -435,13 +435,26 @@ def main(argv: list[str] | None = None) -> int:
     log.close()
     train_seconds = time.time() - t_start
 
-    # --- calibration on the calibration SOURCES (repositories never used in training) ---
+    # --- calibration on held-out SOURCES (models.calibrate): the shipped fit uses the calibration and held-out
+    # sources; the held-out numbers below are leave-one-source-out (a source never calibrates its own numbers) ---
+    from models.calibrate import fit_platt as fit_sources
+    from models.calibrate import leave_one_source_out, raw_outputs
+
     final = ema.shadow
     selector = TRMSelector(final, catalog)
-    calib_rows = source_rows("calibration")[: n_eval or None] or val_rows
-    _, calib_preds, _ = evaluate_rows(selector, calib_rows, batch_size=256)
-    correct = np.array([float(is_exact(r["expected"], p)) for p, r in zip(calib_preds, calib_rows)])
-    a, b = fit_platt(halting_logits(selector, calib_rows), correct)
+    calib_rows = source_rows("calibration") + source_rows("heldout")
+    if n_eval:
+        calib_rows = calib_rows[::max(1, len(calib_rows) // n_eval)]
+    if calib_rows:
+        decisions, logits = raw_outputs(selector, calib_rows)
+        correct = np.array([float(is_exact(r["expected"], d)) for r, d in zip(calib_rows, decisions)])
+        a, b = fit_sources(logits, correct)
+        loso_preds, loso_rows, _ = leave_one_source_out(calib_rows, decisions, logits, final.cfg.default_threshold)
+    else:  # no source datasets (a bare checkout): validation names
+        _, val_preds, _ = evaluate_rows(selector, val_rows, batch_size=256)
+        correct = np.array([float(is_exact(r["expected"], p)) for p, r in zip(val_preds, val_rows)])
+        a, b = fit_platt(halting_logits(selector, val_rows), correct)
+        loso_preds, loso_rows = [], []
     final.cfg = replace(final.cfg, calib_scale=a, calib_bias=b)
     selector = TRMSelector(final, catalog)
 
@@ -451,8 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     gated = ThresholdedSelector(selector)
     metrics: dict[str, Any] = {}
     curves: dict[str, tuple[list[float], list[bool]]] = {}
-    heldout_rows = source_rows("heldout")[: n_eval or None]
-    for name, rows in ({"val": val_rows} | test_rows | ({"heldout-sources": heldout_rows} if heldout_rows else {})).items():
+    for name, rows in ({"val": val_rows} | test_rows).items():
         m, preds, _ = evaluate_rows(gated, rows, batch_size=256)
         metrics[name] = {k: m[k] for k in ("n", "exact_match", "function_accuracy", "action_recall", "abstain_recall",
                                            "wrong_action_rate", "wrong_parameters_rate", "ece", "precision_at_min_confidence",
@@ -461,22 +473,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{kind}] {name}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics[name].items() if isinstance(v, float)), file=sys.stderr)
 
     by_source: list[dict[str, Any]] = []
-    if heldout_rows:
-        from models.evaluate import source_breakdown
+    if loso_rows:
+        from models.evaluate import compute_metrics, source_breakdown
 
-        _, preds, _ = evaluate_rows(gated, heldout_rows, batch_size=256)
-        by_source = source_breakdown(heldout_rows, preds)
-        for src in sorted({r["source"] for r in heldout_rows}):
-            idx = [i for i, r in enumerate(heldout_rows) if r["source"] == src]
-            curves[src] = ([preds[i]["confidence"] for i in idx], [is_exact(heldout_rows[i]["expected"], preds[i]) for i in idx])
-        plot_reliability({k: curves[k] for k in sorted({r["source"] for r in heldout_rows})},
-                         reports / f"reliability-sources-{kind}.png")
+        m = compute_metrics([r["expected"] for r in loso_rows], loso_preds)
+        metrics["heldout-sources"] = {k: m[k] for k in metrics["val"]} | {"calibration": "leave-one-source-out"}
+        by_source = source_breakdown(loso_rows, loso_preds)
+        sources = sorted({r["source"] for r in loso_rows})
+        for src in sources:
+            idx = [i for i, r in enumerate(loso_rows) if r["source"] == src]
+            curves[src] = ([loso_preds[i]["confidence"] for i in idx], [is_exact(loso_rows[i]["expected"], loso_preds[i]) for i in idx])
+        plot_reliability({k: curves[k] for k in sources}, reports / f"reliability-sources-{kind}.png")
     extra = {"kind": kind, "metrics": metrics, "by_source": by_source, "training": {
         "seconds": round(train_seconds, 1), "batches": it + 1, "optimizer_steps": opt_step, "batch_size": args.batch_size,
         "train_examples": len(train_rows), "lr": args.lr, "ema": args.ema, "seed": args.seed, "threads": args.threads,
         "stopped_early": stopped_early, "real_share": args.real_share,
-        "calibration": {"scale": a, "bias": b, "fitted_on": "calibration sources" if calib_rows is not val_rows else "val.jsonl",
-                        "n": len(calib_rows)}}}
+        "calibration": {"scale": a, "bias": b, "n": len(calib_rows) or len(val_rows),
+                        "fitted_on": "calibration sources + held-out sources" if calib_rows else "val.jsonl"}}}
     save_checkpoint(final, out_dir, catalog, extra)
     plot_training(log_path, reports / f"training-curve-{kind}.png", f"{kind}: {n_params:,} params, {opt_step} optimizer steps, {train_seconds / 60:.1f} min")
     plot_reliability({k: curves[k] for k in ("val", "test-heldout-names", "test-random")}, reports / f"reliability-{kind}.png")

@@ -1,3 +1,3 @@
 """The version of the training data (generator + real train-source rules); recorded in every checkpoint."""
 
-DATA_VERSION = "2026.12.1"
+DATA_VERSION = "2026.12.2"

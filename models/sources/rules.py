@@ -96,10 +96,10 @@ def situation_of(rule: dict[str, Any]) -> str:
     if has("kube_pod_container_status_restarts_total", "kube_pod_container_status_last_terminated_reason",
            "kube_pod_container_status_terminated_reason", "container_oom_events_total"):
         return "pod-crash"
-    if has("kube_pod_container_status_waiting_reason"):
+    if has("kube_pod_container_status_waiting_reason", "kube_pod_init_container_status_waiting_reason"):
         reason = mvals.get("reason", "")
         return "pod-crash" if reason == "CrashLoopBackOff" else "pod-waiting"
-    if has("kube_pod_status_ready", "kube_pod_status_phase", "kube_pod_container_status_waiting",
+    if has("kube_pod_status_ready", "kube_pod_status_phase", "kube_pod_container_status_waiting", "kube_pod_init_container_status",
            "kube_pod_container_status_ready", "kube_pod_status_unschedulable", "kube_pod_status_scheduled"):
         phase = mvals.get("phase", "")
         if phase and all(p in ("Running", "Succeeded") for p in re.split(r"[|]", phase)):
@@ -131,6 +131,7 @@ def situation_of(rule: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------
 _NATURAL: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kube_pod_container_", ("namespace", "pod", "container", "uid")),
+    ("kube_pod_init_container_", ("namespace", "pod", "container", "uid")),
     ("kube_pod_", ("namespace", "pod", "uid")),
     ("kube_deployment_", ("namespace", "deployment")),
     ("kube_statefulset_", ("namespace", "statefulset")),

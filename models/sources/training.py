@@ -115,5 +115,7 @@ def real_rows(n: int, seed: int, catalog: Any) -> list[dict[str, Any]]:
             rule = rule | {"alert": augment_name(rule["alert"], rng)}
         row = labelled_row(rule, rng, catalog, repo, routing=rng.choice([0.0, 0.35, 0.8, 1.5, 2.5]))
         row["alert"]["annotations"] = augment_annotations(row["alert"]["annotations"], row["alert"]["labels"], rng)
+        if rng.random() < 0.12:  # alerts without the expression: the name, labels and text must carry it alone
+            row["alert"]["generatorURL"] = ""
         out.append(row)
     return out
