@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         found = index.get(canonical(name), [])
         provenance["generator_names"].append({"alert_name": name, "seen_in": found or ["trm-sre (written for the generator)"]})
         seen.add(canonical(name))
+    # Held-out sources: where their evaluation alerts come from (their rules never reach training or the generator).
+    provenance["heldout_sources"] = [{"repository": repo, "url": f"https://github.com/{repo}", "commit": all_rules[repo]["commit"]}
+                                     for repo, role in SPLIT.items() if role == "heldout"]
     PROVENANCE.write_text(json.dumps(provenance, indent=1, ensure_ascii=False) + "\n")
 
     for repo, role in SPLIT.items():
