@@ -36,21 +36,23 @@ from models.evaluate import compute_metrics, is_exact, source_breakdown, source_
 
 
 def fit_platt(logits: np.ndarray, correct: np.ndarray, prior: float = 1e-3) -> tuple[float, float]:
-    """confidence = sigmoid(a * logit + b), fitted by BCE with a weak prior toward (a, b) = (1, 0)."""
+    """confidence = sigmoid(a * logit + b), a >= 0 (a monotone map: a higher halting logit never means less
+    confidence), fitted by BCE with a weak prior toward (a, b) = (1, 0). a = softplus(u)."""
     x = torch.tensor(logits, dtype=torch.float64)
     y = torch.tensor(correct, dtype=torch.float64)
-    a = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    u = torch.tensor(math.log(math.e - 1.0), dtype=torch.float64, requires_grad=True)  # softplus(u) = 1
     b = torch.tensor(0.0, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([a, b], lr=0.5, max_iter=200)
+    opt = torch.optim.LBFGS([u, b], lr=0.5, max_iter=200)
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
+        a = F.softplus(u)
         loss = F.binary_cross_entropy_with_logits(a * x + b, y) + prior * ((a - 1) ** 2 + b**2)
         loss.backward()
         return loss
 
     opt.step(closure)
-    return float(a.detach()), float(b.detach())
+    return float(F.softplus(u).detach()), float(b.detach())
 
 
 def raw_outputs(selector: Any, rows: Sequence[dict[str, Any]], batch_size: int = 128) -> tuple[list[dict[str, Any]], np.ndarray]:
