@@ -1,6 +1,6 @@
 """Train the TRM (or the same-size plain transformer) from scratch on CPU, calibrate it, write reports.
 
-    python -m models.train                 # the committed checkpoint: models/checkpoints/trm (~25 min on 2 cores)
+    python -m models.train                 # the committed checkpoint: models/checkpoints/trm (~23 min on one thread)
     python -m models.train --plain         # the plain-transformer baseline: models/checkpoints/plain
     python -m models.train --smoke         # seconds; CI keeps the code path alive; writes to a temp dir only
 
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a machine shared with other jobs)")
     parser.add_argument("--explore", type=float, default=0.1, help="share of halted examples kept for later supervision steps")
     parser.add_argument("--eval-every", type=int, default=150, help="batches between validation checks")
-    parser.add_argument("--time-budget", type=float, default=26.0,
+    parser.add_argument("--time-budget", type=float, default=20.0,
                         help="minutes; the learning-rate schedule follows max(steps, time) progress and training stops at it")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (there is none when stderr is not a terminal or CI is set)")
