@@ -33,8 +33,8 @@ import numpy as np
 from runbooks.catalog import is_dns1123_label, is_dns1123_subdomain
 
 # Token kinds (segment ids).
-PAD, CLS, NAME, SLOT, SUMMARY, DESCRIPTION, URL = range(7)
-N_SEGMENTS = 7
+PAD, CLS, NAME, SLOT, SUMMARY, DESCRIPTION, URL, EXPR = range(8)
+N_SEGMENTS = 8                 # checkpoints record how many they were trained with (TRMConfig.n_segments)
 MAX_VALUE_CHARS = 256          # label values longer than this are described by their first 256 chars
 MAX_ANNOTATION_CHARS = 600     # per annotation; rendered descriptions put the gist first
 ANNOTATION_KEYS = ("summary", "description", "message")
@@ -45,6 +45,14 @@ _K8S = re.compile(r"(?i)k8s")
 _RS_POD = re.compile(r"^[a-z0-9.-]+-[a-z0-9]{6,10}-[a-z0-9]{5}$")
 _SHORT_SUFFIX_POD = re.compile(r"^[a-z0-9.-]+-[a-z0-9]{5}$")
 _ORDINAL = re.compile(r"^[a-z0-9.-]+-[0-9]{1,3}$")
+MAX_EXPR_CHARS = 2000
+_EXPR_PARAM = re.compile(r"[?&]g0\.expr=([^&#]*)")
+_PROM_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
+_PROM_MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*\"((?:[^\"\\]|\\.)*)\"")
+_PROM_CLAUSE = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_PROM_IDENT = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+_PROM_KEYWORDS = frozenset(["by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan"])
+STOPWORDS = frozenset(["a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "of", "for", "in", "on", "at", "to", "from", "by", "with", "than", "then", "this", "that", "these", "those", "it", "its", "or", "and", "as", "more", "less", "longer", "over", "under", "since", "which", "who", "when", "per", "has", "been", "this", "than", "please", "check", "see", "details", "value", "current", "currently", "last"])
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class EncoderSettings:
     max_name_words: int = 8        # alertname words (real names have 2-6)
     max_labels: int = 20           # label slots (kube-prometheus alerts carry 6-14 labels besides alertname)
     max_annotation_words: int = 16  # first words of runbook_url / summary / description
+    max_expr_tokens: int = 0       # tokens of the rule expression read from generatorURL (0 = ignore the URL)
+    drop_stopwords: bool = False   # annotation words: skip filler ("the", "for", "than") so more content fits
     scan_labels: int = 512         # labels looked at beyond the priority keys (10,000-label alerts stay cheap)
     value_feature: bool = False    # also hash a short label value whole ("kind=HelmRepository" vs "GitRepository")
     segment_vocab: tuple[str, ...] = ()  # known words for splitting run-together names ("kubepodcrashlooping")
@@ -63,7 +73,7 @@ class EncoderSettings:
 
     @property
     def seq_len(self) -> int:
-        return 1 + self.max_name_words + self.max_labels + self.max_annotation_words
+        return 1 + self.max_name_words + self.max_labels + self.max_expr_tokens + self.max_annotation_words
 
     @property
     def slot_start(self) -> int:
@@ -186,6 +196,34 @@ class AlertEncoder:
                 feats += ["t:" + padded[i : i + 3] for i in range(min(len(padded) - 2, 6))]
         return self._ids(feats)
 
+    def _expr_tokens(self, alert: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        """Feature bags of the expression: one per metric, one for the functions, one for grouping keys, one per matcher."""
+        if self.s.max_expr_tokens <= 0:
+            return []
+        try:
+            expr = expression_of(alert)
+        except Exception:  # noqa: BLE001 - hostile input
+            return []
+        if not expr:
+            return []
+        metrics, functions, grouping, matchers = expression_parts(expr)
+        tokens: list[tuple[str, ...]] = []
+        for metric in metrics[:4]:
+            words = words_of(metric)
+            tokens.append(tuple(["m:" + metric, "mp:" + "_".join(words[:3]), "mp:" + "_".join(words[:2])] + ["w:" + w for w in words[:8]]))
+        if functions:
+            tokens.append(tuple("f:" + f.lower() for f in functions[:12]))
+        if grouping:
+            tokens.append(tuple("g:" + k for k in grouping[:12]))
+        for key, op, value in matchers:
+            if len(tokens) >= self.s.max_expr_tokens:
+                break
+            if key in ("job", "__name__") and op == "=":
+                continue
+            vwords = [normalise_value_word(w) for w in words_of(value)[:6]]
+            tokens.append(tuple(["k:" + key, "op:" + op, "v:" + key + "=" + value[:40].lower()] + ["w:" + w for w in vwords]))
+        return tokens[: self.s.max_expr_tokens]
+
     # -- pieces of the alert ----------------------------------------------------------------------
     def _select_labels(self, labels: Mapping[Any, Any]) -> list[tuple[str, Any]]:
         """Priority keys first (the catalog's parameter sources, kinds...), then the rest by name."""
@@ -226,7 +264,10 @@ class AlertEncoder:
             for key, seg in (("summary", SUMMARY), ("description", DESCRIPTION), ("message", DESCRIPTION)):
                 text = annotations.get(key)
                 if text is not None:
-                    out += [(seg, normalise_value_word(w)) for w in words_of(as_text(text, MAX_ANNOTATION_CHARS))]
+                    words = [normalise_value_word(w) for w in words_of(as_text(text, MAX_ANNOTATION_CHARS))]
+                    if self.s.drop_stopwords:
+                        words = [w for w in words if w not in STOPWORDS and len(w) > 1]
+                    out += [(seg, w) for w in words]
                 if len(out) >= self.s.max_annotation_words:
                     break
         except Exception:  # noqa: BLE001, S110 - hostile input: keep what was read so far
@@ -267,11 +308,48 @@ class AlertEncoder:
             slot_values.append(value)
 
         base = s.slot_start + s.max_labels
+        for j, bag in enumerate(self._expr_tokens(alert)):
+            put(base + j, self._ids(bag), EXPR, j)
+        base += s.max_expr_tokens
         counters: dict[int, int] = {}
         for j, (seg, w) in enumerate(self._annotation_words(annotations)):
             counters[seg] = counters.get(seg, -1) + 1
             put(base + j, self._word_features(w), seg, counters[seg])
         return EncodedAlert(feats, segments, positions, slot_keys, slot_values)
+
+
+def expression_of(alert: Mapping[str, Any]) -> str:
+    """The PromQL expression of an alert, from `generatorURL` (`.../graph?g0.expr=<query-escaped>&g0.tab=1`)."""
+    from urllib.parse import unquote_plus
+
+    url = alert.get("generatorURL")
+    if not isinstance(url, str):
+        return ""
+    m = _EXPR_PARAM.search(url[: MAX_EXPR_CHARS * 3])
+    return unquote_plus(m.group(1))[:MAX_EXPR_CHARS] if m else ""
+
+
+def expression_parts(expr: str) -> tuple[list[str], list[str], list[str], list[tuple[str, str, str]]]:
+    """(metric names, functions and aggregations, grouping label keys, matchers) of a PromQL expression."""
+    matchers = _PROM_MATCHER.findall(expr)
+    grouping: list[str] = []
+    for _, keys in _PROM_CLAUSE.findall(expr):
+        grouping += [k.strip() for k in keys.split(",") if k.strip() and k.strip() not in grouping]
+    bare = _PROM_CLAUSE.sub(" ", re.sub(r"\{[^}]*\}", " ", _PROM_STRING.sub(" ", expr)))
+    bare = re.sub(r"\[[^\]]*\]", " ", bare)
+    metrics: list[str] = []
+    functions: list[str] = []
+    for m in _PROM_IDENT.finditer(bare):
+        name, call = m.group(1), m.group(2)
+        if name.lower() in _PROM_KEYWORDS:
+            continue
+        bucket = functions if call else metrics
+        if name not in bucket:
+            bucket.append(name)
+    for clause in ("by", "without", "group_left", "on"):
+        if re.search(rf"\b{clause}\s*\(", expr):
+            functions.append(clause)
+    return metrics, functions, grouping, matchers
 
 
 def default_priority_keys(catalog: Any) -> tuple[str, ...]:

@@ -4,6 +4,7 @@
     python -m models.evaluate compare DATASET.jsonl [DATASET2.jsonl ...] [--selectors trm,plain,original-rules] [--markdown]
     python -m models.evaluate steps DATASET.jsonl        # accuracy by number of supervision steps, mean halting step
     python -m models.evaluate eval DATASET.jsonl --by-family  # plus one row per alert family (pods, flux, storage, ...)
+    python -m models.evaluate eval models/datasets/sources --by-source --batch-size 64  # one row per source repository
 
 Input line: {"alert": <Alertmanager v4 alert>, "expected": {"lambda_function": name|null, "parameters": {...}}, ...}.
 `--predictions` writes, per input line and in order:
@@ -133,6 +134,9 @@ def compute_metrics(expected: Sequence[Mapping[str, Any]], predicted: Sequence[M
 # Running a selector over a dataset
 # ---------------------------------------------------------------------------------------------
 def load_dataset(path: Path) -> list[dict[str, Any]]:
+    """One JSONL file, or every *.jsonl of a directory (sorted by name)."""
+    if Path(path).is_dir():
+        return [row for f in sorted(Path(path).glob("*.jsonl")) for row in load_dataset(f)]
     rows = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
@@ -340,6 +344,54 @@ def family_markdown(table: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# By source: one row per public repository the alerts' rules came from (models/datasets/sources)
+# ---------------------------------------------------------------------------------------------
+SOURCE_COLUMNS = ("n", "expect_action", "action_recall", "abstain_recall", "wrong_action_rate", "exact_match", "ece")
+
+
+def source_breakdown(rows: Sequence[Mapping[str, Any]], predicted: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Metrics per `source` (held-out sources first, then calibration), plus one pooled row per role.
+
+    A row without `source` counts as source "unlabelled". Rates with an empty denominator are None.
+    """
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault((str(r.get("role", "heldout")), str(r.get("source", "unlabelled"))), []).append(i)
+    order = {"heldout": 0, "calibration": 1}
+    out = []
+    for role in sorted({k[0] for k in groups}, key=lambda x: (order.get(x, 2), x)):
+        members = sorted(k for k in groups if k[0] == role)
+        keys = members + ([(role, f"all {role} sources")] if len(members) > 1 else [])
+        for key in keys:
+            idx = groups[key] if key in groups else [i for m in members for i in groups[m]]
+            exp = [rows[i]["expected"] for i in idx]
+            m = compute_metrics(exp, [predicted[i] for i in idx])
+            n_act = sum(e.get("lambda_function") is not None for e in exp)
+            out.append({"source": key[1], "role": role, "n": len(idx), "expect_action": n_act,
+                        "action_recall": m["action_recall"] if n_act else None,
+                        "abstain_recall": m["abstain_recall"] if n_act < len(idx) else None,
+                        "wrong_action_rate": m["wrong_action_rate"], "exact_match": m["exact_match"], "ece": m["ece"]})
+    return out
+
+
+def source_markdown(table: Sequence[Mapping[str, Any]]) -> str:
+    lines = ["| source | role | " + " | ".join(SOURCE_COLUMNS) + " |", "|---|---|" + "---|" * len(SOURCE_COLUMNS)]
+    for r in table:
+        cells = [str(r[c]) if isinstance(r[c], int) else ("—" if r[c] is None else _fmt(r[c])) for c in SOURCE_COLUMNS]
+        name = f"**{r['source']}**" if r["source"].startswith("all ") else r["source"]
+        lines.append(f"| {name} | {r['role']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_by_source(dataset: Path, selector: Any, batch_size: int = 64, quiet: bool = True) -> dict[str, Any]:
+    """The `--by-source` table for one selector on a dataset file or directory (default models/datasets/sources)."""
+    rows = load_dataset(dataset)
+    with Progress(len(rows), "eval by source", unit="alert", quiet=quiet) as bar:
+        preds, _ = run_selector(selector, rows, batch_size, progress=bar)
+    return {"dataset": str(dataset), "by_source": source_breakdown(rows, preds)}
+
+
 # Situations whose decision hinges on a single label or word (kind value, pod vs deployment, replica target).
 _HARD_SITUATIONS = {"flux-generic", "flux-other-kind", "scale-request", "deployment-load", "container-resources",
                     "pvc-other", "certificate", "monitoring-internals"}
@@ -357,6 +409,8 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
     ev.add_argument("--batch-size", type=int, default=1)
     ev.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ev.add_argument("--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)")
+    ev.add_argument("--by-source", action="store_true",
+                    help="one row per source repository of the alerts (held-out sources, then calibration; JSON: by_source)")
     ev.add_argument("--by-family", action="store_true",
                     help="also break the metrics down by alert family (JSON: by_family; text: a Markdown table)")
     cmp_ = sub.add_parser("compare", help="side-by-side metrics of several selectors on the same data")
@@ -395,6 +449,9 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
     families = family_breakdown(rows, preds) if args.by_family else None
     if families is not None:
         metrics["by_family"] = families
+    sources = source_breakdown(rows, preds) if args.by_source else None
+    if sources is not None:
+        metrics["by_source"] = sources
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         with open(args.predictions, "w", encoding="utf-8") as fh:
@@ -409,6 +466,9 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
         if families is not None:
             print()
             print(family_markdown(families))
+        if sources is not None:
+            print()
+            print(source_markdown(sources))
     return 0
 
 

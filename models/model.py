@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.encoding import N_SEGMENTS, EncoderSettings
+from models.encoding import EncoderSettings
 
 
 @dataclass
@@ -55,6 +55,7 @@ class TRMConfig:
     calib_bias: float = 0.0
     default_threshold: float = 0.5  # the eval's own abstention threshold on calibrated confidence
     # --- decoding safety rail ---
+    n_segments: int = 7         # token kinds the embedding knows (8 once the expression segment is read)
     strict_sources: bool = True  # a parameter copied from a label the catalog does not list as its source -> abstain
 
     def to_json(self) -> dict[str, Any]:
@@ -166,7 +167,7 @@ class AlertEmbedding(nn.Module):
         self.features = nn.EmbeddingBag(cfg.encoder.buckets, cfg.feature_dim, mode="mean", padding_idx=0)
         self.project = nn.Linear(cfg.feature_dim, d, bias=False)
         self.content_norm = RMSNorm(d)
-        self.segment = nn.Embedding(N_SEGMENTS, d)
+        self.segment = nn.Embedding(cfg.n_segments, d)
         self.position = nn.Embedding(32, d)
         self.norm = RMSNorm(d)
         nn.init.normal_(self.features.weight, std=1.0)

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.data import DATA_VERSION
 from models.encoding import AlertEncoder, EncodedAlert
 from models.model import TRM, Batch, Outputs, TRMConfig
+from models.version import DATA_VERSION
 from runbooks import Catalog, default_catalog
 
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "trm"

@@ -1,6 +1,6 @@
 """Train the TRM (or the same-size plain transformer) from scratch on CPU, calibrate it, write reports.
 
-    python -m models.train                 # the committed checkpoint: models/checkpoints/trm (~25 min on 2 cores)
+    python -m models.train                 # the committed checkpoint: models/checkpoints/trm (~23 min on one thread)
     python -m models.train --plain         # the plain-transformer baseline: models/checkpoints/plain
     python -m models.train --smoke         # seconds; CI keeps the code path alive; writes to a temp dir only
 
@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.progress import Progress
 from models import data as datagen
 from models.encoding import (
     AlertEncoder,
@@ -40,6 +39,7 @@ from models.encoding import (
 )
 from models.evaluate import evaluate_rows, is_exact
 from models.model import TRM, Batch, Outputs, TRMConfig
+from models.progress import Progress
 from models.selector import (
     DEFAULT_CHECKPOINT_DIR,
     TRMSelector,
@@ -61,6 +61,9 @@ class Targets(NamedTuple):
 
 def build_config(catalog: Catalog, **overrides: Any) -> TRMConfig:
     """Output vocabulary from the catalog; encoder vocabulary from the situation table."""
+    from models.policy import check_against_catalog
+
+    check_against_catalog(catalog)  # the policy table agrees with the runbooks' `when` fields
     pointer: list[str] = []
     enums: dict[str, tuple[str, ...]] = {}
     for runbook in catalog.functions:
@@ -70,10 +73,28 @@ def build_config(catalog: Catalog, **overrides: Any) -> TRMConfig:
             elif p.name not in pointer:
                 pointer.append(p.name)
     enc_over = overrides.pop("encoder", {})
-    enc_over = {"value_feature": True} | enc_over
+    enc_over = {"value_feature": True} | ENCODER_DEFAULTS | enc_over
     encoder = EncoderSettings(segment_vocab=datagen.segment_vocabulary(), priority_keys=default_priority_keys(catalog), **enc_over)
+    overrides = MODEL_DEFAULTS | overrides
     return TRMConfig(functions=("none",) + catalog.names, pointer_params=tuple(pointer), enum_params=enums,
                      encoder=encoder, **overrides)
+
+
+# What this version trains (on top of the dataclass defaults, which old checkpoints rely on):
+# the expression from generatorURL, more annotation words without filler, and a recursion cheap
+# enough for <= 5 ms per decision on one CPU thread (2 network passes per recursion, T=2).
+ENCODER_DEFAULTS: dict[str, Any] = {"max_expr_tokens": 12, "max_annotation_words": 24, "drop_stopwords": True}
+MODEL_DEFAULTS: dict[str, Any] = {"n_segments": 8, "n_latent": 1, "t_recursions": 2, "max_steps": 3}
+
+
+def source_rows(role: str) -> list[dict[str, Any]]:
+    """Alerts of the real-rule sources of one role (`calibration` or `heldout`), models/datasets/sources."""
+    from models.evaluate import load_dataset
+    from models.sources.build import SOURCES_DIR
+
+    if not SOURCES_DIR.is_dir():
+        return []
+    return [r for r in load_dataset(SOURCES_DIR) if r.get("role") == role]
 
 
 def make_targets(rows: Sequence[dict[str, Any]], encoded: Sequence[EncodedAlert], cfg: TRMConfig, catalog: Catalog) -> Targets:
@@ -290,10 +311,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--ema", type=float, default=0.998)
     parser.add_argument("--d-model", type=int, default=96)
+    parser.add_argument("--n-latent", type=int, default=None, help="ablations: latent updates per recursion")
+    parser.add_argument("--t-recursions", type=int, default=None, help="ablations: recursions per supervision step")
+    parser.add_argument("--max-steps", type=int, default=None, help="ablations: supervision steps (deep supervision)")
+    parser.add_argument("--real-share", type=float, default=0.35,
+                        help="train-source real-rule alerts added, as a share of --train-size")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a machine shared with other jobs)")
     parser.add_argument("--explore", type=float, default=0.1, help="share of halted examples kept for later supervision steps")
     parser.add_argument("--eval-every", type=int, default=150, help="batches between validation checks")
-    parser.add_argument("--time-budget", type=float, default=26.0,
+    parser.add_argument("--time-budget", type=float, default=20.0,
                         help="minutes; the learning-rate schedule follows max(steps, time) progress and training stops at it")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar (there is none when stderr is not a terminal or CI is set)")
@@ -317,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         reports = args.reports or REPORTS_DIR
         overrides = {"d_model": args.d_model}
         n_eval = None
+    for key, value in (("n_latent", args.n_latent), ("t_recursions", args.t_recursions), ("max_steps", args.max_steps)):
+        if value is not None:
+            overrides[key] = value
     if out_dir.resolve() == DEFAULT_CHECKPOINT_DIR.resolve() and args.smoke:
         parser.error("--smoke never writes the committed checkpoint")
     if args.plain:
@@ -325,7 +354,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- data ---
     t0 = time.time()
+    from models.sources.training import real_rows
+
     train_rows = datagen.generate(args.train_size, datagen.TRAIN_SEED, "train", catalog)
+    train_rows += real_rows(int(args.train_size * args.real_share), datagen.TRAIN_SEED, catalog)
     def split(fname: str) -> list[dict[str, Any]]:
         n, seed, bucket = datagen.SPLITS[fname]
         return datagen.generate(n_eval or n, seed, bucket, catalog)
@@ -403,12 +435,26 @@ def main(argv: list[str] | None = None) -> int:
     log.close()
     train_seconds = time.time() - t_start
 
-    # --- calibration on validation (names never seen in training) ---
+    # --- calibration on held-out SOURCES (models.calibrate): the shipped fit uses the calibration and held-out
+    # sources; the held-out numbers below are leave-one-source-out (a source never calibrates its own numbers) ---
+    from models.calibrate import fit_platt as fit_sources
+    from models.calibrate import leave_one_source_out, raw_outputs
+
     final = ema.shadow
     selector = TRMSelector(final, catalog)
-    _, val_preds, _ = evaluate_rows(selector, val_rows, batch_size=256)
-    correct = np.array([float(is_exact(r["expected"], p)) for p, r in zip(val_preds, val_rows)])
-    a, b = fit_platt(halting_logits(selector, val_rows), correct)
+    calib_rows = source_rows("calibration") + source_rows("heldout")
+    if n_eval:
+        calib_rows = calib_rows[::max(1, len(calib_rows) // n_eval)]
+    if calib_rows:
+        decisions, logits = raw_outputs(selector, calib_rows)
+        correct = np.array([float(is_exact(r["expected"], d)) for r, d in zip(calib_rows, decisions)])
+        a, b = fit_sources(logits, correct)
+        loso_preds, loso_rows, _ = leave_one_source_out(calib_rows, decisions, logits, final.cfg.default_threshold)
+    else:  # no source datasets (a bare checkout): validation names
+        _, val_preds, _ = evaluate_rows(selector, val_rows, batch_size=256)
+        correct = np.array([float(is_exact(r["expected"], p)) for p, r in zip(val_preds, val_rows)])
+        a, b = fit_platt(halting_logits(selector, val_rows), correct)
+        loso_preds, loso_rows = [], []
     final.cfg = replace(final.cfg, calib_scale=a, calib_bias=b)
     selector = TRMSelector(final, catalog)
 
@@ -426,10 +472,24 @@ def main(argv: list[str] | None = None) -> int:
         curves[name] = ([p["confidence"] for p in preds], [is_exact(r["expected"], p) for r, p in zip(rows, preds)])
         print(f"[{kind}] {name}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics[name].items() if isinstance(v, float)), file=sys.stderr)
 
-    extra = {"kind": kind, "metrics": metrics, "training": {
+    by_source: list[dict[str, Any]] = []
+    if loso_rows:
+        from models.evaluate import compute_metrics, source_breakdown
+
+        m = compute_metrics([r["expected"] for r in loso_rows], loso_preds)
+        metrics["heldout-sources"] = {k: m[k] for k in metrics["val"]} | {"calibration": "leave-one-source-out"}
+        by_source = source_breakdown(loso_rows, loso_preds)
+        sources = sorted({r["source"] for r in loso_rows})
+        for src in sources:
+            idx = [i for i, r in enumerate(loso_rows) if r["source"] == src]
+            curves[src] = ([loso_preds[i]["confidence"] for i in idx], [is_exact(loso_rows[i]["expected"], loso_preds[i]) for i in idx])
+        plot_reliability({k: curves[k] for k in sources}, reports / f"reliability-sources-{kind}.png")
+    extra = {"kind": kind, "metrics": metrics, "by_source": by_source, "training": {
         "seconds": round(train_seconds, 1), "batches": it + 1, "optimizer_steps": opt_step, "batch_size": args.batch_size,
         "train_examples": len(train_rows), "lr": args.lr, "ema": args.ema, "seed": args.seed, "threads": args.threads,
-        "stopped_early": stopped_early, "calibration": {"scale": a, "bias": b}}}
+        "stopped_early": stopped_early, "real_share": args.real_share,
+        "calibration": {"scale": a, "bias": b, "n": len(calib_rows) or len(val_rows),
+                        "fitted_on": "calibration sources + held-out sources" if calib_rows else "val.jsonl"}}}
     save_checkpoint(final, out_dir, catalog, extra)
     plot_training(log_path, reports / f"training-curve-{kind}.png", f"{kind}: {n_params:,} params, {opt_step} optimizer steps, {train_seconds / 60:.1f} min")
     plot_reliability({k: curves[k] for k in ("val", "test-heldout-names", "test-random")}, reports / f"reliability-{kind}.png")

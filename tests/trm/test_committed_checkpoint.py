@@ -10,7 +10,7 @@ from models.selector import DEFAULT_CHECKPOINT_DIR, ThresholdedSelector
 def test_heldout_by_name_split_meets_the_bar(committed_selector):
     rows = load_dataset(datagen.DATASETS_DIR / "test-heldout-names.jsonl")
     metrics, _, _ = evaluate_rows(ThresholdedSelector(committed_selector), rows, batch_size=256)
-    assert metrics["n"] >= 2000
+    assert metrics["n"] >= 1500  # the committed split is 1,500 alerts since data 2026.12.1 (size limit)
     assert metrics["exact_match"] >= 0.98, metrics
     assert metrics["wrong_action_rate"] <= 0.01, metrics
 

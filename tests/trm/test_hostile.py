@@ -23,6 +23,14 @@ def hostile_alerts() -> list:
         {"labels": {"alertname": 12345, "pod": 7, "namespace": None, 3: ["list"], "x": {"nested": 1}}},
         {"labels": {"alertname": "DeploymentNeedsScaling", "deployment": "api", "namespace": "shop", "replicas": "99999999"}},
         {"labels": {"alertname": "DeploymentNeedsScaling", "deployment": "api", "namespace": "shop", "replicas": 3.7}},
+        # generatorURL: huge, not a string, broken escapes, an expression full of shell metacharacters
+        {"labels": {"alertname": "KubePodCrashLooping", "pod": "api-1", "namespace": "shop"},
+         "generatorURL": "http://p:9090/graph?g0.expr=" + "%7B" * 2_000_000},
+        {"labels": {"alertname": "KubePodCrashLooping", "pod": "api-1", "namespace": "shop"}, "generatorURL": ["x"]},
+        {"labels": {"alertname": "KubePodCrashLooping", "pod": "api-1", "namespace": "shop"},
+         "generatorURL": "http://p/graph?g0.expr=%E0%A4%A&g0.expr=%ZZ;rm%20-rf%20/"},
+        {"labels": {"alertname": "X", "pod": "api-1", "namespace": "shop"},
+         "generatorURL": "http://p/graph?g0.expr=" + "sum(" * 5000 + 'x{a="$(reboot)"}'},
     ] + [
         {"labels": {"alertname": name, key: value, "namespace": ns}}
         for value in SHELL
