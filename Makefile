@@ -30,7 +30,8 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)-$(TREE_HASH)
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 TRAIN_ARGS ?=
-EVAL_ARGS ?= models/datasets/test-heldout-names.jsonl --selector trm --json
+# The per-source table on the held-out sources (repositories the model never trained on).
+EVAL_ARGS ?= models/datasets/sources --by-source --selector trm --batch-size 64
 BENCH ?=
 BENCH_ARGS ?=
 
