@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 VARIANTS: dict[str, list[str]] = {
-    "plain": ["--plain"],                                                       # y = net(x), one pass
+    "plain": ["--plain"],  # y = net(x), one pass
     "trm-n1-T2-N3": ["--n-latent", "1", "--t-recursions", "2", "--max-steps", "3"],  # the shipped TRM
     "trm-n1-T1-N3": ["--n-latent", "1", "--t-recursions", "1", "--max-steps", "3"],  # no no-grad recursion
     "trm-n2-T2-N1": ["--n-latent", "2", "--t-recursions", "2", "--max-steps", "1"],  # recursion, no deep supervision
@@ -31,8 +31,21 @@ VARIANTS: dict[str, list[str]] = {
 
 def train(variants: list[str], budget: float, out: Path, threads: int) -> int:
     for name in variants:
-        args = [sys.executable, "-m", "models.train", *VARIANTS[name], "--time-budget", str(budget), "--threads", str(threads),
-                "--out", str(out / name / "checkpoint"), "--reports", str(out / name / "reports"), "--quiet"]
+        args = [
+            sys.executable,
+            "-m",
+            "models.train",
+            *VARIANTS[name],
+            "--time-budget",
+            str(budget),
+            "--threads",
+            str(threads),
+            "--out",
+            str(out / name / "checkpoint"),
+            "--reports",
+            str(out / name / "reports"),
+            "--quiet",
+        ]
         print(f"[ablation] {name}: {' '.join(args[2:])}", file=sys.stderr, flush=True)
         rc = subprocess.run(args, check=False).returncode
         if rc:
@@ -76,8 +89,10 @@ def loso_metrics(checkpoint: Path) -> dict[str, float]:
     decisions, logits = raw_outputs(sel, rows)
     preds, held, _ = leave_one_source_out(rows, decisions, logits, sel.cfg.default_threshold)
     m = compute_metrics([r["expected"] for r in held], preds)
-    raw = compute_metrics([r["expected"] for r in held], [d | {"confidence": 1.0} for d, r in zip(decisions, rows)
-                                                          if r.get("role") == "heldout"])
+    raw = compute_metrics(
+        [r["expected"] for r in held],
+        [d | {"confidence": 1.0} for d, r in zip(decisions, rows) if r.get("role") == "heldout"],
+    )
     return m | {"raw_action_recall": raw["action_recall"]}
 
 
@@ -86,19 +101,25 @@ def table(runs: list[Path]) -> str:
 
     rows = source_rows("heldout")[::6][:300]
     cols = ("action_recall", "abstain_recall", "wrong_action_rate", "exact_match", "ece")
-    lines = ["| variant | recursive | n (latent) | T (recursions) | N_sup (steps) | params | train min | optimizer steps | "
-             + " | ".join(cols) + " | p50 ms (batch 1, 1 thread) | mean steps |",
-             "|---|---|---|---|---|---|---|---|" + "---|" * len(cols) + "---|---|"]
+    lines = [
+        "| variant | recursive | n (latent) | T (recursions) | N_sup (steps) | params | train min | optimizer steps | "
+        + " | ".join(cols)
+        + " | p50 ms (batch 1, 1 thread) | mean steps |",
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(cols) + "---|---|",
+    ]
     for run in runs:
         ckpt = run / "checkpoint" if (run / "checkpoint").is_dir() else run
         meta = json.loads((ckpt / "config.json").read_text())
         cfg, tr = meta["model"], meta["training"]
         m = loso_metrics(ckpt)
         p50, steps = latency_p50(ckpt, rows)
-        lines.append(f"| {run.name} | {cfg['recursive']} | {cfg['n_latent'] if cfg['recursive'] else '—'} | "
-                     f"{cfg['t_recursions'] if cfg['recursive'] else '—'} | {cfg['max_steps']} | {meta['parameters']:,} | "
-                     f"{tr['seconds'] / 60:.1f} | {tr['optimizer_steps']} | "
-                     + " | ".join(f"{m.get(c, float('nan')):.4f}" for c in cols) + f" | {p50:.2f} | {steps:.2f} |")
+        lines.append(
+            f"| {run.name} | {cfg['recursive']} | {cfg['n_latent'] if cfg['recursive'] else '—'} | "
+            f"{cfg['t_recursions'] if cfg['recursive'] else '—'} | {cfg['max_steps']} | {meta['parameters']:,} | "
+            f"{tr['seconds'] / 60:.1f} | {tr['optimizer_steps']} | "
+            + " | ".join(f"{m.get(c, float('nan')):.4f}" for c in cols)
+            + f" | {p50:.2f} | {steps:.2f} |"
+        )
     return "\n".join(lines)
 
 

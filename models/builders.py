@@ -31,8 +31,6 @@ _SHELL_VALUES: list[str] = _WORDS["shell_values"]
 FLUX_NAMESPACES = ["flux-system"] * 6 + NAMESPACES
 
 
-
-
 def _alnum(rng: random.Random, n: int, alphabet: str = _KUBE_ALNUM) -> str:
     return "".join(rng.choice(alphabet) for _ in range(n))
 
@@ -47,7 +45,9 @@ def app_name(rng: random.Random) -> str:
 
 def namespace_name(rng: random.Random) -> str:
     if rng.random() < 0.15:
-        return rng.choice(["team-", "ns-", "app-", "", "tenant-"]) + _alnum(rng, rng.randint(3, 9), "abcdefghijklmnopqrstuvwxyz0123456789")
+        return rng.choice(["team-", "ns-", "app-", "", "tenant-"]) + _alnum(
+            rng, rng.randint(3, 9), "abcdefghijklmnopqrstuvwxyz0123456789"
+        )
     return rng.choice(NAMESPACES)
 
 
@@ -66,12 +66,22 @@ def pod_name(rng: random.Random, owner: str | None = None, kind: str | None = No
 
 def pvc_name(rng: random.Random) -> str:
     app = app_name(rng)
-    return rng.choice([
-        f"data-{app}-{rng.randint(0, 3)}", f"{app}-data", f"{app}-pvc", f"storage-{app}-{rng.randint(0, 2)}",
-        f"prometheus-k8s-db-prometheus-k8s-{rng.randint(0, 1)}", f"{app}", f"export-{app}",
-        f"datadir-{app}-{rng.randint(0, 2)}", f"pgdata-{app}-{rng.randint(1, 3)}", f"{app}-cache",
-        f"alertmanager-main-db-alertmanager-main-{rng.randint(0, 2)}", f"www-{app}-{rng.randint(0, 2)}",
-    ])
+    return rng.choice(
+        [
+            f"data-{app}-{rng.randint(0, 3)}",
+            f"{app}-data",
+            f"{app}-pvc",
+            f"storage-{app}-{rng.randint(0, 2)}",
+            f"prometheus-k8s-db-prometheus-k8s-{rng.randint(0, 1)}",
+            f"{app}",
+            f"export-{app}",
+            f"datadir-{app}-{rng.randint(0, 2)}",
+            f"pgdata-{app}-{rng.randint(1, 3)}",
+            f"{app}-cache",
+            f"alertmanager-main-db-alertmanager-main-{rng.randint(0, 2)}",
+            f"www-{app}-{rng.randint(0, 2)}",
+        ]
+    )
 
 
 def flux_object(rng: random.Random) -> str:
@@ -81,13 +91,13 @@ def flux_object(rng: random.Random) -> str:
 
 
 def ip_port(rng: random.Random, port: int | None = None) -> str:
-    return f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}:{port or rng.choice([8080, 9090, 9100, 8443, 10250, 443])}"
-
+    octets = f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"  # drawn before the port, as before
+    return f"10.{octets}:{port or rng.choice([8080, 9090, 9100, 8443, 10250, 443])}"
 
 
 @dataclass(frozen=True)
 class Draft:
-    labels: dict[str, str]                                  # the alert's labels; the decision is models.policy's
+    labels: dict[str, str]  # the alert's labels; the decision is models.policy's
     context: dict[str, str] = field(default_factory=dict)  # extra words for annotation templates
 
 
@@ -101,13 +111,21 @@ def _common(rng: random.Random, labels: dict[str, str], job: str | None = None) 
     if rng.random() < 0.35:
         labels["cluster"] = rng.choice(["prod", "staging", "studio", "pro", "homelab", "eu-west-1", "gke-main"])
     if rng.random() < 0.4:
-        labels["prometheus"] = rng.choice(["monitoring/k8s", "monitoring/kube-prometheus-stack-prometheus", "observability/prometheus"])
+        labels["prometheus"] = rng.choice(
+            ["monitoring/k8s", "monitoring/kube-prometheus-stack-prometheus", "observability/prometheus"]
+        )
     if job and "job" not in labels and rng.random() < 0.85:
         labels["job"] = job
-    for key, values in (("team", ["sre", "platform", "payments", "data"]), ("env", ["prod", "dev", "staging"]),
-                        ("region", ["eu-west-1", "us-east-1"]), ("alertgroup", ["kubernetes-apps", "flux", "general.rules"]),
-                        ("prometheus_replica", ["prometheus-k8s-0", "prometheus-k8s-1"]), ("receiver", ["agent-sre", "default"]),
-                        ("rule_group", ["kubernetes-apps", "k8s.rules"]), ("source", ["prometheus", "vmalert"])):
+    for key, values in (
+        ("team", ["sre", "platform", "payments", "data"]),
+        ("env", ["prod", "dev", "staging"]),
+        ("region", ["eu-west-1", "us-east-1"]),
+        ("alertgroup", ["kubernetes-apps", "flux", "general.rules"]),
+        ("prometheus_replica", ["prometheus-k8s-0", "prometheus-k8s-1"]),
+        ("receiver", ["agent-sre", "default"]),
+        ("rule_group", ["kubernetes-apps", "k8s.rules"]),
+        ("source", ["prometheus", "vmalert"]),
+    ):
         if rng.random() < 0.08:
             labels[key] = rng.choice(values)
     return labels
@@ -121,7 +139,9 @@ def _ksm_target(rng: random.Random, labels: dict[str, str], exporter_pod: float 
         labels["service"] = rng.choice(["kube-state-metrics", "kube-prometheus-stack-kube-state-metrics"])
         labels["endpoint"] = "http"
     if rng.random() < exporter_pod:
-        labels["pod"] = pod_name(rng, rng.choice(["kube-state-metrics", "kube-prometheus-stack-kube-state-metrics"]), "deployment")
+        labels["pod"] = pod_name(
+            rng, rng.choice(["kube-state-metrics", "kube-prometheus-stack-kube-state-metrics"]), "deployment"
+        )
         labels["container"] = "kube-state-metrics"
 
 
@@ -186,8 +206,16 @@ def build_pod_waiting(rng: random.Random) -> Draft:
     if rng.random() < 0.5:
         labels["container"] = owner.split("-")[0]
     if rng.random() < 0.35:
-        labels["reason"] = rng.choice(["ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError",
-                                       "ContainerCreating", "InvalidImageName", "CreateContainerError"])
+        labels["reason"] = rng.choice(
+            [
+                "ImagePullBackOff",
+                "ErrImagePull",
+                "CreateContainerConfigError",
+                "ContainerCreating",
+                "InvalidImageName",
+                "CreateContainerError",
+            ]
+        )
     if rng.random() < 0.25:
         labels["phase"] = rng.choice(["Pending", "Unknown", "Failed", "Pending"])
     if rng.random() < 0.15:
@@ -233,9 +261,11 @@ def build_deployment_stuck(rng: random.Random) -> Draft:
 
 def _scale_builder(p_target: float) -> Callable[[random.Random], Draft]:
     """Alerts about a Deployment's load or size: scale only when the alert names a replica target."""
+
     def build(rng: random.Random) -> Draft:
         labels, dep = _deployment_labels(rng, p_target=p_target)
         return Draft(labels, {"deployment": dep, "replicas": labels.get("replicas", "")})
+
     return build
 
 
@@ -262,19 +292,45 @@ def build_pvc(rng: random.Random) -> Draft:
     return Draft(labels, {"pvc": pvc})
 
 
-FLUX_ACTION_KINDS = {"Kustomization": "flux-reconcile-kustomization", "HelmRelease": "flux-reconcile-helmrelease",
-                     "GitRepository": "flux-reconcile-gitrepository"}
-FLUX_OTHER_KINDS = ("OCIRepository", "HelmRepository", "HelmChart", "Bucket", "ImageRepository",
-                    "ImagePolicy", "ImageUpdateAutomation", "Receiver", "Alert", "Provider")
-FLUX_GROUPS = {"Kustomization": "kustomize.toolkit.fluxcd.io", "HelmRelease": "helm.toolkit.fluxcd.io",
-               "GitRepository": "source.toolkit.fluxcd.io", "OCIRepository": "source.toolkit.fluxcd.io",
-               "HelmRepository": "source.toolkit.fluxcd.io", "HelmChart": "source.toolkit.fluxcd.io",
-               "Bucket": "source.toolkit.fluxcd.io", "ImageRepository": "image.toolkit.fluxcd.io",
-               "ImagePolicy": "image.toolkit.fluxcd.io", "ImageUpdateAutomation": "image.toolkit.fluxcd.io",
-               "Receiver": "notification.toolkit.fluxcd.io", "Alert": "notification.toolkit.fluxcd.io",
-               "Provider": "notification.toolkit.fluxcd.io"}
-FLUX_CONTROLLERS = {"kustomize": "kustomize-controller", "helm": "helm-controller", "source": "source-controller",
-                    "image": "image-reflector-controller", "notification": "notification-controller"}
+FLUX_ACTION_KINDS = {
+    "Kustomization": "flux-reconcile-kustomization",
+    "HelmRelease": "flux-reconcile-helmrelease",
+    "GitRepository": "flux-reconcile-gitrepository",
+}
+FLUX_OTHER_KINDS = (
+    "OCIRepository",
+    "HelmRepository",
+    "HelmChart",
+    "Bucket",
+    "ImageRepository",
+    "ImagePolicy",
+    "ImageUpdateAutomation",
+    "Receiver",
+    "Alert",
+    "Provider",
+)
+FLUX_GROUPS = {
+    "Kustomization": "kustomize.toolkit.fluxcd.io",
+    "HelmRelease": "helm.toolkit.fluxcd.io",
+    "GitRepository": "source.toolkit.fluxcd.io",
+    "OCIRepository": "source.toolkit.fluxcd.io",
+    "HelmRepository": "source.toolkit.fluxcd.io",
+    "HelmChart": "source.toolkit.fluxcd.io",
+    "Bucket": "source.toolkit.fluxcd.io",
+    "ImageRepository": "image.toolkit.fluxcd.io",
+    "ImagePolicy": "image.toolkit.fluxcd.io",
+    "ImageUpdateAutomation": "image.toolkit.fluxcd.io",
+    "Receiver": "notification.toolkit.fluxcd.io",
+    "Alert": "notification.toolkit.fluxcd.io",
+    "Provider": "notification.toolkit.fluxcd.io",
+}
+FLUX_CONTROLLERS = {
+    "kustomize": "kustomize-controller",
+    "helm": "helm-controller",
+    "source": "source-controller",
+    "image": "image-reflector-controller",
+    "notification": "notification-controller",
+}
 
 
 def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> dict[str, str]:
@@ -285,9 +341,17 @@ def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> dict[str, s
     if kind_label:
         labels["customresource_kind" if ksm_style and rng.random() < 0.8 else "kind"] = kind
     r = rng.random()
-    name_key = "name" if r < 0.8 else ({"Kustomization": "kustomization", "HelmRelease": "helmrelease",
-                                         "GitRepository": "gitrepository"}.get(kind, "name") if r < 0.9
-                                        else rng.choice(["exported_name", "resource_name"]))
+    name_key = (
+        "name"
+        if r < 0.8
+        else (
+            {"Kustomization": "kustomization", "HelmRelease": "helmrelease", "GitRepository": "gitrepository"}.get(
+                kind, "name"
+            )
+            if r < 0.9
+            else rng.choice(["exported_name", "resource_name"])
+        )
+    )
     labels[name_key] = obj
     r = rng.random()
     if r < 0.45:  # scraped in flux-system / monitoring: the object's namespace moves to exported_namespace
@@ -302,13 +366,18 @@ def _flux_labels(rng: random.Random, kind: str, kind_label: bool) -> dict[str, s
     if ksm_style:
         labels["job"] = "kube-state-metrics"
         if rng.random() < 0.6:
-            labels["customresource_group"], labels["customresource_version"] = group, rng.choice(["v1", "v2", "v1beta2"])
+            labels["customresource_group"], labels["customresource_version"] = (
+                group,
+                rng.choice(["v1", "v2", "v1beta2"]),
+            )
         if rng.random() < 0.5:
             labels["ready"] = rng.choice(["False", "Unknown"])
         if rng.random() < 0.3:
             labels["suspended"] = "false"
         if rng.random() < 0.3:
-            labels["revision"] = rng.choice(["main@sha1:", "v1.2.3@sha256:", "6.5.0"]) + _alnum(rng, 8, "0123456789abcdef")
+            labels["revision"] = rng.choice(["main@sha1:", "v1.2.3@sha256:", "6.5.0"]) + _alnum(
+                rng, 8, "0123456789abcdef"
+            )
     else:
         controller = FLUX_CONTROLLERS[group.split(".")[0]]
         if rng.random() < 0.6:
@@ -334,6 +403,7 @@ def build_flux_generic(rng: random.Random) -> Draft:
 def _flux_kind_builder(kind: str) -> Callable[[random.Random], Draft]:
     def build(rng: random.Random) -> Draft:
         return Draft(_flux_labels(rng, kind, kind_label=rng.random() < 0.5), {"kind": kind})
+
     return build
 
 
@@ -347,14 +417,21 @@ def build_node(rng: random.Random) -> Draft:
     if rng.random() < 0.6:
         labels["instance"] = rng.choice([ip_port(rng, 9100), rng.choice(NODES) + ":9100"])
     if rng.random() < 0.3:
-        labels["condition"], labels["status"] = rng.choice(["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"]), rng.choice(["true", "false", "unknown"])
+        labels["condition"], labels["status"] = (
+            rng.choice(["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"]),
+            rng.choice(["true", "false", "unknown"]),
+        )
     if rng.random() < 0.3:  # node-exporter's own pod: a distractor
         labels["pod"], labels["namespace"] = pod_name(rng, "node-exporter", "daemonset"), "monitoring"
         labels["container"] = rng.choice(["node-exporter", "kube-rbac-proxy"])
     elif rng.random() < 0.2:
         labels["namespace"] = rng.choice(["monitoring", "kube-system"])
     if rng.random() < 0.2:
-        labels["device"], labels["mountpoint"], labels["fstype"] = rng.choice(["/dev/sda1", "/dev/nvme0n1p2"]), rng.choice(["/", "/var", "/var/lib/kubelet"]), "ext4"
+        labels["device"], labels["mountpoint"], labels["fstype"] = (
+            rng.choice(["/dev/sda1", "/dev/nvme0n1p2"]),
+            rng.choice(["/", "/var", "/var/lib/kubelet"]),
+            "ext4",
+        )
     _common(rng, labels, rng.choice(["node-exporter", "kubelet", "kube-state-metrics"]))
     return Draft(labels)
 
@@ -366,7 +443,10 @@ def build_host(rng: random.Random) -> Draft:
     if rng.random() < 0.2:
         labels["name"] = rng.choice(["nginx.service", "docker.service", "k3s.service", "sshd.service"])
     if rng.random() < 0.2:
-        labels["device"], labels["mountpoint"] = rng.choice(["/dev/sda1", "/dev/md0", "eth0"]), rng.choice(["/", "/data", "/boot"])
+        labels["device"], labels["mountpoint"] = (
+            rng.choice(["/dev/sda1", "/dev/md0", "eth0"]),
+            rng.choice(["/", "/data", "/boot"]),
+        )
     _common(rng, labels, rng.choice(["node-exporter", "node", "blackbox"]))
     return Draft(labels)
 
@@ -378,12 +458,23 @@ def build_control_plane(rng: random.Random) -> Draft:
     if rng.random() < 0.3:
         labels["namespace"] = "kube-system"
         if rng.random() < 0.5:
-            labels["pod"] = rng.choice(["kube-apiserver-", "etcd-", "kube-scheduler-", "kube-controller-manager-"]) + rng.choice(NODES)
+            labels["pod"] = rng.choice(
+                ["kube-apiserver-", "etcd-", "kube-scheduler-", "kube-controller-manager-"]
+            ) + rng.choice(NODES)
     if rng.random() < 0.2:
-        labels["verb"], labels["resource"] = rng.choice(["LIST", "GET", "WATCH"]), rng.choice(["pods", "nodes", "secrets"])
+        labels["verb"], labels["resource"] = (
+            rng.choice(["LIST", "GET", "WATCH"]),
+            rng.choice(["pods", "nodes", "secrets"]),
+        )
     if rng.random() < 0.15:
         labels["name"] = rng.choice(["v1beta1.metrics.k8s.io", "v1.custom.metrics.k8s.io"])
-    _common(rng, labels, rng.choice(["apiserver", "kube-scheduler", "kube-controller-manager", "etcd", "kubelet", "kube-proxy", "coredns"]))
+    _common(
+        rng,
+        labels,
+        rng.choice(
+            ["apiserver", "kube-scheduler", "kube-controller-manager", "etcd", "kubelet", "kube-proxy", "coredns"]
+        ),
+    )
     return Draft(labels)
 
 
@@ -395,7 +486,10 @@ def build_certificate(rng: random.Random) -> Draft:
         if rng.random() < 0.5:
             labels["condition"] = rng.choice(["False", "Unknown"])
         if rng.random() < 0.4:
-            labels["issuer_name"], labels["issuer_kind"] = rng.choice(["letsencrypt-prod", "ca-issuer"]), "ClusterIssuer"
+            labels["issuer_name"], labels["issuer_kind"] = (
+                rng.choice(["letsencrypt-prod", "ca-issuer"]),
+                "ClusterIssuer",
+            )
     else:
         labels["instance"] = rng.choice([ip_port(rng, 6443), "https://example.org", "api.example.com:443"])
     _common(rng, labels, rng.choice(["cert-manager", "apiserver", "blackbox", "kubelet", "ssl-exporter"]))
@@ -403,13 +497,25 @@ def build_certificate(rng: random.Random) -> Draft:
 
 
 def build_monitoring_internals(rng: random.Random) -> Draft:
-    comp = rng.choice(["prometheus-k8s", "alertmanager-main", "prometheus-operator", "thanos-ruler", "kube-prometheus-stack-prometheus"])
+    comp = rng.choice(
+        [
+            "prometheus-k8s",
+            "alertmanager-main",
+            "prometheus-operator",
+            "thanos-ruler",
+            "kube-prometheus-stack-prometheus",
+        ]
+    )
     labels = {"namespace": rng.choice(["monitoring", "observability", "prometheus"])}
     if rng.random() < 0.6:
         labels["pod"] = pod_name(rng, comp, "statefulset" if "operator" not in comp else "deployment")
         labels["container"] = rng.choice(["prometheus", "alertmanager", "config-reloader", "prometheus-operator"])
     if rng.random() < 0.5:
-        labels["service"], labels["endpoint"], labels["instance"] = comp, rng.choice(["web", "http", "https"]), ip_port(rng, 9090)
+        labels["service"], labels["endpoint"], labels["instance"] = (
+            comp,
+            rng.choice(["web", "http", "https"]),
+            ip_port(rng, 9090),
+        )
     if rng.random() < 0.3:
         labels["controller"] = rng.choice(["prometheus", "alertmanager", "thanos"])
     if rng.random() < 0.2:
@@ -452,6 +558,7 @@ def _workload_builder(key: str, value: Callable[[random.Random], str]) -> Callab
             labels[rng.choice(_REPLICA_DISTRACTOR_KEYS)] = str(rng.randint(0, 5))
         _common(rng, labels, "kube-state-metrics")
         return Draft(labels)
+
     return build
 
 
@@ -479,13 +586,24 @@ def build_application(rng: random.Random) -> Draft:
         labels["pod"] = pod_name(rng)
     if rng.random() < 0.3:
         labels["service"] = app_name(rng)
-    for key, values in (("datname", ["orders", "postgres", "app"]), ("queue", ["jobs", "emails"]),
-                        ("topic", ["events", "payments"]), ("consumergroup", ["billing", "etl"]),
-                        ("code", ["500", "503"]), ("method", ["GET", "POST"]), ("route", ["/api/v1/orders", "/healthz"]),
-                        ("server", ["db-1", "redis-0"]), ("app", APPS), ("deployment", APPS), ("name", FLUX_OBJECTS)):
+    for key, values in (
+        ("datname", ["orders", "postgres", "app"]),
+        ("queue", ["jobs", "emails"]),
+        ("topic", ["events", "payments"]),
+        ("consumergroup", ["billing", "etl"]),
+        ("code", ["500", "503"]),
+        ("method", ["GET", "POST"]),
+        ("route", ["/api/v1/orders", "/healthz"]),
+        ("server", ["db-1", "redis-0"]),
+        ("app", APPS),
+        ("deployment", APPS),
+        ("name", FLUX_OBJECTS),
+    ):
         if rng.random() < (0.06 if key in ("deployment", "name") else 0.12):
             labels[key] = rng.choice(values)
-    _common(rng, labels, rng.choice(["postgres-exporter", "redis-exporter", "blackbox", "nginx", "app", "mysqld-exporter"]))
+    _common(
+        rng, labels, rng.choice(["postgres-exporter", "redis-exporter", "blackbox", "nginx", "app", "mysqld-exporter"])
+    )
     return Draft(labels)
 
 

@@ -55,7 +55,9 @@ def fit_platt(logits: np.ndarray, correct: np.ndarray, prior: float = 1e-3) -> t
     return float(F.softplus(u).detach()), float(b.detach())
 
 
-def raw_outputs(selector: Any, rows: Sequence[dict[str, Any]], batch_size: int = 128) -> tuple[list[dict[str, Any]], np.ndarray]:
+def raw_outputs(
+    selector: Any, rows: Sequence[dict[str, Any]], batch_size: int = 128
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Ungated decisions and halting logits of a TRMSelector, in row order."""
     from models.selector import to_batch
 
@@ -63,14 +65,18 @@ def raw_outputs(selector: Any, rows: Sequence[dict[str, Any]], batch_size: int =
     logits: list[np.ndarray] = []
     for s in range(0, len(rows), batch_size):
         alerts = [r["alert"] for r in rows[s : s + batch_size]]
-        decisions += [{"lambda_function": d.lambda_function, "parameters": d.parameters} for d in selector.select_batch(alerts)]
+        decisions += [
+            {"lambda_function": d.lambda_function, "parameters": d.parameters} for d in selector.select_batch(alerts)
+        ]
         enc = [selector.encoder.encode(a) for a in alerts]
         out, _ = selector.model.infer(to_batch(enc, selector.cfg))
         logits.append(out.halt.float().numpy())
     return decisions, np.concatenate(logits) if logits else np.zeros(0)
 
 
-def gate(decisions: Sequence[dict[str, Any]], logits: np.ndarray, a: float, b: float, threshold: float) -> list[dict[str, Any]]:
+def gate(
+    decisions: Sequence[dict[str, Any]], logits: np.ndarray, a: float, b: float, threshold: float
+) -> list[dict[str, Any]]:
     """Calibrated confidence, and an abstention below the threshold (as models.selector.ThresholdedSelector)."""
     out = []
     for d, z in zip(decisions, logits):
@@ -82,8 +88,9 @@ def gate(decisions: Sequence[dict[str, Any]], logits: np.ndarray, a: float, b: f
     return out
 
 
-def leave_one_source_out(rows: Sequence[dict[str, Any]], decisions: Sequence[dict[str, Any]], logits: np.ndarray,
-                         threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, tuple[float, float]]]:
+def leave_one_source_out(
+    rows: Sequence[dict[str, Any]], decisions: Sequence[dict[str, Any]], logits: np.ndarray, threshold: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, tuple[float, float]]]:
     """Per held-out source: gated predictions with a, b fitted without that source. Returns (predictions for the
     held-out rows, in order; their rows; the fit used per source)."""
     correct = np.array([float(is_exact(r["expected"], d)) for r, d in zip(rows, decisions)])
@@ -107,8 +114,15 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m models.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT_DIR)
-    parser.add_argument("--write", action="store_true", help="refit on calibration + held-out sources and store it in the checkpoint")
-    parser.add_argument("--reports", type=Path, default=None, help="write reliability-sources-<kind>.png and calibration-<kind>.json here")
+    parser.add_argument(
+        "--write", action="store_true", help="refit on calibration + held-out sources and store it in the checkpoint"
+    )
+    parser.add_argument(
+        "--reports",
+        type=Path,
+        default=None,
+        help="write reliability-sources-<kind>.png and calibration-<kind>.json here",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -124,14 +138,24 @@ def main(argv: list[str] | None = None) -> int:
     kind = json.loads((args.checkpoint / CONFIG_FILE).read_text()).get("kind", args.checkpoint.name)
     print(f"{kind}: leave-one-source-out calibration, threshold {threshold}")
     print(source_markdown(table))
-    result: dict[str, Any] = {"kind": kind, "protocol": "leave-one-source-out Platt scaling", "threshold": threshold,
-                              "fits": {k: {"scale": a, "bias": b} for k, (a, b) in fits.items()}, "by_source": table,
-                              "pooled": {k: m[k] for k in ("n", "exact_match", "action_recall", "abstain_recall", "wrong_action_rate", "ece")}}
+    result: dict[str, Any] = {
+        "kind": kind,
+        "protocol": "leave-one-source-out Platt scaling",
+        "threshold": threshold,
+        "fits": {k: {"scale": a, "bias": b} for k, (a, b) in fits.items()},
+        "by_source": table,
+        "pooled": {
+            k: m[k] for k in ("n", "exact_match", "action_recall", "abstain_recall", "wrong_action_rate", "ece")
+        },
+    }
     if args.reports:
         curves = {}
         for src in sorted({r["source"] for r in held_rows}):
             idx = [i for i, r in enumerate(held_rows) if r["source"] == src]
-            curves[src] = ([preds[i]["confidence"] for i in idx], [is_exact(held_rows[i]["expected"], preds[i]) for i in idx])
+            curves[src] = (
+                [preds[i]["confidence"] for i in idx],
+                [is_exact(held_rows[i]["expected"], preds[i]) for i in idx],
+            )
         plot_reliability(curves, args.reports / f"reliability-sources-{kind}.png")
         (args.reports / f"calibration-{kind}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.write:
@@ -140,8 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         path = args.checkpoint / CONFIG_FILE
         meta = json.loads(path.read_text())
         meta["model"]["calib_scale"], meta["model"]["calib_bias"] = a, b
-        meta.setdefault("training", {})["calibration"] = {"scale": a, "bias": b, "n": len(rows),
-                                                          "fitted_on": "calibration sources + held-out sources (models.calibrate)"}
+        meta.setdefault("training", {})["calibration"] = {
+            "scale": a,
+            "bias": b,
+            "n": len(rows),
+            "fitted_on": "calibration sources + held-out sources (models.calibrate)",
+        }
         path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         print(f"wrote calibration scale {a:.4f} bias {b:.4f} to {path}", file=sys.stderr)
     return 0

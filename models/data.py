@@ -75,6 +75,7 @@ DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
 TEST_NAME_PCT = 12
 VAL_NAME_PCT = 8
 
+
 # ----------------------------------------------------------------------------------------------
 # Alert names: composition, casing, canonical form and name buckets
 # ----------------------------------------------------------------------------------------------
@@ -89,8 +90,9 @@ def split_words(name: str) -> list[str]:
 def render_name(rng: random.Random, parts: Sequence[str]) -> str:
     """Join name parts with one of the casings real rule sets use (CamelCase dominates)."""
     words = [w for p in parts for w in ([p] if p.lower() == "k8s" else split_words(p))]
-    style = rng.choices(["camel", "snake", "lower", "upper_snake", "kebab", "spaced", "lowercamel"],
-                        [72, 7, 4, 5, 4, 5, 3])[0]
+    style = rng.choices(
+        ["camel", "snake", "lower", "upper_snake", "kebab", "spaced", "lowercamel"], [72, 7, 4, 5, 4, 5, 3]
+    )[0]
     if style == "camel":
         return "".join(p for p in parts)
     if style == "snake":
@@ -119,8 +121,6 @@ def name_bucket(name: str) -> str:
     if h < TEST_NAME_PCT + VAL_NAME_PCT:
         return "val"
     return "train"
-
-
 
 
 @dataclass(frozen=True)
@@ -184,8 +184,18 @@ BUILDERS: dict[str, Callable[[random.Random], Draft]] = {
 
 def _load_situations() -> tuple[Situation, ...]:
     table = json.loads((DATA_DIR / "situations.json").read_text(encoding="utf-8"))["situations"]
-    return tuple(Situation(key, float(s["weight"]), tuple(s["curated"]), tuple(tuple(p) for p in s["parts"]),
-                           BUILDERS[key], tuple(s["summaries"]), tuple(s["descriptions"])) for key, s in table.items())
+    return tuple(
+        Situation(
+            key,
+            float(s["weight"]),
+            tuple(s["curated"]),
+            tuple(tuple(p) for p in s["parts"]),
+            BUILDERS[key],
+            tuple(s["summaries"]),
+            tuple(s["descriptions"]),
+        )
+        for key, s in table.items()
+    )
 
 
 SITUATIONS: tuple[Situation, ...] = _load_situations()
@@ -199,7 +209,9 @@ class _Fill(dict):  # str.format_map that leaves unknown fields blank
         return ""
 
 
-def _annotations(rng: random.Random, sit: Situation, labels: dict[str, str], context: dict[str, str], alertname: str) -> dict[str, str]:
+def _annotations(
+    rng: random.Random, sit: Situation, labels: dict[str, str], context: dict[str, str], alertname: str
+) -> dict[str, str]:
     values = _Fill(labels) | context | {"n": str(rng.randint(2, 97))}
     values = _Fill(values)
     out: dict[str, str] = {}
@@ -211,14 +223,22 @@ def _annotations(rng: random.Random, sit: Situation, labels: dict[str, str], con
     if sit.descriptions and rng.random() < 0.8:
         out["description" if rng.random() < 0.8 else "message"] = rng.choice(sit.descriptions).format_map(values)
     if rng.random() < 0.4:
-        base = rng.choice(["https://runbooks.prometheus-operator.dev/runbooks/kubernetes/",
-                           "https://github.com/example/runbooks/blob/main/", "https://wiki.example.com/alerts/"])
+        base = rng.choice(
+            [
+                "https://runbooks.prometheus-operator.dev/runbooks/kubernetes/",
+                "https://github.com/example/runbooks/blob/main/",
+                "https://wiki.example.com/alerts/",
+            ]
+        )
         out["runbook_url"] = base + alertname.lower()
     return out
 
 
-def _alert(rng: random.Random, labels: dict[str, str], annotations: dict[str, str], expr: str = "up == 0") -> dict[str, Any]:
-    t = f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
+def _alert(
+    rng: random.Random, labels: dict[str, str], annotations: dict[str, str], expr: str = "up == 0"
+) -> dict[str, Any]:
+    day = f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}"  # drawn in the same order as before
+    t = f"{day}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}Z"
     return {
         "status": "firing",
         "labels": labels,
@@ -237,10 +257,21 @@ def generator_url(rng: random.Random, expr: str) -> str:
     if r < 0.12:
         return ""
     if r < 0.17:
-        return rng.choice(["http://vmalert.monitoring.svc:8880/vmalert/alert?group_id=1234&alert_id=5678",
-                           "https://grafana.example.com/alerting/grafana/abc123/view", "http://localhost:9090"])
-    return (rng.choice(["http://prometheus.monitoring.svc:9090", "http://prometheus-k8s-0:9090", "https://prometheus.example.com"])
-            + "/graph?g0.expr=" + quote(expr, safe="") + "&g0.tab=1")
+        return rng.choice(
+            [
+                "http://vmalert.monitoring.svc:8880/vmalert/alert?group_id=1234&alert_id=5678",
+                "https://grafana.example.com/alerting/grafana/abc123/view",
+                "http://localhost:9090",
+            ]
+        )
+    return (
+        rng.choice(
+            ["http://prometheus.monitoring.svc:9090", "http://prometheus-k8s-0:9090", "https://prometheus.example.com"]
+        )
+        + "/graph?g0.expr="
+        + quote(expr, safe="")
+        + "&g0.tab=1"
+    )
 
 
 def generate(n: int, seed: int, bucket: str, catalog: Catalog | None = None) -> list[dict[str, Any]]:
@@ -272,12 +303,14 @@ def generate(n: int, seed: int, bucket: str, catalog: Catalog | None = None) -> 
         if rng.random() < 0.15:  # env/product prefixes and suffixes (the bucket is the base name's)
             labels["alertname"] = augment_name(alertname, rng)
         t = policy.decide(sit.key, labels)  # THE policy table (models/policy.py); builders only make labels and text
-        out.append({
-            "alert": _alert(rng, labels, annotations, expression_for(sit.key, labels, rng)),
-            "expected": policy.expected_decision(t, labels, catalog),
-            "target": {"lambda_function": t.function, "pointers": t.pointers, "enums": t.enums},
-            "situation": sit.key,
-        })
+        out.append(
+            {
+                "alert": _alert(rng, labels, annotations, expression_for(sit.key, labels, rng)),
+                "expected": policy.expected_decision(t, labels, catalog),
+                "target": {"lambda_function": t.function, "pointers": t.pointers, "enums": t.enums},
+                "situation": sit.key,
+            }
+        )
     return out
 
 
@@ -336,8 +369,51 @@ def segment_vocabulary() -> tuple[str, ...]:
         for name in sit.curated:
             if name_bucket(name) == "train":
                 words.update(w.lower() for w in split_words(name))
-    words.update(["pod", "pods", "container", "deployment", "persistent", "volume", "claim", "flux", "helm", "release",
-                  "git", "repository", "kustomization", "restart", "restarts", "crash", "loop", "looping", "oom", "killed",
-                  "memory", "ready", "not", "pending", "image", "pull", "back", "off", "filling", "up", "inodes", "space",
-                  "kube", "kubernetes", "node", "stateful", "set", "daemon", "job", "cron", "hpa", "replicas", "mismatch"])
+    words.update(
+        [
+            "pod",
+            "pods",
+            "container",
+            "deployment",
+            "persistent",
+            "volume",
+            "claim",
+            "flux",
+            "helm",
+            "release",
+            "git",
+            "repository",
+            "kustomization",
+            "restart",
+            "restarts",
+            "crash",
+            "loop",
+            "looping",
+            "oom",
+            "killed",
+            "memory",
+            "ready",
+            "not",
+            "pending",
+            "image",
+            "pull",
+            "back",
+            "off",
+            "filling",
+            "up",
+            "inodes",
+            "space",
+            "kube",
+            "kubernetes",
+            "node",
+            "stateful",
+            "set",
+            "daemon",
+            "job",
+            "cron",
+            "hpa",
+            "replicas",
+            "mismatch",
+        ]
+    )
     return tuple(sorted(w for w in words if len(w) >= 2))

@@ -34,9 +34,9 @@ from runbooks.catalog import is_dns1123_label, is_dns1123_subdomain
 
 # Token kinds (segment ids).
 PAD, CLS, NAME, SLOT, SUMMARY, DESCRIPTION, URL, EXPR = range(8)
-N_SEGMENTS = 8                 # checkpoints record how many they were trained with (TRMConfig.n_segments)
-MAX_VALUE_CHARS = 256          # label values longer than this are described by their first 256 chars
-MAX_ANNOTATION_CHARS = 600     # per annotation; rendered descriptions put the gist first
+N_SEGMENTS = 8  # checkpoints record how many they were trained with (TRMConfig.n_segments)
+MAX_VALUE_CHARS = 256  # label values longer than this are described by their first 256 chars
+MAX_ANNOTATION_CHARS = 600  # per annotation; rendered descriptions put the gist first
 ANNOTATION_KEYS = ("summary", "description", "message")
 
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -51,23 +51,97 @@ _PROM_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'")
 _PROM_MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*\"((?:[^\"\\]|\\.)*)\"")
 _PROM_CLAUSE = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 _PROM_IDENT = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
-_PROM_KEYWORDS = frozenset(["by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan"])
-STOPWORDS = frozenset(["a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "of", "for", "in", "on", "at", "to", "from", "by", "with", "than", "then", "this", "that", "these", "those", "it", "its", "or", "and", "as", "more", "less", "longer", "over", "under", "since", "which", "who", "when", "per", "has", "been", "this", "than", "please", "check", "see", "details", "value", "current", "currently", "last"])
+_PROM_KEYWORDS = frozenset(
+    [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+    ]
+)
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "has",
+        "have",
+        "had",
+        "of",
+        "for",
+        "in",
+        "on",
+        "at",
+        "to",
+        "from",
+        "by",
+        "with",
+        "than",
+        "then",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "or",
+        "and",
+        "as",
+        "more",
+        "less",
+        "longer",
+        "over",
+        "under",
+        "since",
+        "which",
+        "who",
+        "when",
+        "per",
+        "has",
+        "been",
+        "this",
+        "than",
+        "please",
+        "check",
+        "see",
+        "details",
+        "value",
+        "current",
+        "currently",
+        "last",
+    ]
+)
 
 
 @dataclass(frozen=True)
 class EncoderSettings:
     """Sizes of the encoded sequence; stored in the checkpoint config (changing them needs retraining)."""
 
-    buckets: int = 16384           # hashed feature ids; ~6k distinct features in training, so collisions are rare
-    max_features: int = 24         # features per token (a label slot uses ~15-22)
-    max_name_words: int = 8        # alertname words (real names have 2-6)
-    max_labels: int = 20           # label slots (kube-prometheus alerts carry 6-14 labels besides alertname)
+    buckets: int = 16384  # hashed feature ids; ~6k distinct features in training, so collisions are rare
+    max_features: int = 24  # features per token (a label slot uses ~15-22)
+    max_name_words: int = 8  # alertname words (real names have 2-6)
+    max_labels: int = 20  # label slots (kube-prometheus alerts carry 6-14 labels besides alertname)
     max_annotation_words: int = 16  # first words of runbook_url / summary / description
-    max_expr_tokens: int = 0       # tokens of the rule expression read from generatorURL (0 = ignore the URL)
-    drop_stopwords: bool = False   # annotation words: skip filler ("the", "for", "than") so more content fits
-    scan_labels: int = 512         # labels looked at beyond the priority keys (10,000-label alerts stay cheap)
-    value_feature: bool = False    # also hash a short label value whole ("kind=HelmRepository" vs "GitRepository")
+    max_expr_tokens: int = 0  # tokens of the rule expression read from generatorURL (0 = ignore the URL)
+    drop_stopwords: bool = False  # annotation words: skip filler ("the", "for", "than") so more content fits
+    scan_labels: int = 512  # labels looked at beyond the priority keys (10,000-label alerts stay cheap)
+    value_feature: bool = False  # also hash a short label value whole ("kind=HelmRepository" vs "GitRepository")
     segment_vocab: tuple[str, ...] = ()  # known words for splitting run-together names ("kubepodcrashlooping")
     priority_keys: tuple[str, ...] = ()  # labels kept first when an alert has more than max_labels
 
@@ -82,11 +156,11 @@ class EncoderSettings:
 
 @dataclass
 class EncodedAlert:
-    feats: np.ndarray              # (L, F) int32 feature ids, 0 = padding
-    segments: np.ndarray           # (L,) int8 token kind
-    positions: np.ndarray          # (L,) int8 position within its segment
-    slot_keys: list[str]           # label key of each filled slot (<= max_labels)
-    slot_values: list[Any]         # the original value of each filled slot, copied verbatim on output
+    feats: np.ndarray  # (L, F) int32 feature ids, 0 = padding
+    segments: np.ndarray  # (L,) int8 token kind
+    positions: np.ndarray  # (L,) int8 position within its segment
+    slot_keys: list[str]  # label key of each filled slot (<= max_labels)
+    slot_values: list[Any]  # the original value of each filled slot, copied verbatim on output
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +271,7 @@ class AlertEncoder:
         return self._ids(feats)
 
     def _expr_tokens(self, alert: Mapping[str, Any]) -> list[tuple[str, ...]]:
-        """Feature bags of the expression: one per metric, one for the functions, one for grouping keys, one per matcher."""
+        """Feature bags of the expression: one per metric, one for functions, one for grouping keys, one per matcher."""
         if self.s.max_expr_tokens <= 0:
             return []
         try:
@@ -210,7 +284,12 @@ class AlertEncoder:
         tokens: list[tuple[str, ...]] = []
         for metric in metrics[:4]:
             words = words_of(metric)
-            tokens.append(tuple(["m:" + metric, "mp:" + "_".join(words[:3]), "mp:" + "_".join(words[:2])] + ["w:" + w for w in words[:8]]))
+            tokens.append(
+                tuple(
+                    ["m:" + metric, "mp:" + "_".join(words[:3]), "mp:" + "_".join(words[:2])]
+                    + ["w:" + w for w in words[:8]]
+                )
+            )
         if functions:
             tokens.append(tuple("f:" + f.lower() for f in functions[:12]))
         if grouping:
@@ -221,7 +300,9 @@ class AlertEncoder:
             if key in ("job", "__name__") and op == "=":
                 continue
             vwords = [normalise_value_word(w) for w in words_of(value)[:6]]
-            tokens.append(tuple(["k:" + key, "op:" + op, "v:" + key + "=" + value[:40].lower()] + ["w:" + w for w in vwords]))
+            tokens.append(
+                tuple(["k:" + key, "op:" + op, "v:" + key + "=" + value[:40].lower()] + ["w:" + w for w in vwords])
+            )
         return tokens[: self.s.max_expr_tokens]
 
     # -- pieces of the alert ----------------------------------------------------------------------
@@ -358,9 +439,30 @@ def default_priority_keys(catalog: Any) -> tuple[str, ...]:
     for runbook in catalog.functions:
         for param in runbook.parameters:
             keys += [k for k in param.sources if k not in keys]
-    for k in ("kind", "customresource_kind", "statefulset", "daemonset", "job_name", "horizontalpodautoscaler",
-              "node", "container", "reason", "phase", "condition", "persistentvolume", "job", "service", "instance",
-              "type", "status", "ready", "suspended", "created_by_name", "owner_name", "owner_kind"):
+    for k in (
+        "kind",
+        "customresource_kind",
+        "statefulset",
+        "daemonset",
+        "job_name",
+        "horizontalpodautoscaler",
+        "node",
+        "container",
+        "reason",
+        "phase",
+        "condition",
+        "persistentvolume",
+        "job",
+        "service",
+        "instance",
+        "type",
+        "status",
+        "ready",
+        "suspended",
+        "created_by_name",
+        "owner_name",
+        "owner_kind",
+    ):
         if k not in keys:
             keys.append(k)
     return tuple(keys)

@@ -1,7 +1,9 @@
 """Evaluate a selector on a labelled JSONL dataset (the fixed interface other components use).
 
-    python -m models.evaluate eval DATASET.jsonl --selector trm|<extra> [--json] [--predictions OUT.jsonl] [--batch-size N]
-    python -m models.evaluate compare DATASET.jsonl [DATASET2.jsonl ...] [--selectors trm,plain,original-rules] [--markdown]
+    python -m models.evaluate eval DATASET.jsonl --selector trm|<extra> [--json] [--predictions OUT.jsonl]
+                                              [--batch-size N]
+    python -m models.evaluate compare DATASET.jsonl [DATASET2.jsonl ...] [--selectors trm,plain,original-rules]
+                                              [--markdown]
     python -m models.evaluate steps DATASET.jsonl        # accuracy by number of supervision steps, mean halting step
     python -m models.evaluate eval DATASET.jsonl --by-family  # plus one row per alert family (pods, flux, storage, ...)
     python -m models.evaluate eval models/datasets/sources --by-source --batch-size 64  # one row per source repository
@@ -76,8 +78,12 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def compute_metrics(expected: Sequence[Mapping[str, Any]], predicted: Sequence[Mapping[str, Any]],
-                    latencies_ms: Sequence[float] | None = None, min_confidence: float = MIN_CONFIDENCE) -> dict[str, Any]:
+def compute_metrics(
+    expected: Sequence[Mapping[str, Any]],
+    predicted: Sequence[Mapping[str, Any]],
+    latencies_ms: Sequence[float] | None = None,
+    min_confidence: float = MIN_CONFIDENCE,
+) -> dict[str, Any]:
     """All eval metrics. `expected`/`predicted`: dicts with lambda_function, parameters (+ confidence for predicted).
 
     - function_accuracy: predicted function == expected function (None == None counts)
@@ -88,8 +94,10 @@ def compute_metrics(expected: Sequence[Mapping[str, Any]], predicted: Sequence[M
       (including when none was expected)
     - wrong_parameters_rate: share of all examples with the right function but a wrong parameter
     - ece: expected calibration error of `confidence` against exact_match
-    - precision_at_min_confidence: exact-match rate among *actions* (function not None) with confidence >= min_confidence
-    - automated_recall: among examples expecting an action, the share decided exactly right with confidence >= min_confidence
+    - precision_at_min_confidence: exact-match rate among *actions* (function not None) with
+      confidence >= min_confidence
+    - automated_recall: among examples expecting an action, the share decided exactly right with
+      confidence >= min_confidence
     """
     n = len(expected)
     assert len(predicted) == n, "one prediction per expected example"
@@ -123,10 +131,16 @@ def compute_metrics(expected: Sequence[Mapping[str, Any]], predicted: Sequence[M
         "ece": expected_calibration_error(conf, exact),
         "min_confidence": min_confidence,
         "precision_at_min_confidence": share([exact[i] for i in confident_actions], len(confident_actions)),
-        "automated_recall": share([picked[i] and exact[i] and conf[i] >= min_confidence for i in range(n) if want_action[i]], n_action),
+        "automated_recall": share(
+            [picked[i] and exact[i] and conf[i] >= min_confidence for i in range(n) if want_action[i]], n_action
+        ),
         "precision_all_at_min_confidence": share([exact[i] for i in confident_all], len(confident_all)),
         "mean_confidence": sum(conf) / n if n else 0.0,
-        "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "mean": sum(lat) / len(lat) if lat else 0.0},
+        "latency_ms": {
+            "p50": _percentile(lat, 50),
+            "p99": _percentile(lat, 99),
+            "mean": sum(lat) / len(lat) if lat else 0.0,
+        },
     }
 
 
@@ -152,15 +166,25 @@ def _as_dict(decision: Any) -> dict[str, Any]:
     if isinstance(decision, Mapping):
         get = decision.get
     else:
+
         def get(k: str, default: Any = None) -> Any:
             return getattr(decision, k, default)
+
     conf = get("confidence", 0.0)
-    return {"lambda_function": get("lambda_function"), "parameters": dict(get("parameters") or {}),
-            "confidence": float(conf) if conf is not None else 0.0}
+    return {
+        "lambda_function": get("lambda_function"),
+        "parameters": dict(get("parameters") or {}),
+        "confidence": float(conf) if conf is not None else 0.0,
+    }
 
 
-def run_selector(selector: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 1,
-                 progress: Progress | None = None, **select_kwargs: Any) -> tuple[list[dict[str, Any]], list[float]]:
+def run_selector(
+    selector: Any,
+    rows: Sequence[Mapping[str, Any]],
+    batch_size: int = 1,
+    progress: Progress | None = None,
+    **select_kwargs: Any,
+) -> tuple[list[dict[str, Any]], list[float]]:
     preds: list[dict[str, Any]] = []
     lats: list[float] = []
     for start in range(0, len(rows), batch_size):
@@ -175,7 +199,9 @@ def run_selector(selector: Any, rows: Sequence[Mapping[str, Any]], batch_size: i
     return preds, lats
 
 
-def evaluate_rows(selector: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 1, **kw: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list[float]]:
+def evaluate_rows(
+    selector: Any, rows: Sequence[Mapping[str, Any]], batch_size: int = 1, **kw: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[float]]:
     preds, lats = run_selector(selector, rows, batch_size, **kw)
     metrics = compute_metrics([r["expected"] for r in rows], preds, lats)
     total_s = sum(lats[::batch_size]) / 1000.0 if batch_size > 0 else 0.0
@@ -187,10 +213,12 @@ def evaluate_rows(selector: Any, rows: Sequence[Mapping[str, Any]], batch_size: 
 def builtin_selectors() -> dict[str, Callable[[], Any]]:
     def trm() -> Any:
         from models.selector import ThresholdedSelector, TRMSelector
+
         return ThresholdedSelector(TRMSelector.load())
 
     def trm_raw() -> Any:
         from models.selector import TRMSelector
+
         return TRMSelector.load()
 
     def plain() -> Any:
@@ -199,10 +227,12 @@ def builtin_selectors() -> dict[str, Callable[[], Any]]:
             ThresholdedSelector,
             TRMSelector,
         )
+
         return ThresholdedSelector(TRMSelector.load(DEFAULT_CHECKPOINT_DIR.parent / "plain"))
 
     def original_rules() -> Any:
         from models.baselines import OriginalSubstringRules
+
         return OriginalSubstringRules()
 
     return {"trm": trm, "trm-raw": trm_raw, "plain": plain, "original-rules": original_rules}
@@ -212,10 +242,25 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
-def _compare(paths: Sequence[Path], names: Sequence[str], factories: Mapping[str, Callable[[], Any]], markdown: bool, batch_size: int,
-             quiet: bool = False) -> int:
-    cols = ["exact_match", "function_accuracy", "action_recall", "abstain_recall", "wrong_action_rate",
-            "wrong_parameters_rate", "ece", "precision_at_min_confidence", "automated_recall"]
+def _compare(
+    paths: Sequence[Path],
+    names: Sequence[str],
+    factories: Mapping[str, Callable[[], Any]],
+    markdown: bool,
+    batch_size: int,
+    quiet: bool = False,
+) -> int:
+    cols = [
+        "exact_match",
+        "function_accuracy",
+        "action_recall",
+        "abstain_recall",
+        "wrong_action_rate",
+        "wrong_parameters_rate",
+        "ece",
+        "precision_at_min_confidence",
+        "automated_recall",
+    ]
     selectors = {name: factories[name]() for name in names}
     results = {}
     for path in paths:
@@ -234,7 +279,9 @@ def _compare(paths: Sequence[Path], names: Sequence[str], factories: Mapping[str
     return 0
 
 
-def steps_table(selector: Any, rows: Sequence[Mapping[str, Any]], max_steps: int, batch_size: int = 256) -> dict[str, Any]:
+def steps_table(
+    selector: Any, rows: Sequence[Mapping[str, Any]], max_steps: int, batch_size: int = 256
+) -> dict[str, Any]:
     """Exact match when forced to run exactly k steps (no early halting), and under normal halting."""
     inner = getattr(selector, "inner", selector)
     expected = [r["expected"] for r in rows]
@@ -247,16 +294,28 @@ def steps_table(selector: Any, rows: Sequence[Mapping[str, Any]], max_steps: int
         preds = [_as_dict(d) for d in decisions]
         m = compute_metrics(expected, preds)
         hard_exact = sum(is_exact(expected[i], preds[i]) for i in hard) / len(hard) if hard else 0.0
-        table.append({"steps": k, "exact_match": m["exact_match"], "wrong_action_rate": m["wrong_action_rate"],
-                      "ece": m["ece"], "exact_match_hard": hard_exact})
+        table.append(
+            {
+                "steps": k,
+                "exact_match": m["exact_match"],
+                "wrong_action_rate": m["wrong_action_rate"],
+                "ece": m["ece"],
+                "exact_match_hard": hard_exact,
+            }
+        )
     decisions = []
     for s in range(0, len(rows), batch_size):
         decisions += inner.select_batch([r["alert"] for r in rows[s : s + batch_size]])
     steps = [d.steps for d in decisions]
     hist = {k: steps.count(k) for k in sorted(set(steps))}
-    return {"forced": table, "mean_halting_step": sum(steps) / len(steps), "halting_histogram": hist,
-            "halted_exact_match": compute_metrics(expected, [_as_dict(d) for d in decisions])["exact_match"],
-            "hard_situations": sorted(_HARD_SITUATIONS), "n_hard": len(hard)}
+    return {
+        "forced": table,
+        "mean_halting_step": sum(steps) / len(steps),
+        "halting_histogram": hist,
+        "halted_exact_match": compute_metrics(expected, [_as_dict(d) for d in decisions])["exact_match"],
+        "hard_situations": sorted(_HARD_SITUATIONS),
+        "n_hard": len(hard),
+    }
 
 
 # Alert families: the situations of models/data.py grouped the way an operator thinks of alerts. A row whose
@@ -368,10 +427,19 @@ def source_breakdown(rows: Sequence[Mapping[str, Any]], predicted: Sequence[Mapp
             exp = [rows[i]["expected"] for i in idx]
             m = compute_metrics(exp, [predicted[i] for i in idx])
             n_act = sum(e.get("lambda_function") is not None for e in exp)
-            out.append({"source": key[1], "role": role, "n": len(idx), "expect_action": n_act,
-                        "action_recall": m["action_recall"] if n_act else None,
-                        "abstain_recall": m["abstain_recall"] if n_act < len(idx) else None,
-                        "wrong_action_rate": m["wrong_action_rate"], "exact_match": m["exact_match"], "ece": m["ece"]})
+            out.append(
+                {
+                    "source": key[1],
+                    "role": role,
+                    "n": len(idx),
+                    "expect_action": n_act,
+                    "action_recall": m["action_recall"] if n_act else None,
+                    "abstain_recall": m["abstain_recall"] if n_act < len(idx) else None,
+                    "wrong_action_rate": m["wrong_action_rate"],
+                    "exact_match": m["exact_match"],
+                    "ece": m["ece"],
+                }
+            )
     return out
 
 
@@ -393,8 +461,16 @@ def evaluate_by_source(dataset: Path, selector: Any, batch_size: int = 64, quiet
 
 
 # Situations whose decision hinges on a single label or word (kind value, pod vs deployment, replica target).
-_HARD_SITUATIONS = {"flux-generic", "flux-other-kind", "scale-request", "deployment-load", "container-resources",
-                    "pvc-other", "certificate", "monitoring-internals"}
+_HARD_SITUATIONS = {
+    "flux-generic",
+    "flux-other-kind",
+    "scale-request",
+    "deployment-load",
+    "container-resources",
+    "pvc-other",
+    "certificate",
+    "monitoring-internals",
+}
 
 
 def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[], Any]] | None = None) -> int:
@@ -408,17 +484,27 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
     ev.add_argument("--predictions", type=Path, help="write one prediction per input line (JSONL)")
     ev.add_argument("--batch-size", type=int, default=1)
     ev.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ev.add_argument("--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)")
-    ev.add_argument("--by-source", action="store_true",
-                    help="one row per source repository of the alerts (held-out sources, then calibration; JSON: by_source)")
-    ev.add_argument("--by-family", action="store_true",
-                    help="also break the metrics down by alert family (JSON: by_family; text: a Markdown table)")
+    ev.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)"
+    )
+    ev.add_argument(
+        "--by-source",
+        action="store_true",
+        help="one row per source repository of the alerts (held-out sources, then calibration; JSON: by_source)",
+    )
+    ev.add_argument(
+        "--by-family",
+        action="store_true",
+        help="also break the metrics down by alert family (JSON: by_family; text: a Markdown table)",
+    )
     cmp_ = sub.add_parser("compare", help="side-by-side metrics of several selectors on the same data")
     cmp_.add_argument("datasets", type=Path, nargs="+")
     cmp_.add_argument("--selectors", default="trm,plain,original-rules")
     cmp_.add_argument("--markdown", action="store_true")
     cmp_.add_argument("--batch-size", type=int, default=64)
-    cmp_.add_argument("--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)")
+    cmp_.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none anyway when stderr is not a terminal or CI is set)"
+    )
     st = sub.add_parser("steps", help="accuracy by number of supervision steps")
     st.add_argument("dataset", type=Path)
     st.add_argument("--selector", default="trm-raw")
@@ -426,6 +512,7 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
 
     if getattr(args, "threads", None):
         import torch
+
         torch.set_num_threads(args.threads)
     if args.command == "compare":
         names = [s for s in args.selectors.split(",") if s]
@@ -455,12 +542,24 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
     if args.predictions:
         args.predictions.parent.mkdir(parents=True, exist_ok=True)
         with open(args.predictions, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(p | {"latency_ms": round(ms, 4)}, sort_keys=True) + "\n" for p, ms in zip(preds, lats))
+            fh.writelines(
+                json.dumps(p | {"latency_ms": round(ms, 4)}, sort_keys=True) + "\n" for p, ms in zip(preds, lats)
+            )
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
-        for key in ("n", "exact_match", "function_accuracy", "action_recall", "abstain_recall", "wrong_action_rate",
-                    "wrong_parameters_rate", "ece", "precision_at_min_confidence", "automated_recall"):
+        for key in (
+            "n",
+            "exact_match",
+            "function_accuracy",
+            "action_recall",
+            "abstain_recall",
+            "wrong_action_rate",
+            "wrong_parameters_rate",
+            "ece",
+            "precision_at_min_confidence",
+            "automated_recall",
+        ):
             print(f"{key:30s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"{key:30s} {metrics[key]}")
         print(f"{'latency_ms p50 / p99':30s} {metrics['latency_ms']['p50']:.2f} / {metrics['latency_ms']['p99']:.2f}")
         if families is not None:

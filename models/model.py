@@ -33,29 +33,31 @@ class TRMConfig:
     """Every size of the model, with the reason for its value. Stored as JSON in the checkpoint."""
 
     # --- what the model outputs (filled from the runbook catalog; never typed by hand) ---
-    functions: tuple[str, ...] = ()          # index 0 is "none" (no automated remediation), then catalog names
-    pointer_params: tuple[str, ...] = ()     # parameters copied from a label slot (name, namespace, replicas, ...)
+    functions: tuple[str, ...] = ()  # index 0 is "none" (no automated remediation), then catalog names
+    pointer_params: tuple[str, ...] = ()  # parameters copied from a label slot (name, namespace, replicas, ...)
     enum_params: dict[str, tuple[str, ...]] = field(default_factory=dict)  # parameters chosen from a closed set (type)
     # --- input ---
     encoder: EncoderSettings = field(default_factory=EncoderSettings)  # sequence layout and hashing
     # --- the network ---
-    feature_dim: int = 64       # hashed-feature embedding width, projected to d_model: halves the biggest table (16k x 64)
-    d_model: int = 96           # width: 96 holds the task at ~1.3M params and keeps one supervision step a few ms on one CPU thread
-    n_heads: int = 4            # 32-dim heads: enough to route key/value/word information separately
-    ffn_mult: int = 3           # SwiGLU hidden = 3 x d_model (cheaper than 4x, no measurable loss here)
-    n_layers: int = 2           # the paper's finding: 2 layers recursed beat deeper stacks on small data
+    feature_dim: int = 64  # hashed-feature embedding width, projected to d_model: halves the biggest table (16k x 64)
+    d_model: int = (
+        96  # width: 96 holds the task at ~1.3M params and keeps one supervision step a few ms on one CPU thread
+    )
+    n_heads: int = 4  # 32-dim heads: enough to route key/value/word information separately
+    ffn_mult: int = 3  # SwiGLU hidden = 3 x d_model (cheaper than 4x, no measurable loss here)
+    n_layers: int = 2  # the paper's finding: 2 layers recursed beat deeper stacks on small data
     # --- recursion (TRM) ---
-    recursive: bool = True      # False = the plain-transformer baseline on the same code path
-    n_latent: int = 2           # n: latent updates per recursion (paper 4-6; 2 suffices for a few-hop task, 3x cheaper)
-    t_recursions: int = 2       # T: recursions per supervision step (first T-1 under no_grad)
-    max_steps: int = 4          # N_sup: supervision steps in training and the cap at inference
+    recursive: bool = True  # False = the plain-transformer baseline on the same code path
+    n_latent: int = 2  # n: latent updates per recursion (paper 4-6; 2 suffices for a few-hop task, 3x cheaper)
+    t_recursions: int = 2  # T: recursions per supervision step (first T-1 under no_grad)
+    max_steps: int = 4  # N_sup: supervision steps in training and the cap at inference
     halt_threshold: float = 0.9  # stop early once the (raw) halting probability reaches this
     # --- confidence ---
-    calib_scale: float = 1.0    # Platt scaling of the halting logit, fitted on validation after training
+    calib_scale: float = 1.0  # Platt scaling of the halting logit, fitted on validation after training
     calib_bias: float = 0.0
     default_threshold: float = 0.5  # the eval's own abstention threshold on calibrated confidence
     # --- decoding safety rail ---
-    n_segments: int = 7         # token kinds the embedding knows (8 once the expression segment is read)
+    n_segments: int = 7  # token kinds the embedding knows (8 once the expression segment is read)
     strict_sources: bool = True  # a parameter copied from a label the catalog does not list as its source -> abstain
 
     def to_json(self) -> dict[str, Any]:
@@ -76,17 +78,17 @@ class TRMConfig:
 
 
 class Batch(NamedTuple):
-    feats: torch.Tensor       # (B, L, F) int64 feature ids, 0 = pad
-    segments: torch.Tensor    # (B, L) int64 token kind
-    positions: torch.Tensor   # (B, L) int64 position within segment
-    slot_mask: torch.Tensor   # (B, S) bool, True where a label slot is filled
+    feats: torch.Tensor  # (B, L, F) int64 feature ids, 0 = pad
+    segments: torch.Tensor  # (B, L) int64 token kind
+    positions: torch.Tensor  # (B, L) int64 position within segment
+    slot_mask: torch.Tensor  # (B, S) bool, True where a label slot is filled
 
 
 class Outputs(NamedTuple):
-    function: torch.Tensor    # (B, n_functions) logits
-    pointers: torch.Tensor    # (B, P, S + 1) logits; index S = "absent / use the default"
-    enums: torch.Tensor       # (B, sum of enum sizes) logits, split per enum parameter
-    halt: torch.Tensor        # (B,) halting logit: "the decoded decision is exactly right"
+    function: torch.Tensor  # (B, n_functions) logits
+    pointers: torch.Tensor  # (B, P, S + 1) logits; index S = "absent / use the default"
+    enums: torch.Tensor  # (B, sum of enum sizes) logits, split per enum parameter
+    halt: torch.Tensor  # (B,) halting logit: "the decoded decision is exactly right"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,14 +191,14 @@ class Heads(nn.Module):
         self.slot_start, self.n_slots = cfg.encoder.slot_start, cfg.encoder.max_labels
         self.function = nn.Linear(d, len(cfg.functions))
         self.enums = nn.Linear(d, max(1, sum(len(v) for v in cfg.enum_params.values())))
-        self.slot_score = nn.Linear(d, P)      # per-slot score for each pointer parameter
-        self.absent_score = nn.Linear(d, P)    # "absent / default" score, read from CLS
+        self.slot_score = nn.Linear(d, P)  # per-slot score for each pointer parameter
+        self.absent_score = nn.Linear(d, P)  # "absent / default" score, read from CLS
         self.halt = nn.Linear(d, 1)
 
     def forward(self, y: torch.Tensor, slot_mask: torch.Tensor) -> Outputs:
-        cls = y[:, 0]                                                          # (B, D)
-        slots = y[:, self.slot_start : self.slot_start + self.n_slots]         # (B, S, D)
-        scores = self.slot_score(slots).transpose(1, 2)                        # (B, P, S)
+        cls = y[:, 0]  # (B, D)
+        slots = y[:, self.slot_start : self.slot_start + self.n_slots]  # (B, S, D)
+        scores = self.slot_score(slots).transpose(1, 2)  # (B, P, S)
         scores = scores.masked_fill(~slot_mask[:, None, :], float("-inf"))
         pointers = torch.cat([scores, self.absent_score(cls)[:, :, None]], dim=2)  # (B, P, S + 1)
         return Outputs(self.function(cls), pointers, self.enums(cls), self.halt(cls).squeeze(-1))
@@ -227,14 +229,17 @@ class TRM(nn.Module):
     def initial_carry(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.y_init.expand_as(x).contiguous(), self.z_init.expand_as(x).contiguous()
 
-    def recursion(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def recursion(
+        self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         for _ in range(self.cfg.n_latent):
-            z = self.net(z + x + y, mask)   # refine the latent from the input and the current answer
-        y = self.net(y + z, mask)           # refine the answer from the latent
+            z = self.net(z + x + y, mask)  # refine the latent from the input and the current answer
+        y = self.net(y + z, mask)  # refine the answer from the latent
         return y, z
 
-    def step(self, x: torch.Tensor, carry: tuple[torch.Tensor, torch.Tensor], batch: Batch,
-             mask: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], Outputs]:
+    def step(
+        self, x: torch.Tensor, carry: tuple[torch.Tensor, torch.Tensor], batch: Batch, mask: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], Outputs]:
         """One supervision step from embedded input x (B, L, D); returns the detached carry and the outputs."""
         y, z = carry
         if self.cfg.recursive:
@@ -247,7 +252,9 @@ class TRM(nn.Module):
         return (y.detach(), z.detach()), self.heads(y, batch.slot_mask)
 
     @torch.inference_mode()
-    def infer(self, batch: Batch, max_steps: int | None = None, threshold: float | None = None) -> tuple[Outputs, torch.Tensor]:
+    def infer(
+        self, batch: Batch, max_steps: int | None = None, threshold: float | None = None
+    ) -> tuple[Outputs, torch.Tensor]:
         """Run supervision steps until each example's halting probability reaches `threshold` (or max_steps).
 
         Halted examples leave the batch, so a batch of one stops as soon as it is confident.
@@ -265,10 +272,16 @@ class TRM(nn.Module):
         final: list[torch.Tensor] | None = None
         for step in range(1, max_steps + 1):
             sub = Batch(*(t[active] for t in batch)) if len(active) < B else batch
-            carry, out = self.step(x[active] if len(active) < B else x, carry, sub, mask[active] if len(active) < B else mask)
+            carry, out = self.step(
+                x[active] if len(active) < B else x, carry, sub, mask[active] if len(active) < B else mask
+            )
             if final is None:
                 final = [torch.empty((B, *t.shape[1:]), dtype=t.dtype, device=t.device) for t in out]
-            done = torch.sigmoid(out.halt) >= threshold if step < max_steps else torch.ones_like(out.halt, dtype=torch.bool)
+            done = (
+                torch.sigmoid(out.halt) >= threshold
+                if step < max_steps
+                else torch.ones_like(out.halt, dtype=torch.bool)
+            )
             idx = active[done]
             for f, t in zip(final, out):
                 f[idx] = t[done]

@@ -24,14 +24,19 @@ FLUX_KIND_KEYS = ("kind", "customresource_kind")
 
 def flux_functions(catalog: Catalog) -> dict[str, str]:
     """Flux kind -> reconcile function, read from the runbooks' `when` (alert_families: [flux], resource_kind)."""
-    return {rb.when.resource_kind: rb.name for rb in catalog.functions
-            if "flux" in rb.when.alert_families and rb.when.resource_kind}
+    return {
+        rb.when.resource_kind: rb.name
+        for rb in catalog.functions
+        if "flux" in rb.when.alert_families and rb.when.resource_kind
+    }
 
 
 FLUX_ACTION_KINDS = flux_functions(default_catalog())
-_FLUX_NAME = {"Kustomization": ("name", "kustomization", "exported_name", "resource_name"),
-              "HelmRelease": ("name", "helmrelease", "exported_name", "resource_name"),
-              "GitRepository": ("name", "gitrepository", "exported_name", "resource_name")}
+_FLUX_NAME = {
+    "Kustomization": ("name", "kustomization", "exported_name", "resource_name"),
+    "HelmRelease": ("name", "helmrelease", "exported_name", "resource_name"),
+    "GitRepository": ("name", "gitrepository", "exported_name", "resource_name"),
+}
 _NS = ("namespace", "exported_namespace")
 _FLUX_NS = ("exported_namespace", "namespace")
 
@@ -42,7 +47,7 @@ class Target:
 
     function: str | None
     pointers: dict[str, str] = field(default_factory=dict)  # parameter -> label key that carries it
-    enums: dict[str, str] = field(default_factory=dict)     # parameter -> enum value
+    enums: dict[str, str] = field(default_factory=dict)  # parameter -> enum value
 
 
 NONE = Target(None)
@@ -53,50 +58,108 @@ class Rule:
     """One row of the policy table."""
 
     situation: str
-    function: str | None                              # None: never acts
-    condition: str                                    # when the call is made (else: none), in words
-    required: dict[str, tuple[str, ...]] = field(default_factory=dict)   # parameter -> label keys; one must be present
-    optional: dict[str, tuple[str, ...]] = field(default_factory=dict)   # parameter -> label keys; absent = default
+    function: str | None  # None: never acts
+    condition: str  # when the call is made (else: none), in words
+    required: dict[str, tuple[str, ...]] = field(default_factory=dict)  # parameter -> label keys; one must be present
+    optional: dict[str, tuple[str, ...]] = field(default_factory=dict)  # parameter -> label keys; absent = default
     enums: dict[str, str] = field(default_factory=dict)
-    unless: tuple[str, ...] = ()                      # label keys whose presence moves the row to `otherwise`
-    otherwise: str | None = None                      # the situation whose row applies when `unless` matches
-    flux_kind: str | None = None                      # Flux rows: the kind the alert is about when no kind label says
-    family: str | None = None                         # must be in the runbook's `when.alert_families`
+    unless: tuple[str, ...] = ()  # label keys whose presence moves the row to `otherwise`
+    otherwise: str | None = None  # the situation whose row applies when `unless` matches
+    flux_kind: str | None = None  # Flux rows: the kind the alert is about when no kind label says
+    family: str | None = None  # must be in the runbook's `when.alert_families`
 
 
 def _flux_row(situation: str, kind: str | None) -> Rule:
-    return Rule(situation, "flux-by-kind",
-                "the Flux kind (a `kind`/`customresource_kind` label, else the kind the alert names) is Kustomization, "
-                "HelmRelease or GitRepository, and an object-name label is present; namespace defaults to flux-system",
-                flux_kind=kind, family="flux")
+    return Rule(
+        situation,
+        "flux-by-kind",
+        "the Flux kind (a `kind`/`customresource_kind` label, else the kind the alert names) is Kustomization, "
+        "HelmRelease or GitRepository, and an object-name label is present; namespace defaults to flux-system",
+        flux_kind=kind,
+        family="flux",
+    )
 
 
 # situation -> decision. Rows with function None never act, whatever the labels.
 POLICY: tuple[Rule, ...] = (
-    Rule("pod-crash", "pod-restart", "a `pod` label is present (the crash-looping / OOM-killed pod)",
-         required={"name": ("pod",), "namespace": _NS}, enums={"type": "pod"}, family="pod"),
-    Rule("pod-waiting", "pod-check-status", "a `pod` label is present (the pod not ready / pending / waiting / failed)",
-         required={"name": ("pod",), "namespace": _NS}, family="pod"),
-    Rule("deployment-stuck", "pod-restart", "a `deployment` label is present; with a replica-target label: scale instead",
-         required={"name": ("deployment",), "namespace": _NS}, enums={"type": "deployment"},
-         unless=REPLICA_TARGET_KEYS, otherwise="scale-request", family="deployment"),
-    Rule("scale-request", "scale-deployment", "a `deployment` label and a replica-target label "
-         "(`replicas`, `desired_replicas`, `target_replicas`, `expected`) are present",
-         required={"name": ("deployment",), "namespace": _NS, "replicas": REPLICA_TARGET_KEYS}, family="deployment"),
-    Rule("deployment-load", "scale-deployment", "as scale-request: only an explicit replica target makes it act",
-         required={"name": ("deployment",), "namespace": _NS, "replicas": REPLICA_TARGET_KEYS}, family="deployment"),
-    Rule("pvc-filling", "check-pvc-status", "a namespace label is present; the claim from `persistentvolumeclaim`/`pvc` "
-         "(without one: every claim of the namespace)",
-         required={"namespace": _NS}, optional={"name": ("persistentvolumeclaim", "pvc")}, family="storage"),
+    Rule(
+        "pod-crash",
+        "pod-restart",
+        "a `pod` label is present (the crash-looping / OOM-killed pod)",
+        required={"name": ("pod",), "namespace": _NS},
+        enums={"type": "pod"},
+        family="pod",
+    ),
+    Rule(
+        "pod-waiting",
+        "pod-check-status",
+        "a `pod` label is present (the pod not ready / pending / waiting / failed)",
+        required={"name": ("pod",), "namespace": _NS},
+        family="pod",
+    ),
+    Rule(
+        "deployment-stuck",
+        "pod-restart",
+        "a `deployment` label is present; with a replica-target label: scale instead",
+        required={"name": ("deployment",), "namespace": _NS},
+        enums={"type": "deployment"},
+        unless=REPLICA_TARGET_KEYS,
+        otherwise="scale-request",
+        family="deployment",
+    ),
+    Rule(
+        "scale-request",
+        "scale-deployment",
+        "a `deployment` label and a replica-target label "
+        "(`replicas`, `desired_replicas`, `target_replicas`, `expected`) are present",
+        required={"name": ("deployment",), "namespace": _NS, "replicas": REPLICA_TARGET_KEYS},
+        family="deployment",
+    ),
+    Rule(
+        "deployment-load",
+        "scale-deployment",
+        "as scale-request: only an explicit replica target makes it act",
+        required={"name": ("deployment",), "namespace": _NS, "replicas": REPLICA_TARGET_KEYS},
+        family="deployment",
+    ),
+    Rule(
+        "pvc-filling",
+        "check-pvc-status",
+        "a namespace label is present; the claim from `persistentvolumeclaim`/`pvc` "
+        "(without one: every claim of the namespace)",
+        required={"namespace": _NS},
+        optional={"name": ("persistentvolumeclaim", "pvc")},
+        family="storage",
+    ),
     _flux_row("flux-generic", None),
     _flux_row("flux-kustomization", "Kustomization"),
     _flux_row("flux-helmrelease", "HelmRelease"),
     _flux_row("flux-gitrepository", "GitRepository"),
-    Rule("flux-other-kind", None, "never: no reconcile function for OCIRepository, HelmRepository, HelmChart, Bucket, Image*, notification kinds"),
+    Rule(
+        "flux-other-kind",
+        None,
+        "never: no reconcile function for OCIRepository, HelmRepository, HelmChart, Bucket, Image*, notification kinds",
+    ),
     Rule("flux-suspended", None, "never: a suspended Flux object was suspended on purpose"),
-    *(Rule(s, None, "never") for s in ("statefulset", "daemonset", "job", "hpa", "container-resources", "node", "host",
-                                        "control-plane", "certificate", "monitoring-internals", "quota", "pvc-other",
-                                        "application", "meta")),
+    *(
+        Rule(s, None, "never")
+        for s in (
+            "statefulset",
+            "daemonset",
+            "job",
+            "hpa",
+            "container-resources",
+            "node",
+            "host",
+            "control-plane",
+            "certificate",
+            "monitoring-internals",
+            "quota",
+            "pvc-other",
+            "application",
+            "meta",
+        )
+    ),
 )
 BY_SITUATION = {r.situation: r for r in POLICY}
 
@@ -170,9 +233,13 @@ def markdown_table() -> str:
             lines.append(f"| {r.situation} | none | — | {r.condition} |")
             continue
         if r.function == "flux-by-kind":
-            params = ("name <- name / the kind's own key (kustomization, helmrelease, gitrepository) / exported_name / "
-                      "resource_name; namespace <- exported_namespace / namespace (default flux-system)")
-            decision = "flux-reconcile-<kind>" + (f" (kind {r.flux_kind} unless a kind label says otherwise)" if r.flux_kind else "")
+            params = (
+                "name <- name / the kind's own key (kustomization, helmrelease, gitrepository) / exported_name / "
+                "resource_name; namespace <- exported_namespace / namespace (default flux-system)"
+            )
+            decision = "flux-reconcile-<kind>" + (
+                f" (kind {r.flux_kind} unless a kind label says otherwise)" if r.flux_kind else ""
+            )
         else:
             parts = [f"{p} <- {' / '.join(k)}" for p, k in r.required.items()]
             parts += [f"{p} <- {' / '.join(k)} (optional)" for p, k in r.optional.items()]

@@ -46,11 +46,11 @@ def source_hash() -> str:
 
 @dataclass(frozen=True)
 class ModelDecision:
-    lambda_function: str | None          # None = no automated remediation
+    lambda_function: str | None  # None = no automated remediation
     parameters: dict[str, str | int]
-    confidence: float                     # calibrated P(decision exactly right), 0..1
-    steps: int                            # supervision steps taken before halting
-    text: str                             # JSON text {"lambda_function": ..., "parameters": {...}, "confidence": ...}
+    confidence: float  # calibrated P(decision exactly right), 0..1
+    steps: int  # supervision steps taken before halting
+    text: str  # JSON text {"lambda_function": ..., "parameters": {...}, "confidence": ...}
 
 
 class CheckpointError(RuntimeError):
@@ -59,8 +59,9 @@ class CheckpointError(RuntimeError):
 
 def make_decision(function: str | None, parameters: dict[str, Any], confidence: float, steps: int) -> ModelDecision:
     confidence = float(min(1.0, max(0.0, confidence))) if math.isfinite(confidence) else 0.0
-    text = json.dumps({"lambda_function": function, "parameters": parameters, "confidence": round(confidence, 4)},
-                      sort_keys=True)
+    text = json.dumps(
+        {"lambda_function": function, "parameters": parameters, "confidence": round(confidence, 4)}, sort_keys=True
+    )
     return ModelDecision(function, dict(parameters), confidence, int(steps), text)
 
 
@@ -86,7 +87,9 @@ class Decoder:
             self.enum_offsets[name] = (offset, values)
             offset += len(values)
 
-    def raw_call(self, fn_index: int, pointers: np.ndarray, enums: np.ndarray, enc: EncodedAlert) -> tuple[str | None, dict[str, Any]]:
+    def raw_call(
+        self, fn_index: int, pointers: np.ndarray, enums: np.ndarray, enc: EncodedAlert
+    ) -> tuple[str | None, dict[str, Any]]:
         function = self.cfg.functions[fn_index] if fn_index > 0 else None
         if function is None:
             return None, {}
@@ -110,7 +113,9 @@ class Decoder:
         cfg = self.cfg
         logit = float(out.halt[row])
         confidence = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, cfg.calib_scale * logit + cfg.calib_bias))))
-        function, raw = self.raw_call(int(out.function[row].argmax()), out.pointers[row].numpy(), out.enums[row].numpy(), enc)
+        function, raw = self.raw_call(
+            int(out.function[row].argmax()), out.pointers[row].numpy(), out.enums[row].numpy(), enc
+        )
         if function is None:
             return make_decision(None, {}, confidence, steps)
         try:
@@ -157,9 +162,12 @@ def read_checkpoint(directory: Path, catalog: Catalog) -> tuple[TRMConfig, dict[
         raise CheckpointError(
             f"checkpoint {directory} was trained for runbook catalog {str(meta.get('catalog_hash'))[:12]}, "
             f"but runbooks/ is now {catalog.hash[:12]} (functions {', '.join(catalog.names)}): retrain the model "
-            "(`python -m models.train`) so its outputs match the catalog")
+            "(`python -m models.train`) so its outputs match the catalog"
+        )
     if tuple(cfg.functions[1:]) != tuple(catalog.names):
-        raise CheckpointError(f"checkpoint {directory} outputs functions {cfg.functions[1:]} but the catalog has {catalog.names}")
+        raise CheckpointError(
+            f"checkpoint {directory} outputs functions {cfg.functions[1:]} but the catalog has {catalog.names}"
+        )
     try:
         state = load_file(str(model_path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -170,7 +178,9 @@ def read_checkpoint(directory: Path, catalog: Catalog) -> tuple[TRMConfig, dict[
 class TRMSelector:
     """Loads a checkpoint once; `select`/`select_batch` are thread-compatible (no mutable state per call)."""
 
-    def __init__(self, model: TRM, catalog: Catalog, meta: Mapping[str, Any] | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, model: TRM, catalog: Catalog, meta: Mapping[str, Any] | None = None, device: str = "cpu"
+    ) -> None:
         self.model = model.eval()
         self.cfg = model.cfg
         self.catalog = catalog
@@ -180,8 +190,14 @@ class TRMSelector:
         self.decoder = Decoder(self.cfg, catalog)
 
     @classmethod
-    def load(cls, checkpoint_dir: Path | None = None, *, device: str = "cpu", catalog: Catalog | None = None,
-             threads: int | None = None) -> TRMSelector:
+    def load(
+        cls,
+        checkpoint_dir: Path | None = None,
+        *,
+        device: str = "cpu",
+        catalog: Catalog | None = None,
+        threads: int | None = None,
+    ) -> TRMSelector:
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         catalog = catalog or default_catalog()

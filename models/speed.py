@@ -1,6 +1,7 @@
 """Measure what a decision costs on this machine (no asserts: numbers go to the model card).
 
-    python -m models.speed [--dataset models/datasets/test-heldout-names.jsonl] [--n 1000] [--out docs/reports/speed.json]
+    python -m models.speed [--dataset models/datasets/test-heldout-names.jsonl] [--n 1000]
+                           [--out docs/reports/speed.json]
 
 - latency: one CPU thread, batch 1, `TRMSelector.select` end to end (tokenization, recursion with
   early halting, decoding, catalog validation), p50 / p99 / mean over `n` alerts after a warm-up;
@@ -37,8 +38,14 @@ print(json.dumps({'rss_mb_after_import_torch': before, 'rss_mb_with_model_loaded
 
 def measure_rss() -> dict[str, float]:
     repo = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", _RSS_SNIPPET], cwd=repo, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_SNIPPET],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -77,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "n": len(alerts),
-        "latency_ms_1_thread_batch_1": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "mean": sum(lat) / len(lat),
-                                        "max": max(lat)},
+        "latency_ms_1_thread_batch_1": {
+            "p50": _percentile(lat, 50),
+            "p99": _percentile(lat, 99),
+            "mean": sum(lat) / len(lat),
+            "max": max(lat),
+        },
         "mean_halting_step": sum(steps) / len(steps),
         "throughput_per_s_2_threads": throughput,
         "throughput_batch_size": args.batch_size,

@@ -53,10 +53,10 @@ REPORTS_DIR = REPO / "docs" / "reports"
 
 
 class Targets(NamedTuple):
-    function: torch.Tensor     # (N,) function index, 0 = none
-    ptr_ok: torch.Tensor       # (N, P, S + 1) bool: pointer choices that copy the right value (S = absent)
-    ptr_active: torch.Tensor   # (N, P) bool: the target function has this parameter
-    enums: torch.Tensor        # (N, E) enum value index, -1 = not applicable
+    function: torch.Tensor  # (N,) function index, 0 = none
+    ptr_ok: torch.Tensor  # (N, P, S + 1) bool: pointer choices that copy the right value (S = absent)
+    ptr_active: torch.Tensor  # (N, P) bool: the target function has this parameter
+    enums: torch.Tensor  # (N, E) enum value index, -1 = not applicable
 
 
 def build_config(catalog: Catalog, **overrides: Any) -> TRMConfig:
@@ -74,10 +74,17 @@ def build_config(catalog: Catalog, **overrides: Any) -> TRMConfig:
                 pointer.append(p.name)
     enc_over = overrides.pop("encoder", {})
     enc_over = {"value_feature": True} | ENCODER_DEFAULTS | enc_over
-    encoder = EncoderSettings(segment_vocab=datagen.segment_vocabulary(), priority_keys=default_priority_keys(catalog), **enc_over)
+    encoder = EncoderSettings(
+        segment_vocab=datagen.segment_vocabulary(), priority_keys=default_priority_keys(catalog), **enc_over
+    )
     overrides = MODEL_DEFAULTS | overrides
-    return TRMConfig(functions=("none",) + catalog.names, pointer_params=tuple(pointer), enum_params=enums,
-                     encoder=encoder, **overrides)
+    return TRMConfig(
+        functions=("none",) + catalog.names,
+        pointer_params=tuple(pointer),
+        enum_params=enums,
+        encoder=encoder,
+        **overrides,
+    )
 
 
 # What this version trains (on top of the dataclass defaults, which old checkpoints rely on):
@@ -97,7 +104,9 @@ def source_rows(role: str) -> list[dict[str, Any]]:
     return [r for r in load_dataset(SOURCES_DIR) if r.get("role") == role]
 
 
-def make_targets(rows: Sequence[dict[str, Any]], encoded: Sequence[EncodedAlert], cfg: TRMConfig, catalog: Catalog) -> Targets:
+def make_targets(
+    rows: Sequence[dict[str, Any]], encoded: Sequence[EncodedAlert], cfg: TRMConfig, catalog: Catalog
+) -> Targets:
     N, P, S = len(rows), len(cfg.pointer_params), cfg.encoder.max_labels
     fn = torch.zeros(N, dtype=torch.long)
     ok = torch.zeros(N, P, S + 1, dtype=torch.bool)
@@ -141,8 +150,8 @@ def index_batch(batch: Batch, targets: Targets, idx: torch.Tensor) -> tuple[Batc
 def loss_and_stats(out: Outputs, t: Targets, cfg: TRMConfig) -> tuple[torch.Tensor, dict[str, float]]:
     B = out.function.shape[0]
     fn_loss = F.cross_entropy(out.function, t.function)
-    logp = out.pointers.float().log_softmax(-1)                                           # (B, P, S+1)
-    ok_logp = torch.logsumexp(logp.masked_fill(~t.ptr_ok, float("-inf")), dim=-1)       # (B, P)
+    logp = out.pointers.float().log_softmax(-1)  # (B, P, S+1)
+    ok_logp = torch.logsumexp(logp.masked_fill(~t.ptr_ok, float("-inf")), dim=-1)  # (B, P)
     ptr_loss = -torch.where(t.ptr_active, ok_logp, torch.zeros_like(ok_logp)).sum() / B
     enum_loss = out.function.new_zeros(())
     enum_good = torch.ones(B, dtype=torch.bool)
@@ -156,14 +165,21 @@ def loss_and_stats(out: Outputs, t: Targets, cfg: TRMConfig) -> tuple[torch.Tens
         enum_good &= ~applies | (logits.argmax(-1) == tgt.clamp(min=0))
     with torch.no_grad():
         fn_good = out.function.argmax(-1) == t.function
-        chosen = out.pointers.argmax(-1, keepdim=True)                                    # (B, P, 1)
+        chosen = out.pointers.argmax(-1, keepdim=True)  # (B, P, 1)
         ptr_good = (t.ptr_ok.gather(-1, chosen).squeeze(-1) | ~t.ptr_active).all(-1)
         correct = fn_good & ptr_good & enum_good
     halt_loss = F.binary_cross_entropy_with_logits(out.halt, correct.float())
     loss = fn_loss + ptr_loss + enum_loss + 0.5 * halt_loss
-    stats = {"loss": loss.item(), "fn_loss": fn_loss.item(), "ptr_loss": ptr_loss.item(), "enum_loss": float(enum_loss.detach()),
-             "halt_loss": halt_loss.item(), "exact": correct.float().mean().item(), "fn_acc": fn_good.float().mean().item(),
-             "halt_acc": ((out.halt > 0) == correct).float().mean().item()}
+    stats = {
+        "loss": loss.item(),
+        "fn_loss": fn_loss.item(),
+        "ptr_loss": ptr_loss.item(),
+        "enum_loss": float(enum_loss.detach()),
+        "halt_loss": halt_loss.item(),
+        "exact": correct.float().mean().item(),
+        "fn_acc": fn_good.float().mean().item(),
+        "halt_acc": ((out.halt > 0) == correct).float().mean().item(),
+    }
     return loss, stats
 
 
@@ -186,8 +202,11 @@ def make_optimizer(model: TRM, lr: float, weight_decay: float) -> torch.optim.Op
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.ndim >= 2 and "features" not in name else no_decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
 
 
 def lr_at(progress: float, warmup: float, peak: float) -> float:
@@ -237,6 +256,7 @@ def quick_exact(model: TRM, rows: Sequence[dict[str, Any]], catalog: Catalog) ->
 # ---------------------------------------------------------------------------------------------
 def plot_training(log_path: Path, out_png: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -245,17 +265,30 @@ def plot_training(log_path: Path, out_png: Path, title: str) -> None:
     val = [r for r in rows if r.get("kind") == "val"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     steps = np.array([r["opt_step"] for r in train])
-    for key, label in (("loss", "total loss"), ("fn_loss", "function CE"), ("ptr_loss", "pointer CE"), ("halt_loss", "halting BCE")):
+    for key, label in (
+        ("loss", "total loss"),
+        ("fn_loss", "function CE"),
+        ("ptr_loss", "pointer CE"),
+        ("halt_loss", "halting BCE"),
+    ):
         v = np.array([r[key] for r in train])
         k = max(1, len(v) // 100)
         ax1.plot(steps[k - 1 :], np.convolve(v, np.ones(k) / k, mode="valid"), label=label)
-    ax1.set_yscale("log"); ax1.set_xlabel("optimizer step"); ax1.set_title("training loss (moving average)"); ax1.legend()
+    ax1.set_yscale("log")
+    ax1.set_xlabel("optimizer step")
+    ax1.set_title("training loss (moving average)")
+    ax1.legend()
     v = np.array([r["exact"] for r in train])
     k = max(1, len(v) // 100)
     ax2.plot(steps[k - 1 :], np.convolve(v, np.ones(k) / k, mode="valid"), label="train exact (per supervision step)")
     if val:
-        ax2.plot([r["opt_step"] for r in val], [r["val_exact"] for r in val], "o-", label="validation exact (unseen names)")
-    ax2.set_ylim(0.5, 1.0); ax2.set_xlabel("optimizer step"); ax2.set_title("exact match"); ax2.legend(loc="lower right")
+        ax2.plot(
+            [r["opt_step"] for r in val], [r["val_exact"] for r in val], "o-", label="validation exact (unseen names)"
+        )
+    ax2.set_ylim(0.5, 1.0)
+    ax2.set_xlabel("optimizer step")
+    ax2.set_title("exact match")
+    ax2.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +298,7 @@ def plot_training(log_path: Path, out_png: Path, title: str) -> None:
 
 def plot_reliability(curves: dict[str, tuple[list[float], list[bool]]], out_png: Path, bins: int = 10) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -279,13 +313,17 @@ def plot_reliability(curves: dict[str, tuple[list[float], list[bool]]], out_png:
         for b in range(bins):
             m = which == b
             if m.any():
-                centers.append(c[m].mean()); accs.append(y[m].mean()); counts.append(int(m.sum()))
+                centers.append(c[m].mean())
+                accs.append(y[m].mean())
+                counts.append(int(m.sum()))
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.plot(centers, accs, "o-", label="model")
         for x, a, n in zip(centers, accs, counts):
             ax.annotate(str(n), (x, a), textcoords="offset points", xytext=(0, 6), fontsize=7, ha="center")
-        ax.set_xlim(0, 1); ax.set_ylim(0, 1.02)
-        ax.set_xlabel("confidence (calibrated)"); ax.set_ylabel("exact-match rate")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence (calibrated)")
+        ax.set_ylabel("exact-match rate")
         ax.set_title(f"{name}\nECE {expected_calibration_error(conf, correct):.4f}, n={len(conf)}")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
@@ -301,11 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
     parser.add_argument("--plain", action="store_true", help="train the same-size plain transformer baseline instead")
     parser.add_argument("--smoke", action="store_true", help="a few steps on tiny data, output to a temp dir (CI)")
-    parser.add_argument("--out", type=Path, default=None, help="checkpoint dir (default models/checkpoints/trm or /plain)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="checkpoint dir (default models/checkpoints/trm or /plain)"
+    )
     parser.add_argument("--reports", type=Path, default=None, help=f"reports dir (default {REPORTS_DIR})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-size", type=int, default=60000)
-    parser.add_argument("--batches", type=int, default=1500, help="batches; each gives up to max_steps optimizer steps (TRM)")
+    parser.add_argument(
+        "--batches", type=int, default=1500, help="batches; each gives up to max_steps optimizer steps (TRM)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=0.1)
@@ -314,15 +356,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-latent", type=int, default=None, help="ablations: latent updates per recursion")
     parser.add_argument("--t-recursions", type=int, default=None, help="ablations: recursions per supervision step")
     parser.add_argument("--max-steps", type=int, default=None, help="ablations: supervision steps (deep supervision)")
-    parser.add_argument("--real-share", type=float, default=0.35,
-                        help="train-source real-rule alerts added, as a share of --train-size")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (use 1 on a machine shared with other jobs)")
-    parser.add_argument("--explore", type=float, default=0.1, help="share of halted examples kept for later supervision steps")
+    parser.add_argument(
+        "--real-share", type=float, default=0.35, help="train-source real-rule alerts added, as a share of --train-size"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=2, help="torch threads (use 1 on a machine shared with other jobs)"
+    )
+    parser.add_argument(
+        "--explore", type=float, default=0.1, help="share of halted examples kept for later supervision steps"
+    )
     parser.add_argument("--eval-every", type=int, default=150, help="batches between validation checks")
-    parser.add_argument("--time-budget", type=float, default=20.0,
-                        help="minutes; the learning-rate schedule follows max(steps, time) progress and training stops at it")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress bar (there is none when stderr is not a terminal or CI is set)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=20.0,
+        help="minutes; the learning-rate schedule follows max(steps, time) progress and training stops at it",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar (there is none when stderr is not a terminal or CI is set)",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -358,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train_rows = datagen.generate(args.train_size, datagen.TRAIN_SEED, "train", catalog)
     train_rows += real_rows(int(args.train_size * args.real_share), datagen.TRAIN_SEED, catalog)
+
     def split(fname: str) -> list[dict[str, Any]]:
         n, seed, bucket = datagen.SPLITS[fname]
         return datagen.generate(n_eval or n, seed, bucket, catalog)
@@ -365,7 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     val_rows = split("val.jsonl")
     test_rows = {"test-random": split("test-random.jsonl"), "test-heldout-names": split("test-heldout-names.jsonl")}
     train_batch, train_t = encode_rows(train_rows, cfg, catalog)
-    print(f"[{kind}] data: {len(train_rows)} train, {len(val_rows)} val examples, encoded in {time.time() - t0:.1f}s", file=sys.stderr)
+    print(
+        f"[{kind}] data: {len(train_rows)} train, {len(val_rows)} val examples, encoded in {time.time() - t0:.1f}s",
+        file=sys.stderr,
+    )
 
     # --- model ---
     model = TRM(cfg)
@@ -407,12 +465,26 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             ema.update(model)
             opt_step += 1
-            log.write(json.dumps({"kind": "train", "opt_step": opt_step, "batch": it, "sup_step": sup + 1, "size": len(tgt.function),
-                                  "lr": round(opt.param_groups[0]["lr"], 7), "elapsed_s": round(time.time() - t_start, 2)}
-                                 | {k: round(v, 5) for k, v in stats.items()}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "kind": "train",
+                        "opt_step": opt_step,
+                        "batch": it,
+                        "sup_step": sup + 1,
+                        "size": len(tgt.function),
+                        "lr": round(opt.param_groups[0]["lr"], 7),
+                        "elapsed_s": round(time.time() - t_start, 2),
+                    }
+                    | {k: round(v, 5) for k, v in stats.items()}
+                )
+                + "\n"
+            )
             # ACT as in the paper: examples whose halting head says "done" leave the batch (a random
             # share stays to keep training later steps), so compute goes to the examples that need it.
-            keep = (torch.sigmoid(out.halt.detach()) < cfg.halt_threshold) | (torch.rand(len(tgt.function)) < args.explore)
+            keep = (torch.sigmoid(out.halt.detach()) < cfg.halt_threshold) | (
+                torch.rand(len(tgt.function)) < args.explore
+            )
             if sup + 1 < steps_per_batch:
                 if int(keep.sum()) < 2:
                     break
@@ -421,12 +493,25 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(1, loss=f"{stats['loss']:.3f}", exact=f"{stats['exact']:.3f}")
         if (it + 1) % args.eval_every == 0 or it + 1 == n_batches:
             val_exact = quick_exact(ema.shadow, val_rows[:600], catalog)
-            log.write(json.dumps({"kind": "val", "opt_step": opt_step, "batch": it + 1, "val_exact": round(val_exact, 5),
-                                  "elapsed_s": round(time.time() - t_start, 2)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "kind": "val",
+                        "opt_step": opt_step,
+                        "batch": it + 1,
+                        "val_exact": round(val_exact, 5),
+                        "elapsed_s": round(time.time() - t_start, 2),
+                    }
+                )
+                + "\n"
+            )
             log.flush()
             if quiet:
-                print(f"[{kind}] batch {it + 1}/{n_batches} opt_step {opt_step} loss {stats['loss']:.4f} "
-                      f"val_exact {val_exact:.4f} ({time.time() - t_start:.0f}s)", file=sys.stderr)
+                print(
+                    f"[{kind}] batch {it + 1}/{n_batches} opt_step {opt_step} loss {stats['loss']:.4f} "
+                    f"val_exact {val_exact:.4f} ({time.time() - t_start:.0f}s)",
+                    file=sys.stderr,
+                )
         if (time.time() - t_start) / 60 > args.time_budget:
             print(f"[{kind}] time budget of {args.time_budget} min reached after {it + 1} batches", file=sys.stderr)
             stopped_early = True
@@ -444,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     selector = TRMSelector(final, catalog)
     calib_rows = source_rows("calibration") + source_rows("heldout")
     if n_eval:
-        calib_rows = calib_rows[::max(1, len(calib_rows) // n_eval)]
+        calib_rows = calib_rows[:: max(1, len(calib_rows) // n_eval)]
     if calib_rows:
         decisions, logits = raw_outputs(selector, calib_rows)
         correct = np.array([float(is_exact(r["expected"], d)) for r, d in zip(calib_rows, decisions)])
@@ -466,11 +551,26 @@ def main(argv: list[str] | None = None) -> int:
     curves: dict[str, tuple[list[float], list[bool]]] = {}
     for name, rows in ({"val": val_rows} | test_rows).items():
         m, preds, _ = evaluate_rows(gated, rows, batch_size=256)
-        metrics[name] = {k: m[k] for k in ("n", "exact_match", "function_accuracy", "action_recall", "abstain_recall",
-                                           "wrong_action_rate", "wrong_parameters_rate", "ece", "precision_at_min_confidence",
-                                           "automated_recall")}
+        metrics[name] = {
+            k: m[k]
+            for k in (
+                "n",
+                "exact_match",
+                "function_accuracy",
+                "action_recall",
+                "abstain_recall",
+                "wrong_action_rate",
+                "wrong_parameters_rate",
+                "ece",
+                "precision_at_min_confidence",
+                "automated_recall",
+            )
+        }
         curves[name] = ([p["confidence"] for p in preds], [is_exact(r["expected"], p) for r, p in zip(rows, preds)])
-        print(f"[{kind}] {name}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics[name].items() if isinstance(v, float)), file=sys.stderr)
+        print(
+            f"[{kind}] {name}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics[name].items() if isinstance(v, float)),
+            file=sys.stderr,
+        )
 
     by_source: list[dict[str, Any]] = []
     if loso_rows:
@@ -482,20 +582,50 @@ def main(argv: list[str] | None = None) -> int:
         sources = sorted({r["source"] for r in loso_rows})
         for src in sources:
             idx = [i for i, r in enumerate(loso_rows) if r["source"] == src]
-            curves[src] = ([loso_preds[i]["confidence"] for i in idx], [is_exact(loso_rows[i]["expected"], loso_preds[i]) for i in idx])
+            curves[src] = (
+                [loso_preds[i]["confidence"] for i in idx],
+                [is_exact(loso_rows[i]["expected"], loso_preds[i]) for i in idx],
+            )
         plot_reliability({k: curves[k] for k in sources}, reports / f"reliability-sources-{kind}.png")
-    extra = {"kind": kind, "metrics": metrics, "by_source": by_source, "training": {
-        "seconds": round(train_seconds, 1), "batches": it + 1, "optimizer_steps": opt_step, "batch_size": args.batch_size,
-        "train_examples": len(train_rows), "lr": args.lr, "ema": args.ema, "seed": args.seed, "threads": args.threads,
-        "stopped_early": stopped_early, "real_share": args.real_share,
-        "calibration": {"scale": a, "bias": b, "n": len(calib_rows) or len(val_rows),
-                        "fitted_on": "calibration sources + held-out sources" if calib_rows else "val.jsonl"}}}
+    extra = {
+        "kind": kind,
+        "metrics": metrics,
+        "by_source": by_source,
+        "training": {
+            "seconds": round(train_seconds, 1),
+            "batches": it + 1,
+            "optimizer_steps": opt_step,
+            "batch_size": args.batch_size,
+            "train_examples": len(train_rows),
+            "lr": args.lr,
+            "ema": args.ema,
+            "seed": args.seed,
+            "threads": args.threads,
+            "stopped_early": stopped_early,
+            "real_share": args.real_share,
+            "calibration": {
+                "scale": a,
+                "bias": b,
+                "n": len(calib_rows) or len(val_rows),
+                "fitted_on": "calibration sources + held-out sources" if calib_rows else "val.jsonl",
+            },
+        },
+    }
     save_checkpoint(final, out_dir, catalog, extra)
-    plot_training(log_path, reports / f"training-curve-{kind}.png", f"{kind}: {n_params:,} params, {opt_step} optimizer steps, {train_seconds / 60:.1f} min")
-    plot_reliability({k: curves[k] for k in ("val", "test-heldout-names", "test-random")}, reports / f"reliability-{kind}.png")
+    plot_training(
+        log_path,
+        reports / f"training-curve-{kind}.png",
+        f"{kind}: {n_params:,} params, {opt_step} optimizer steps, {train_seconds / 60:.1f} min",
+    )
+    plot_reliability(
+        {k: curves[k] for k in ("val", "test-heldout-names", "test-random")}, reports / f"reliability-{kind}.png"
+    )
     (reports / f"train-summary-{kind}.json").write_text(json.dumps({"parameters": n_params} | extra, indent=2) + "\n")
-    print(f"[{kind}] saved {out_dir} ({sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.2f} MB) in {train_seconds / 60:.1f} min",
-          file=sys.stderr)
+    print(
+        f"[{kind}] saved {out_dir} ({sum(f.stat().st_size for f in out_dir.iterdir()) / 1e6:.2f} MB) "
+        f"in {train_seconds / 60:.1f} min",
+        file=sys.stderr,
+    )
     if tmp:
         print(f"[{kind}] smoke run ok: outputs in {tmp}", file=sys.stderr)
     return 0

@@ -100,13 +100,22 @@ def main(argv: list[str] | None = None) -> int:
         if role == "heldout":
             continue
         data = all_rules[repo]
-        (RULES_DIR / f"{fname(repo)}.json").write_text(json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n")
+        (RULES_DIR / f"{fname(repo)}.json").write_text(
+            json.dumps(data, separators=(",", ":"), ensure_ascii=False) + "\n"
+        )
         by_path: dict[str, list[str]] = {}
         for r in data["rules"]:
             by_path.setdefault(r["path"], []).append(r["alert"])
             seen.add(canonical(r["alert"]))
-        provenance["sources"].append({"repository": repo, "url": f"https://github.com/{repo}", "commit": data["commit"],
-                                      "role": role, "files": [{"path": p, "alert_names": sorted(set(n))} for p, n in sorted(by_path.items())]})
+        provenance["sources"].append(
+            {
+                "repository": repo,
+                "url": f"https://github.com/{repo}",
+                "commit": data["commit"],
+                "role": role,
+                "files": [{"path": p, "alert_names": sorted(set(n))} for p, n in sorted(by_path.items())],
+            }
+        )
     # Names of the generator: where each was seen (a name found in no collected rule was written for the generator).
     index: dict[str, list[str]] = {}
     for repo, data in all_rules.items():
@@ -116,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
                 index[canonical(r["alert"])].append(repo)
     for name in generator_names():
         found = index.get(canonical(name), [])
-        provenance["generator_names"].append({"alert_name": name, "seen_in": found or ["trm-sre (written for the generator)"]})
+        provenance["generator_names"].append(
+            {"alert_name": name, "seen_in": found or ["trm-sre (written for the generator)"]}
+        )
         seen.add(canonical(name))
     # Held-out sources: where their evaluation alerts come from (their rules never reach training or the generator).
-    provenance["heldout_sources"] = [{"repository": repo, "url": f"https://github.com/{repo}", "commit": all_rules[repo]["commit"]}
-                                     for repo, role in SPLIT.items() if role == "heldout"]
+    provenance["heldout_sources"] = [
+        {"repository": repo, "url": f"https://github.com/{repo}", "commit": all_rules[repo]["commit"]}
+        for repo, role in SPLIT.items()
+        if role == "heldout"
+    ]
     PROVENANCE.write_text(json.dumps(provenance, indent=1, ensure_ascii=False) + "\n")
 
     for repo, role in SPLIT.items():
@@ -132,8 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             r["role"] = role
         path.write_text("".join(json.dumps(r, separators=(",", ":"), ensure_ascii=False) + "\n" for r in rows))
         acts = sum(r["expected"]["lambda_function"] is not None for r in rows)
-        print(f"{role:11s} {repo}: {len(rows)} alerts ({acts} expect an action) from {len(all_rules[repo]['rules']) - excluded} rules,"
-              f" {excluded} rules left out (name seen in training), {path.stat().st_size / 1e6:.2f} MB", file=sys.stderr)
+        print(
+            f"{role:11s} {repo}: {len(rows)} alerts ({acts} expect an action) "
+            f"from {len(all_rules[repo]['rules']) - excluded} rules,"
+            f" {excluded} rules left out (name seen in training), {path.stat().st_size / 1e6:.2f} MB",
+            file=sys.stderr,
+        )
     return 0
 
 

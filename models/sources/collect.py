@@ -86,18 +86,31 @@ def rules_of(text: str) -> list[dict[str, Any]]:
         name = r["alert"].strip()
         if not name or "X" == name or "{{" in name:
             continue
-        out.append({"alert": name, "expr": " ".join(expr.split()), "for": str(r.get("for", "")),
-                    "labels": _str_map(r.get("labels")), "annotations": _str_map(r.get("annotations"))})
+        out.append(
+            {
+                "alert": name,
+                "expr": " ".join(expr.split()),
+                "for": str(r.get("for", "")),
+                "labels": _str_map(r.get("labels")),
+                "annotations": _str_map(r.get("annotations")),
+            }
+        )
     return out
 
 
 def collect(repo_dir: Path) -> dict[str, Any]:
     git = ["git", "-C", str(repo_dir)]
     commit = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    url = subprocess.run(git + ["config", "--get", "remote.origin.url"], capture_output=True, text=True, check=False).stdout.strip()
+    url = subprocess.run(
+        git + ["config", "--get", "remote.origin.url"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     name = repo_dir.parent.name.replace("+", "/") if repo_dir.name == "repo" else repo_dir.name
-    files = subprocess.run(git + ["grep", "-l", "-E", r"^\s*-?\s*alert:\s*\S", "HEAD", "--", "*.yaml", "*.yml", "*.tpl"],
-                           capture_output=True, text=True, check=False).stdout.split()
+    files = subprocess.run(
+        git + ["grep", "-l", "-E", r"^\s*-?\s*alert:\s*\S", "HEAD", "--", "*.yaml", "*.yml", "*.tpl"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
     rules: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()
     for f in files:

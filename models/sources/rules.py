@@ -25,20 +25,83 @@ _BY = re.compile(r"\b(by|without)\s*\(([^)]*)\)")
 _JOIN = re.compile(r"\bgroup_(?:left|right)\s*\(([^)]*)\)")
 _LABEL_REPLACE = re.compile(r"label_replace\s*\([^,]+,\s*\"([a-zA-Z_][a-zA-Z0-9_]*)\"")
 _AGG_START = re.compile(r"^\(*\s*(sum|max|min|avg|count|topk|bottomk|group|count_values|quantile|stddev)\b")
-_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
-             "sum", "max", "min", "avg", "count", "rate", "irate", "increase", "delta", "idelta", "deriv", "predict_linear",
-             "abs", "absent", "absent_over_time", "histogram_quantile", "label_replace", "label_join", "time", "vector",
-             "scalar", "clamp_min", "clamp_max", "changes", "resets", "topk", "bottomk", "group", "avg_over_time",
-             "max_over_time", "min_over_time", "sum_over_time", "count_over_time", "last_over_time", "quantile_over_time",
-             "stddev", "round", "ceil", "floor", "sort", "sort_desc", "timestamp", "day_of_week", "hour", "minute", "inf",
-             "nan", "le", "e", "quantile", "count_values", "stddev_over_time", "present_over_time", "exp", "ln", "log2", "sgn"}
+_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "abs",
+    "absent",
+    "absent_over_time",
+    "histogram_quantile",
+    "label_replace",
+    "label_join",
+    "time",
+    "vector",
+    "scalar",
+    "clamp_min",
+    "clamp_max",
+    "changes",
+    "resets",
+    "topk",
+    "bottomk",
+    "group",
+    "avg_over_time",
+    "max_over_time",
+    "min_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "last_over_time",
+    "quantile_over_time",
+    "stddev",
+    "round",
+    "ceil",
+    "floor",
+    "sort",
+    "sort_desc",
+    "timestamp",
+    "day_of_week",
+    "hour",
+    "minute",
+    "inf",
+    "nan",
+    "le",
+    "e",
+    "quantile",
+    "count_values",
+    "stddev_over_time",
+    "present_over_time",
+    "exp",
+    "ln",
+    "log2",
+    "sgn",
+}
 
 
 def metrics_of(expr: str) -> list[str]:
     """Metric names of a PromQL expression, in order (functions, keywords and label names excluded)."""
     out: list[str] = []
     stripped = re.sub(r"\{[^}]*\}", "{}", expr)
-    stripped = re.sub(r"\"(?:[^\"\\]|\\.)*\"", "\"\"", stripped)
+    stripped = re.sub(r"\"(?:[^\"\\]|\\.)*\"", '""', stripped)
     stripped = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", stripped)
     stripped = re.sub(r"\[[^\]]*\]", "", stripped)
     for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?", stripped):
@@ -78,8 +141,11 @@ def situation_of(rule: dict[str, Any]) -> str:
         if kinds and all(k not in policy.FLUX_ACTION_KINDS for k in kinds):
             return "flux-other-kind"
         if len(kinds) == 1:
-            return {"Kustomization": "flux-kustomization", "HelmRelease": "flux-helmrelease",
-                    "GitRepository": "flux-gitrepository"}[kinds[0]]
+            return {
+                "Kustomization": "flux-kustomization",
+                "HelmRelease": "flux-helmrelease",
+                "GitRepository": "flux-gitrepository",
+            }[kinds[0]]
         return "flux-generic"
     if has("kube_horizontalpodautoscaler"):
         return "hpa"
@@ -93,14 +159,25 @@ def situation_of(rule: dict[str, Any]) -> str:
         return "pvc-filling"
     if has("kube_persistentvolume"):
         return "pvc-other"
-    if has("kube_pod_container_status_restarts_total", "kube_pod_container_status_last_terminated_reason",
-           "kube_pod_container_status_terminated_reason", "container_oom_events_total"):
+    if has(
+        "kube_pod_container_status_restarts_total",
+        "kube_pod_container_status_last_terminated_reason",
+        "kube_pod_container_status_terminated_reason",
+        "container_oom_events_total",
+    ):
         return "pod-crash"
     if has("kube_pod_container_status_waiting_reason", "kube_pod_init_container_status_waiting_reason"):
         reason = mvals.get("reason", "")
         return "pod-crash" if reason == "CrashLoopBackOff" else "pod-waiting"
-    if has("kube_pod_status_ready", "kube_pod_status_phase", "kube_pod_container_status_waiting", "kube_pod_init_container_status",
-           "kube_pod_container_status_ready", "kube_pod_status_unschedulable", "kube_pod_status_scheduled"):
+    if has(
+        "kube_pod_status_ready",
+        "kube_pod_status_phase",
+        "kube_pod_container_status_waiting",
+        "kube_pod_init_container_status",
+        "kube_pod_container_status_ready",
+        "kube_pod_status_unschedulable",
+        "kube_pod_status_scheduled",
+    ):
         phase = mvals.get("phase", "")
         if phase and all(p in ("Running", "Succeeded") for p in re.split(r"[|]", phase)):
             return "application"
@@ -142,25 +219,54 @@ _NATURAL: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kube_persistentvolumeclaim_", ("namespace", "persistentvolumeclaim")),
     ("kube_persistentvolume_", ("persistentvolume",)),
     ("kube_node_", ("node",)),
-    ("kubelet_volume_stats_", ("namespace", "persistentvolumeclaim", "node", "instance", "job", "metrics_path", "service", "endpoint")),
-    ("gotk_resource_info", ("customresource_kind", "customresource_group", "customresource_version", "name", "exported_namespace", "ready", "suspended")),
+    (
+        "kubelet_volume_stats_",
+        ("namespace", "persistentvolumeclaim", "node", "instance", "job", "metrics_path", "service", "endpoint"),
+    ),
+    (
+        "gotk_resource_info",
+        (
+            "customresource_kind",
+            "customresource_group",
+            "customresource_version",
+            "name",
+            "exported_namespace",
+            "ready",
+            "suspended",
+        ),
+    ),
     ("gotk_", ("kind", "name", "exported_namespace", "namespace", "type", "status", "job", "instance", "pod")),
     ("container_", ("namespace", "pod", "container", "name", "id", "image", "node", "instance", "job", "metrics_path")),
     ("node_", ("instance", "job", "pod", "namespace", "node")),
 )
 _KSM = ("job", "instance", "service", "endpoint")
 ROUTING_LABELS = (
-    ("cluster", ["prod-eu", "gke-main", "homelab", "k8s-prod-01", "staging"]), ("cluster_id", ["a1b2c", "t8x2k", "mc-golem"]),
+    ("cluster", ["prod-eu", "gke-main", "homelab", "k8s-prod-01", "staging"]),
+    ("cluster_id", ["a1b2c", "t8x2k", "mc-golem"]),
     ("prometheus", ["monitoring/k8s", "monitoring/kube-prometheus-stack-prometheus"]),
-    ("prometheus_replica", ["prometheus-k8s-0", "prometheus-k8s-1"]), ("team", ["sre", "platform", "payments", "atlas", "phoenix"]),
-    ("env", ["prod", "dev", "staging"]), ("region", ["eu-west-1", "us-east-1", "eu-de-1"]), ("owner", ["team-atlas", "sre"]),
-    ("area", ["kaas", "platform", "managedservices"]), ("topic", ["workloadcluster", "storage", "kubernetes"]),
-    ("cancel_if_outside_working_hours", ["true", "false"]), ("inhibit_cluster_not_ready", ["true"]),
-    ("support_group", ["containers", "compute-storage-api"]), ("service_tier", ["k8s", "1"]), ("tier", ["os", "k8s"]),
-    ("installation", ["golem", "gauss"]), ("pipeline", ["stable", "testing"]), ("provider", ["aws", "capa", "vsphere"]),
-    ("customer", ["acme"]), ("label_team", ["payments", "search"]), ("label_app_kubernetes_io_name", ["api", "web"]),
-    ("label_app_kubernetes_io_part_of", ["shop", "platform"]), ("organization", ["giantswarm", "acme"]),
-    ("receiver", ["default", "pagerduty"]), ("source", ["prometheus", "vmalert"]), ("playbook", ["https://example.com/pb"]),
+    ("prometheus_replica", ["prometheus-k8s-0", "prometheus-k8s-1"]),
+    ("team", ["sre", "platform", "payments", "atlas", "phoenix"]),
+    ("env", ["prod", "dev", "staging"]),
+    ("region", ["eu-west-1", "us-east-1", "eu-de-1"]),
+    ("owner", ["team-atlas", "sre"]),
+    ("area", ["kaas", "platform", "managedservices"]),
+    ("topic", ["workloadcluster", "storage", "kubernetes"]),
+    ("cancel_if_outside_working_hours", ["true", "false"]),
+    ("inhibit_cluster_not_ready", ["true"]),
+    ("support_group", ["containers", "compute-storage-api"]),
+    ("service_tier", ["k8s", "1"]),
+    ("tier", ["os", "k8s"]),
+    ("installation", ["golem", "gauss"]),
+    ("pipeline", ["stable", "testing"]),
+    ("provider", ["aws", "capa", "vsphere"]),
+    ("customer", ["acme"]),
+    ("label_team", ["payments", "search"]),
+    ("label_app_kubernetes_io_name", ["api", "web"]),
+    ("label_app_kubernetes_io_part_of", ["shop", "platform"]),
+    ("organization", ["giantswarm", "acme"]),
+    ("receiver", ["default", "pagerduty"]),
+    ("source", ["prometheus", "vmalert"]),
+    ("playbook", ["https://example.com/pb"]),
 )
 
 
@@ -199,12 +305,57 @@ def _kube_id(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(n))
 
 
-_APPS = ["api", "web", "checkout", "payments", "grafana", "loki", "postgres", "redis", "ingress-nginx", "cert-manager",
-         "external-dns", "coredns", "app-operator", "chart-operator", "kyverno", "vault", "keycloak", "nextcloud",
-         "home-assistant", "plex", "sonarr", "immich-server", "gitea", "harbor-core", "minio", "cilium-operator",
-         "metrics-server", "argocd-repo-server", "thanos-query", "mimir-ingester"]
-_NAMESPACES = ["default", "monitoring", "kube-system", "giantswarm", "media", "home", "database", "shop", "flux-system",
-               "observability", "ingress", "security", "apps", "team-a", "prod", "storage", "openshift-monitoring"]
+_APPS = [
+    "api",
+    "web",
+    "checkout",
+    "payments",
+    "grafana",
+    "loki",
+    "postgres",
+    "redis",
+    "ingress-nginx",
+    "cert-manager",
+    "external-dns",
+    "coredns",
+    "app-operator",
+    "chart-operator",
+    "kyverno",
+    "vault",
+    "keycloak",
+    "nextcloud",
+    "home-assistant",
+    "plex",
+    "sonarr",
+    "immich-server",
+    "gitea",
+    "harbor-core",
+    "minio",
+    "cilium-operator",
+    "metrics-server",
+    "argocd-repo-server",
+    "thanos-query",
+    "mimir-ingester",
+]
+_NAMESPACES = [
+    "default",
+    "monitoring",
+    "kube-system",
+    "giantswarm",
+    "media",
+    "home",
+    "database",
+    "shop",
+    "flux-system",
+    "observability",
+    "ingress",
+    "security",
+    "apps",
+    "team-a",
+    "prod",
+    "storage",
+    "openshift-monitoring",
+]
 
 
 def _value(rng: random.Random, key: str, matcher: dict[str, str], ctx: dict[str, str]) -> str:
@@ -216,23 +367,55 @@ def _value(rng: random.Random, key: str, matcher: dict[str, str], ctx: dict[str,
     if key in ("namespace", "exported_namespace"):
         return ctx.setdefault("ns", rng.choice(_NAMESPACES))
     if key in ("pod", "exported_pod"):
-        return ctx.setdefault("pod", f"{app}-{_kube_id(rng, rng.choice([9, 10]))}-{_kube_id(rng, 5)}" if rng.random() < 0.75
-                              else f"{app}-{rng.randint(0, 3)}")
-    if key in ("deployment", "statefulset", "daemonset", "container", "horizontalpodautoscaler", "created_by_name", "owner_name"):
+        return ctx.setdefault(
+            "pod",
+            f"{app}-{_kube_id(rng, rng.choice([9, 10]))}-{_kube_id(rng, 5)}"
+            if rng.random() < 0.75
+            else f"{app}-{rng.randint(0, 3)}",
+        )
+    if key in (
+        "deployment",
+        "statefulset",
+        "daemonset",
+        "container",
+        "horizontalpodautoscaler",
+        "created_by_name",
+        "owner_name",
+    ):
         return app
     if key in ("persistentvolumeclaim", "pvc"):
-        return ctx.setdefault("pvc", rng.choice(["data-", "storage-", "", "config-"]) + app + rng.choice(["-0", "", "-data", "-1"]))
+        return ctx.setdefault(
+            "pvc", rng.choice(["data-", "storage-", "", "config-"]) + app + rng.choice(["-0", "", "-data", "-1"])
+        )
     if key == "name":
-        return ctx.setdefault("obj", rng.choice(["apps", "infrastructure", "cluster-apps", app, "flux-system", f"{app}-config"]))
+        return ctx.setdefault(
+            "obj", rng.choice(["apps", "infrastructure", "cluster-apps", app, "flux-system", f"{app}-config"])
+        )
     if key in ("kind", "customresource_kind"):
-        return ctx.setdefault("kind", rng.choice(["Kustomization", "HelmRelease", "GitRepository", "Kustomization", "HelmRelease",
-                                                  "HelmRepository", "OCIRepository", "HelmChart"]))
+        return ctx.setdefault(
+            "kind",
+            rng.choice(
+                [
+                    "Kustomization",
+                    "HelmRelease",
+                    "GitRepository",
+                    "Kustomization",
+                    "HelmRelease",
+                    "HelmRepository",
+                    "OCIRepository",
+                    "HelmChart",
+                ]
+            ),
+        )
     if key == "customresource_group":
         return "kustomize.toolkit.fluxcd.io"
     if key in ("node", "kubernetes_node", "exported_node"):
         return rng.choice(["worker-01", "ip-10-0-3-17.eu-west-1.compute.internal", "k8s-node-a7", "pi4-02"])
     if key == "instance":
-        return f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}:{rng.choice([8080, 10250, 9100, 8443])}"
+        octets = (
+            f"{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"  # drawn before the port, as before
+        )
+        return f"10.{octets}:{rng.choice([8080, 10250, 9100, 8443])}"
     if key == "job":
         return rng.choice(["kube-state-metrics", "kubelet", "node-exporter"])
     if key == "uid":
@@ -260,7 +443,9 @@ _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 def render(text: str, labels: dict[str, str], rng: random.Random) -> str:
     def sub(m: re.Match[str]) -> str:
         inner = m.group(1)
-        lab = re.search(r"\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)|index \$labels \"([^\"]+)\"|\.Labels\.([a-zA-Z_]\w*)", inner)
+        lab = re.search(
+            r"\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)|index \$labels \"([^\"]+)\"|\.Labels\.([a-zA-Z_]\w*)", inner
+        )
         if lab:
             return str(labels.get(next(g for g in lab.groups() if g), "<no value>"))
         if "$value" in inner or ".Value" in inner:
@@ -269,6 +454,7 @@ def render(text: str, labels: dict[str, str], rng: random.Random) -> str:
         if "externalLabels" in inner:
             return "prod"
         return ""
+
     return _TEMPLATE.sub(sub, text)
 
 
@@ -293,17 +479,32 @@ def instantiate(rule: dict[str, Any], rng: random.Random, routing: float = 0.35)
         if key not in labels and rng.random() < routing * (0.6 if key in ("cluster", "prometheus") else 0.15):
             labels[key] = rng.choice(values)
     annotations = {k: render(str(v), labels, rng) for k, v in rule.get("annotations", {}).items()}
-    host = rng.choice(["http://prometheus-k8s-0:9090", "http://prometheus.monitoring.svc:9090", "https://prometheus.example.com"])
+    host = rng.choice(
+        ["http://prometheus-k8s-0:9090", "http://prometheus.monitoring.svc:9090", "https://prometheus.example.com"]
+    )
     t = f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z"
-    return {"status": "firing", "labels": labels, "annotations": annotations, "startsAt": t, "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": f"{host}/graph?g0.expr={quote(expr, safe='')}&g0.tab=1",
-            "fingerprint": "".join(rng.choice("0123456789abcdef") for _ in range(16))}
+    return {
+        "status": "firing",
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": t,
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": f"{host}/graph?g0.expr={quote(expr, safe='')}&g0.tab=1",
+        "fingerprint": "".join(rng.choice("0123456789abcdef") for _ in range(16)),
+    }
 
 
-def labelled_row(rule: dict[str, Any], rng: random.Random, catalog: Catalog, source: str, routing: float = 0.35) -> dict[str, Any]:
+def labelled_row(
+    rule: dict[str, Any], rng: random.Random, catalog: Catalog, source: str, routing: float = 0.35
+) -> dict[str, Any]:
     alert = instantiate(rule, rng, routing)
     situation = rule.get("situation") or situation_of(rule)
     target = policy.decide(situation, alert["labels"])
-    return {"alert": alert, "expected": policy.expected_decision(target, alert["labels"], catalog),
-            "target": {"lambda_function": target.function, "pointers": target.pointers, "enums": target.enums},
-            "situation": situation, "source": source, "rule": rule["alert"]}
+    return {
+        "alert": alert,
+        "expected": policy.expected_decision(target, alert["labels"], catalog),
+        "target": {"lambda_function": target.function, "pointers": target.pointers, "enums": target.enums},
+        "situation": situation,
+        "source": source,
+        "rule": rule["alert"],
+    }

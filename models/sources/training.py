@@ -22,8 +22,18 @@ from models.sources.build import RULES_DIR, SPLIT, fname
 from models.sources.rules import labelled_row, situation_of
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-ACTING = {"pod-crash", "pod-waiting", "deployment-stuck", "pvc-filling", "flux-generic", "flux-kustomization",
-          "flux-helmrelease", "flux-gitrepository", "scale-request", "deployment-load"}
+ACTING = {
+    "pod-crash",
+    "pod-waiting",
+    "deployment-stuck",
+    "pvc-filling",
+    "flux-generic",
+    "flux-kustomization",
+    "flux-helmrelease",
+    "flux-gitrepository",
+    "scale-request",
+    "deployment-load",
+}
 
 
 @lru_cache(maxsize=1)
@@ -61,16 +71,55 @@ def expression_for(situation: str, labels: dict[str, Any], rng: random.Random) -
     if not pool:
         return "up == 0"
     expr = rng.choice(pool)
-    kind = labels.get("kind") or labels.get("customresource_kind") or {
-        "flux-kustomization": "Kustomization", "flux-helmrelease": "HelmRelease", "flux-gitrepository": "GitRepository"
-    }.get(situation, "HelmRepository")
+    kind = (
+        labels.get("kind")
+        or labels.get("customresource_kind")
+        or {
+            "flux-kustomization": "Kustomization",
+            "flux-helmrelease": "HelmRelease",
+            "flux-gitrepository": "GitRepository",
+        }.get(situation, "HelmRepository")
+    )
     ns = labels.get("namespace") or "default"
     return expr.replace("{kind}", str(kind)).replace("{ns}", str(ns))
 
 
-_PREFIXES = ("Prod", "Staging", "WorkloadCluster", "ManagementCluster", "Platform", "Team", "MyApp", "Shop", "K8s", "Cluster",
-             "Observability", "Edge", "Internal", "Customer", "Atlas", "Tenant", "Infra", "Homelab", "Core", "Payments")
-_SUFFIXES = ("Critical", "Warning", "Prod", "Page", "Info", "TooLong", "Alert", "Detected", "Ticket", "Sev2", "EU", "Notify")
+_PREFIXES = (
+    "Prod",
+    "Staging",
+    "WorkloadCluster",
+    "ManagementCluster",
+    "Platform",
+    "Team",
+    "MyApp",
+    "Shop",
+    "K8s",
+    "Cluster",
+    "Observability",
+    "Edge",
+    "Internal",
+    "Customer",
+    "Atlas",
+    "Tenant",
+    "Infra",
+    "Homelab",
+    "Core",
+    "Payments",
+)
+_SUFFIXES = (
+    "Critical",
+    "Warning",
+    "Prod",
+    "Page",
+    "Info",
+    "TooLong",
+    "Alert",
+    "Detected",
+    "Ticket",
+    "Sev2",
+    "EU",
+    "Notify",
+)
 
 
 def augment_name(name: str, rng: random.Random) -> str:
@@ -90,10 +139,14 @@ def augment_annotations(ann: dict[str, str], labels: dict[str, Any], rng: random
     out = dict(ann)
     if "description" in out and rng.random() < 0.3:
         ns, pod = labels.get("namespace", "default"), labels.get("pod") or labels.get("deployment") or "NAME"
-        out["description"] += rng.choice([
-            f"\n\nTo investigate:\n  kubectl -n {ns} describe pod {pod}\n  kubectl -n {ns} logs {pod} --previous",
-            f"\nCheck with `kubectl get events -n {ns}`.", "\nDashboard: https://grafana.example.com/d/abc123",
-            "\n\nThis alert is routed to the on-call engineer of the owning team."])
+        out["description"] += rng.choice(
+            [
+                f"\n\nTo investigate:\n  kubectl -n {ns} describe pod {pod}\n  kubectl -n {ns} logs {pod} --previous",
+                f"\nCheck with `kubectl get events -n {ns}`.",
+                "\nDashboard: https://grafana.example.com/d/abc123",
+                "\n\nThis alert is routed to the on-call engineer of the owning team.",
+            ]
+        )
     if rng.random() < 0.2:
         out.pop("summary", None)
     if rng.random() < 0.1:

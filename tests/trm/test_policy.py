@@ -18,17 +18,21 @@ def test_every_situation_of_the_generator_has_exactly_one_row() -> None:
 
 def test_hand_checked_decisions(catalog) -> None:
     d = policy.decide
-    assert d("pod-crash", {"pod": "a-1", "namespace": "x"}) == policy.Target("pod-restart", {"name": "pod", "namespace": "namespace"}, {"type": "pod"})
-    assert d("pod-crash", {"namespace": "x", "deployment": "a"}).function is None            # no pod label
+    assert d("pod-crash", {"pod": "a-1", "namespace": "x"}) == policy.Target(
+        "pod-restart", {"name": "pod", "namespace": "namespace"}, {"type": "pod"}
+    )
+    assert d("pod-crash", {"namespace": "x", "deployment": "a"}).function is None  # no pod label
     assert d("deployment-stuck", {"deployment": "a", "namespace": "x", "replicas": "3"}).function == "scale-deployment"
-    assert d("deployment-load", {"deployment": "a", "namespace": "x"}).function is None       # no replica target
+    assert d("deployment-load", {"deployment": "a", "namespace": "x"}).function is None  # no replica target
     assert d("pvc-filling", {"namespace": "x"}) == policy.Target("check-pvc-status", {"namespace": "namespace"})
     assert d("flux-generic", {"customresource_kind": "HelmChart", "name": "a"}).function is None
     t = d("flux-kustomization", {"name": "apps", "exported_namespace": "web", "namespace": "flux-system"})
     assert t == policy.Target("flux-reconcile-kustomization", {"name": "name", "namespace": "exported_namespace"})
     assert d("flux-suspended", {"kind": "Kustomization", "name": "a"}).function is None
     assert d("node", {"pod": "a", "namespace": "b"}).function is None
-    e = policy.expected_decision(d("pod-crash", {"pod": "x; rm -rf /", "namespace": "a"}), {"pod": "x; rm -rf /", "namespace": "a"}, catalog)
+    e = policy.expected_decision(
+        d("pod-crash", {"pod": "x; rm -rf /", "namespace": "a"}), {"pod": "x; rm -rf /", "namespace": "a"}, catalog
+    )
     assert e == {"lambda_function": None, "parameters": {}}
 
 
@@ -49,9 +53,11 @@ def test_builders_make_labels_only() -> None:
 
 
 def test_the_runbooks_when_fields_drive_the_flux_map_and_check_the_families(catalog) -> None:
-    assert policy.flux_functions(catalog) == {"Kustomization": "flux-reconcile-kustomization",
-                                              "HelmRelease": "flux-reconcile-helmrelease",
-                                              "GitRepository": "flux-reconcile-gitrepository"}
+    assert policy.flux_functions(catalog) == {
+        "Kustomization": "flux-reconcile-kustomization",
+        "HelmRelease": "flux-reconcile-helmrelease",
+        "GitRepository": "flux-reconcile-gitrepository",
+    }
     policy.check_against_catalog(catalog)  # raises when a row's function does not list the row's family
     bad = policy.Rule("pvc-filling", "pod-restart", "x", family="storage")
     original = policy.POLICY

@@ -30,8 +30,12 @@ def _literal_generator_names() -> set[str]:
 
 def _looks_like_alert_name(text: str) -> bool:
     """KubePodCrashLooping-like: one token, CamelCase, ends in a known condition word."""
-    return (text.isalnum() and text[:1].isupper() and sum(c.isupper() for c in text) >= 3
-            and text.endswith(("Looping", "NotReady", "FillingUp", "Failed", "Failure", "Mismatch", "Pending", "Killed")))
+    return (
+        text.isalnum()
+        and text[:1].isupper()
+        and sum(c.isupper() for c in text) >= 3
+        and text.endswith(("Looping", "NotReady", "FillingUp", "Failed", "Failure", "Mismatch", "Pending", "Killed"))
+    )
 
 
 def _provenance_names() -> set[str]:

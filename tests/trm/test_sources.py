@@ -11,7 +11,10 @@ from models.evaluate import main, source_breakdown, source_markdown
 from models.sources.rules import instantiate, labelled_row, labels_kept, situation_of
 from tests.trm.test_metrics import EXPECTED, PREDICTED
 
-EXPR = 'sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{namespace=~"shop|web", job="kube-state-metrics"}[1h])) > 5'
+EXPR = (
+    "sum by (namespace, pod) "
+    '(increase(kube_pod_container_status_restarts_total{namespace=~"shop|web", job="kube-state-metrics"}[1h])) > 5'
+)
 
 
 def test_the_expression_comes_back_from_the_generator_url() -> None:
@@ -25,8 +28,12 @@ def test_the_expression_comes_back_from_the_generator_url() -> None:
 
 
 def test_situations_and_label_sets_of_published_rule_shapes(catalog) -> None:
-    rule = {"alert": "ShopContainerIsRestartingTooOften", "expr": EXPR, "labels": {"severity": "page", "team": "atlas"},
-            "annotations": {"description": "{{ $labels.namespace }}/{{ $labels.pod }} restarts"}}
+    rule = {
+        "alert": "ShopContainerIsRestartingTooOften",
+        "expr": EXPR,
+        "labels": {"severity": "page", "team": "atlas"},
+        "annotations": {"description": "{{ $labels.namespace }}/{{ $labels.pod }} restarts"},
+    }
     assert situation_of(rule) == "pod-crash"
     assert labels_kept(EXPR) == ["namespace", "pod"]
     row = labelled_row(rule, random.Random(0), catalog, "example/repo")
@@ -35,7 +42,10 @@ def test_situations_and_label_sets_of_published_rule_shapes(catalog) -> None:
     assert row["alert"]["labels"]["pod"] in row["alert"]["annotations"]["description"]
     flux = {"alert": "X", "expr": 'gotk_resource_info{ready="False", customresource_kind="HelmRepository"} > 0'}
     assert situation_of(flux) == "flux-other-kind"
-    pvc = {"alert": "FreeSpaceLow", "expr": "kubelet_volume_stats_available_bytes / kubelet_volume_stats_capacity_bytes < 0.1"}
+    pvc = {
+        "alert": "FreeSpaceLow",
+        "expr": "kubelet_volume_stats_available_bytes / kubelet_volume_stats_capacity_bytes < 0.1",
+    }
     assert situation_of(pvc) == "pvc-filling"
     assert instantiate(pvc, random.Random(1))["labels"]["persistentvolumeclaim"]
     assert situation_of({"alert": "KubePodCrashLooping", "expr": "node_load1 > 4"}) == "host"  # the expression decides
@@ -44,8 +54,10 @@ def test_situations_and_label_sets_of_published_rule_shapes(catalog) -> None:
 def _rows() -> list[dict]:
     sources = ["a/one", "a/one", "b/two", "b/two", "c/cal", "c/cal"]
     roles = ["heldout"] * 4 + ["calibration"] * 2
-    return [{"alert": {"labels": {"alertname": "A"}}, "expected": e, "source": s, "role": r}
-            for e, s, r in zip(EXPECTED, sources, roles)]
+    return [
+        {"alert": {"labels": {"alertname": "A"}}, "expected": e, "source": s, "role": r}
+        for e, s, r in zip(EXPECTED, sources, roles)
+    ]
 
 
 def test_by_source_table_counts_each_source_and_pools_each_role() -> None:
@@ -67,8 +79,10 @@ def test_eval_cli_by_source_on_a_directory(tmp_path, capsys) -> None:
         def select_batch(self, alerts):
             return PREDICTED[: len(alerts)]
 
-    rc = main(["eval", str(tmp_path), "--selector", "replay", "--json", "--by-source", "--batch-size", "6"],
-              extra_selectors={"replay": Replay})
+    rc = main(
+        ["eval", str(tmp_path), "--selector", "replay", "--json", "--by-source", "--batch-size", "6"],
+        extra_selectors={"replay": Replay},
+    )
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["source"] for r in out["by_source"]][:2] == ["a/one", "b/two"]
