@@ -37,6 +37,7 @@ from controller.engine.errors import StoreUnavailable
 from controller.engine.gauges import StoreGauges
 from controller.engine.guards import STORM_BREAKER
 from controller.engine.outbox import OutboxSender
+from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import ApprovalRow, Store, StoreError
 from controller.engine.store.tx import StoreTx
@@ -244,6 +245,9 @@ class Approvals:
             tx.set_approval_state(approval_id, "approved", now, actor)
             tx.set_decision_state(decision.id, "approved", f"approved by {actor}", now)
             tx.insert_outbox(entry, now)
+            policy = self._index.get(approval.policy) if self._index is not None else None
+            if policy is not None:
+                Outcomes.record_trigger(tx, decision, policy, event, now)  # its outcome, judged later
             # A human decided: the trigger goes out now, and the target's cooldown starts with it.
             if approval.cooldown_seconds > 0 and decision.function:
                 tx.set_cooldown(decision.target, now + approval.cooldown_seconds, decision.id, approval.policy)
