@@ -459,25 +459,30 @@ class Outcomes:
     def verification(self, decision_id: str) -> dict[str, Any] | None:
         """`verification` of `GET /decisions/{id}`: state, timestamps, evidence; None if it triggered nothing."""
         self.ensure_schema()
-        with self._store.reading() as tx:
-            o = OutcomeSql(tx).outcome(decision_id)
-        if o is None:
-            return None
-        return {
-            "state": o.state,
-            "target": o.target,
-            "function": o.function,
-            "triggeredAt": _iso(o.triggered_at),
-            "windowEndsAt": _iso(o.triggered_at + o.window_seconds),
-            "resolvedAt": _iso(o.resolved_at) if o.resolved_at is not None else None,
-            "recurrenceEndsAt": _iso(o.resolved_at + o.recurrence_seconds) if o.resolved_at is not None else None,
-            "finishedAt": _iso(o.finished_at) if o.finished_at is not None else None,
-            "evidence": o.evidence,
-        }
+        return verification_of(self._store, decision_id)
+
+
+def verification_of(store: StoreBackend, decision_id: str) -> dict[str, Any] | None:
+    """A decision's outcome as `GET /decisions/{id}` and `trm-sre explain` show it (None: no trigger, no outcome)."""
+    with store.reading() as tx:
+        o = OutcomeSql(tx).outcome(decision_id)
+    if o is None:
+        return None
+    return {
+        "state": o.state,
+        "target": o.target,
+        "function": o.function,
+        "triggeredAt": _iso(o.triggered_at),
+        "windowEndsAt": _iso(o.triggered_at + o.window_seconds),
+        "resolvedAt": _iso(o.resolved_at) if o.resolved_at is not None else None,
+        "recurrenceEndsAt": _iso(o.resolved_at + o.recurrence_seconds) if o.resolved_at is not None else None,
+        "finishedAt": _iso(o.finished_at) if o.finished_at is not None else None,
+        "evidence": o.evidence,
+    }
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-__all__ = ["Outcomes", "circuit_view", "next_circuit", "workload_target"]
+__all__ = ["Outcomes", "circuit_view", "next_circuit", "verification_of", "workload_target"]
