@@ -158,6 +158,9 @@ class Approvals:
                 return f"{decision.target} is cooling down until {_iso(until)}"
         policy = self._index.get(approval.policy) if self._index is not None else None
         if policy is not None:
+            circuit = Outcomes.circuit(tx, policy, decision.function, now)
+            if circuit.state == "open":  # it opened while the request waited: no trigger until its cooldown ends
+                return circuit.reason
             actions = policy.spec.actions
             used = tx.budget_used(approval.policy, now - actions.window_seconds, excluding=decision.id)
             if used >= actions.max_triggers_per_window:

@@ -361,11 +361,14 @@ class Pipeline:
         now = self._clock()
         try:
             with self._store.reading() as tx:
+                circuit = Outcomes.circuit(tx, policy, decision.function, now)
                 guard = GuardState(
                     now=now,
                     cooldown_until=tx.cooldown_until(decision.target) if decision.function else None,
                     budget_used=tx.budget_used(policy.key, now - actions.window_seconds),
                     incident_resolved=False,
+                    circuit=circuit.state,
+                    circuit_reason=circuit.reason,
                 )
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
@@ -377,6 +380,7 @@ class Pipeline:
             "cooldown": "cooldown",
         }.get(plan.state)
         if outcome is None:
+            # An open circuit breaker answers `escalate`, its reason naming the circuit.
             outcome = "storm_breaker" if plan.action == "storm_breaker" else "escalate"
         return outcome, plan.reason
 

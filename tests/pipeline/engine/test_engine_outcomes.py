@@ -5,7 +5,12 @@
 
 from __future__ import annotations
 
+import pytest
+
+from controller.engine.outcomes import circuit_view, next_circuit, workload_target
+from controller.engine.store.outcomes_sql import CircuitRow
 from controller.schemas.decision import decision_id
+from controller.schemas.policy import CircuitBreaker
 from tests.pipeline.engine.builders import FakeClock, alert_dict, payload, policy
 from tests.pipeline.sink import CaptureSink
 
@@ -48,3 +53,66 @@ async def test_a_half_open_circuit_asks_for_approval_and_a_verified_try_closes_i
     assert (status["circuit"], status["verified"], status["ineffective"]) == ("closed", 1, 1)
     assert engine.recorder.conditions("shop/restart")[0]["status"] == "False"
     assert "CircuitClosed" in [e.reason for e in engine.recorder.drain_events("shop/restart")]
+
+
+@pytest.mark.parametrize(
+    ("function", "parameters", "labels", "target"),
+    [
+        (
+            "pod-restart",
+            {"name": "cart-7f9c6d5b8-x2k4q", "namespace": "shop", "type": "pod"},
+            {},
+            "shop/deployment/cart",
+        ),
+        ("pod-restart", {"name": "web-api-5d8f7b9c4d-abcde", "namespace": "a"}, {}, "a/deployment/web-api"),
+        ("pod-restart", {"name": "redis-0", "namespace": "shop", "type": "pod"}, {}, "shop/pod/redis-0"),
+        ("pod-restart", {"name": "cart", "namespace": "shop", "type": "deployment"}, {}, "shop/deployment/cart"),
+        ("pod-check-status", {"name": "cart-7f9c6d5b8-x2k4q", "namespace": "shop"}, {}, "shop/deployment/cart"),
+        ("scale-deployment", {"name": "cart", "namespace": "shop", "replicas": "3"}, {}, "shop/deployment/cart"),
+        ("check-pvc-status", {"name": "data", "namespace": "db"}, {}, "db/pvc/data"),
+        ("flux-reconcile-helmrelease", {"name": "grafana", "namespace": "flux"}, {}, "flux/helmrelease/grafana"),
+        (None, {}, {"namespace": "shop", "pod": "cart-7f9c6d5b8-x2k4q"}, "shop/deployment/cart"),
+        (None, {}, {"namespace": "shop", "deployment": "cart", "pod": "x"}, "shop/deployment/cart"),
+        (None, {}, {"namespace": "db", "statefulset": "pg"}, "db/statefulset/pg"),
+        (None, {}, {"namespace": "db"}, "db/-/-"),
+    ],
+)
+def test_the_target_is_the_workload_the_function_acted_on(
+    function: str | None, parameters: dict[str, str], labels: dict[str, str], target: str
+) -> None:
+    assert workload_target(function, parameters, labels) == target
+
+
+BREAKER = CircuitBreaker(failures=2, window_seconds=100, cooldown_seconds=50)
+
+
+def _after(outcomes: list[tuple[str, float]]) -> CircuitRow | None:
+    row: CircuitRow | None = None
+    for outcome, at in outcomes:
+        new, _ = next_circuit(row, "ns/p", "pod-restart", outcome, BREAKER, at)
+        row = new or row
+    return row
+
+
+def test_consecutive_bad_outcomes_within_the_window_open_the_circuit() -> None:
+    opened = _after([("ineffective", 0), ("recurred", 10)])
+    assert opened is not None and opened.state == "open" and opened.opened_at == 10
+    assert circuit_view(opened, BREAKER, 59).state == "open"
+    assert circuit_view(opened, BREAKER, 60).state == "half-open"
+    # Spread wider than the window: the count starts over.
+    spread = _after([("failed", 0), ("failed", 101)])
+    assert spread is not None and (spread.state, spread.failures) == ("closed", 1)
+    # A verified one in between resets the count; unknown and superseded change nothing.
+    mixed = _after([("failed", 0), ("verified", 1), ("unknown", 2), ("superseded", 3), ("failed", 4)])
+    assert mixed is not None and (mixed.state, mixed.failures) == ("closed", 1)
+    still = _after([("failed", 0), ("unknown", 1), ("failed", 2)])
+    assert still is not None and still.state == "open"
+
+
+def test_a_bad_half_open_try_opens_again_and_a_verified_one_closes() -> None:
+    opened = _after([("failed", 0), ("failed", 1)])
+    again, change = next_circuit(opened, "ns/p", "pod-restart", "ineffective", BREAKER, 60)
+    assert again is not None and (again.state, again.opened_at, change) == ("open", 60, "opened")
+    closed, change = next_circuit(again, "ns/p", "pod-restart", "verified", BREAKER, 120)
+    assert closed is not None and (closed.state, closed.failures, change) == ("closed", 0, "closed")
+    assert circuit_view(closed, BREAKER, 120).state == "closed"

@@ -216,3 +216,14 @@ async def test_verified_resets_the_count_and_superseded_changes_nothing(engines,
     status = engine.recorder.snapshot("shop/restart")["outcomes"]["pod-restart"]
     assert (status["superseded"], status["ineffective"], status["circuit"]) == (1, 2, "closed")
     assert status["successRate"] == "0.33"
+
+
+async def test_a_dead_lettered_trigger_is_failed(engines, sink: CaptureSink) -> None:
+    clock = FakeClock()
+    engine = await engines([_policy()], clock, sink)
+    sink.answer(400)  # the sink refuses it: not retryable, dead-lettered at once
+    fire = _fire(POD_A, "2026-05-01T10:00:00Z")
+    await _fire_and_settle(engine, fire)
+    assert await engine.pipeline.outcomes.evaluate() == 1
+    v = _verification(engine, fire[0])
+    assert (v["state"], v["evidence"]["signal"]) == ("failed", "the trigger was dead-lettered")
