@@ -227,3 +227,21 @@ async def test_a_dead_lettered_trigger_is_failed(engines, sink: CaptureSink) -> 
     assert await engine.pipeline.outcomes.evaluate() == 1
     v = _verification(engine, fire[0])
     assert (v["state"], v["evidence"]["signal"]) == ("failed", "the trigger was dead-lettered")
+
+
+async def test_two_processes_on_one_store_judge_each_trigger_once(engines, sink: CaptureSink) -> None:
+    clock = FakeClock()
+    first = await engines([_policy()], clock, sink)
+    second = await engines([_policy()], clock, sink)  # a second replica (PostgreSQL) or process (SQLite file)
+    fire = _fire(POD_A, "2026-05-01T10:00:00Z")
+    await _fire_and_settle(first, fire)
+    clock.advance(61)
+    judged = [await second.pipeline.outcomes.evaluate(), await first.pipeline.outcomes.evaluate()]
+    assert judged == [1, 0]
+    assert _verification(first, fire[0])["state"] == "ineffective"
+    total = sum(
+        e.metric("agent_sre_remediation_outcomes_total", policy="shop/restart", function="pod-restart", outcome=o)
+        for e in (first, second)
+        for o in ("verified", "recurred", "ineffective", "failed", "unknown", "superseded")
+    )
+    assert total == 1
