@@ -23,12 +23,8 @@ def test_save_load_gives_identical_outputs(tmp_path, tiny_model, catalog, sample
 
 def test_catalog_mismatch_is_refused_with_a_clear_message(tmp_path, tiny_model, catalog):
     save_checkpoint(tiny_model, tmp_path, catalog)
-    changed = Catalog(
-        functions=tuple(
-            f.model_copy(update={"description": f.description + " (edited)"}) if f.name == "pod-restart" else f
-            for f in catalog.functions
-        )
-    )
+    changed = Catalog(functions=tuple(f.model_copy(update={"description": f.description + " (edited)"}) if f.name == "pod-restart" else f
+                                      for f in catalog.functions))
     assert changed.hash != catalog.hash
     with pytest.raises(CheckpointError, match="runbook catalog"):
         TRMSelector.load(tmp_path, catalog=changed)

@@ -10,12 +10,8 @@ def test_generation_is_deterministic(catalog):
 
 
 def test_heldout_names_never_appear_in_training(catalog):
-    train = {
-        datagen.canonical_name(r["alert"]["labels"]["alertname"]) for r in datagen.generate(3000, 1, "train", catalog)
-    }
-    test = {
-        datagen.canonical_name(r["alert"]["labels"]["alertname"]) for r in datagen.generate(500, 4, "test", catalog)
-    }
+    train = {datagen.canonical_name(r["alert"]["labels"]["alertname"]) for r in datagen.generate(3000, 1, "train", catalog)}
+    test = {datagen.canonical_name(r["alert"]["labels"]["alertname"]) for r in datagen.generate(500, 4, "test", catalog)}
     assert test and not (train & test)
 
 

@@ -12,9 +12,7 @@ from tests.trm.conftest import TINY
 
 def test_tiny_trm_overfits_a_handful_of_examples(catalog, sample_rows):
     torch.manual_seed(0)
-    rows = [r for r in sample_rows if r["expected"]["lambda_function"]][:4] + [
-        r for r in sample_rows if not r["expected"]["lambda_function"]
-    ][:4]
+    rows = [r for r in sample_rows if r["expected"]["lambda_function"]][:4] + [r for r in sample_rows if not r["expected"]["lambda_function"]][:4]
     cfg = build_config(catalog, **dict(TINY, encoder=dict(TINY["encoder"])))
     model = TRM(cfg).train()
     batch, targets = encode_rows(rows, cfg, catalog)
@@ -43,6 +41,4 @@ def test_plain_baseline_runs_on_the_same_code_path(catalog, sample_rows):
     _, out = model.step(model.embed(batch), carry, batch, model.attention_mask(batch))
     loss, _ = loss_and_stats(out, targets, cfg)
     loss.backward()
-    assert all(
-        d.steps == 1 for d in TRMSelector(model.eval(), catalog).select_batch([r["alert"] for r in sample_rows[:4]])
-    )
+    assert all(d.steps == 1 for d in TRMSelector(model.eval(), catalog).select_batch([r["alert"] for r in sample_rows[:4]]))

@@ -21,12 +21,7 @@ def test_smoke_training_runs_and_leaves_the_committed_checkpoint_alone(tmp_path:
     env = {**os.environ, "CI": "true", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "models.train", "--smoke", "--threads", "1", "--reports", str(tmp_path)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _digest(CHECKPOINT) == before
