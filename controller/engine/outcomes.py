@@ -194,7 +194,7 @@ def judge(item: OpenOutcome, policy: Policy | None, index_complete: bool, now: f
     if not item.incident_known:
         return "unknown", {"signal": "the incident is no longer in the store"}
     window_end = o.triggered_at + o.window_seconds
-    resolved = item.incident_resolved_at
+    resolved = o.resolved_at if o.resolved_at is not None else item.incident_resolved_at
     if resolved is not None and resolved <= window_end:
         return "resolved", {"resolvedAt": max(resolved, o.triggered_at)}
     if now < window_end:
@@ -344,7 +344,7 @@ class Outcomes:
                 sql = OutcomeSql(tx)
                 o = item.outcome
                 if state == "resolved":
-                    resolved_at = float(evidence["resolvedAt"])
+                    resolved_at = o.resolved_at if o.resolved_at is not None else float(evidence["resolvedAt"])
                     if o.state == "pending":
                         sql.mark_resolved(o.decision_id, resolved_at)
                     state, evidence = self._after_resolution(sql, o, resolved_at, now)
