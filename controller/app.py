@@ -439,6 +439,7 @@ class Controller:
             self.c.catalog,
             index_sync=self.c.readiness.index_sync,
             status_singleton=status_singleton,
+            reset_circuit=self.c.pipeline.outcomes.reset_circuit,
         )
         liveness = f"http://{s.host}:{s.liveness_port}/healthz" if s.liveness_port else None
         await run_operator(

@@ -37,6 +37,7 @@ from controller.engine.errors import StoreUnavailable
 from controller.engine.gauges import StoreGauges
 from controller.engine.guards import STORM_BREAKER
 from controller.engine.outbox import OutboxSender
+from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import ApprovalRow, Store, StoreError, StoreTxApi
 from controller.observability.metrics import Metrics
@@ -156,6 +157,9 @@ class Approvals:
                 return f"{decision.target} is cooling down until {_iso(until)}"
         policy = self._index.get(approval.policy) if self._index is not None else None
         if policy is not None:
+            circuit = Outcomes.circuit(tx, policy, decision.function, now)
+            if circuit.state == "open":  # it opened while the request waited: no trigger until its cooldown ends
+                return circuit.reason
             actions = policy.spec.actions
             used = tx.budget_used(approval.policy, now - actions.window_seconds, excluding=decision.id)
             if used >= actions.max_triggers_per_window:
@@ -243,6 +247,9 @@ class Approvals:
             tx.set_approval_state(approval_id, "approved", now, actor)
             tx.set_decision_state(decision.id, "approved", f"approved by {actor}", now)
             tx.insert_outbox(entry, now)
+            policy = self._index.get(approval.policy) if self._index is not None else None
+            if policy is not None:
+                Outcomes.record_trigger(tx, decision, policy, event, now)  # its outcome, judged later
             # A human decided: the trigger goes out now, and the target's cooldown starts with it.
             if approval.cooldown_seconds > 0 and decision.function:
                 tx.set_cooldown(decision.target, now + approval.cooldown_seconds, decision.id, approval.policy)

@@ -74,3 +74,6 @@ class EngineSettings(BaseModel):
     claim_lease_s: float = Field(60.0, gt=0, description="shared store: seconds a replica holds claimed work")
     #: A shared store: how often a replica looks for work whose lease ran out, and for a singleton loop's lock.
     claim_interval_s: float = Field(5.0, gt=0, description="shared store: how often unclaimed work is looked for")
+    #: How often delivered triggers' outcomes are judged (`controller.engine.outcomes`); the judgement itself uses
+    #: timestamps, so this only bounds how late an outcome (and a circuit opening) is noticed.
+    outcome_interval_s: float = Field(5.0, gt=0, description="how often trigger outcomes are evaluated")

@@ -16,10 +16,14 @@ The order of the guards, and why:
    about it, and it acts on nothing, so no guard applies;
 4. the cooldown (per function + target) comes before the storm breaker: a
    repeat on a target just remediated is a duplicate, not part of a storm;
-5. the storm breaker (`maxTriggersPerWindow` per `windowSeconds`, per
+5. an open circuit breaker of (policy, function) (`circuitBreaker`:
+   consecutive bad outcomes, `controller.engine.outcomes`) turns the
+   trigger into an escalation whose reason names the circuit;
+6. the storm breaker (`maxTriggersPerWindow` per `windowSeconds`, per
    policy) turns further triggers into escalations with reason
    "storm breaker";
-6. `requireApproval` holds the trigger until a human approves it;
+7. `requireApproval` holds the trigger until a human approves it, and so
+   does a half-open circuit (its cooldown is over: one try, approved);
    the cooldown starts when the trigger is finally emitted.
 """
 
@@ -60,6 +64,9 @@ class GuardState:
     cooldown_until: float | None  # the decision's target is cooled down until then (None: never triggered)
     budget_used: int  # triggers (and approval requests) of this policy within its window
     incident_resolved: bool
+    # The circuit of (policy, function) (controller.engine.outcomes): closed, open or half-open, and why.
+    circuit: str = "closed"
+    circuit_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class ActionPlan:
     @property
     def escalation_reasons(self) -> list[str]:
         """Reasons an escalation carries besides the stages' own (the storm breaker's)."""
-        return [self.reason] if self.action == "storm_breaker" else []
+        return [self.reason] if self.action in ("storm_breaker", "circuit_breaker") else []
 
 
 def plan_actions(decision: Decision, actions: Actions, guard: GuardState) -> ActionPlan:
@@ -99,6 +106,14 @@ def plan_actions(decision: Decision, actions: Actions, guard: GuardState) -> Act
         )
     if _cooling_down(guard):
         return ActionPlan("cooldown", _cooldown_reason(decision, guard), action="cooldown")
+    if guard.circuit == "open":
+        return ActionPlan(
+            "escalated",
+            f"{guard.circuit_reason}; {decision.function} not triggered",
+            ("escalation",),
+            record="escalation",
+            action="circuit_breaker",
+        )
     if _storm(actions, guard):
         return ActionPlan(
             "escalated",
@@ -107,8 +122,9 @@ def plan_actions(decision: Decision, actions: Actions, guard: GuardState) -> Act
             record="escalation",
             action="storm_breaker",
         )
-    if actions.require_approval:
-        timeout = actions.approval_timeout_seconds or 0
+    if actions.require_approval or guard.circuit == "half-open":
+        # Half-open: the circuit's cooldown is over; one more try, but only with a human's approval.
+        timeout = actions.approval_timeout_seconds or actions.circuit_breaker.cooldown_seconds
         return ActionPlan(
             "approval_pending",
             f"waiting for approval until {_iso(guard.now + timeout)}",
@@ -157,6 +173,8 @@ def _dry_run_reason(decision: Decision, actions: Actions, guard: GuardState) -> 
         return "dry run: would escalate"
     if _cooling_down(guard):
         return f"dry run: would hold back, {_cooldown_reason(decision, guard)}"
+    if guard.circuit == "open":
+        return f"dry run: would escalate, {guard.circuit_reason}"
     if _storm(actions, guard):
         return f"dry run: would escalate, {_storm_reason(decision, actions, guard)}"
     verb = "request approval for" if actions.require_approval else "trigger"

@@ -64,6 +64,7 @@ from controller.engine.guards import GuardState, plan_actions
 from controller.engine.history import history_as_json
 from controller.engine.lifecycle import Lifecycle
 from controller.engine.outbox import OutboxSender
+from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.replicas import ClaimRecovery, run_as_singleton
 from controller.engine.retention import RetentionSweeper
@@ -133,6 +134,16 @@ class Pipeline:
         )
         self._retention = RetentionSweeper(settings, store, metrics, self._lifecycle, clock)
         self._claims = ClaimRecovery(settings, store, self._queue, self._gauges)
+        self._outcomes = Outcomes(
+            store,
+            index,
+            recorder,
+            metrics,
+            self._lifecycle,
+            clock,
+            interval_s=settings.outcome_interval_s,
+            index_complete=index_complete,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     # lifecycle
@@ -142,6 +153,8 @@ class Pipeline:
         if self._lifecycle.running:
             return
         self._outbox.open()
+        with contextlib.suppress(StoreError):  # else the outcome loop creates them once the store is writable
+            await asyncio.to_thread(self._outcomes.ensure_schema)  # its tables, before any decision writes them
         try:
             pending = await asyncio.to_thread(self._store.undecided_alerts)
         except StoreError as exc:
@@ -166,6 +179,11 @@ class Pipeline:
             self._tasks.append(
                 asyncio.create_task(self._singleton("retention", self._retention.run), name="trm-sre-retention")
             )
+        self._tasks.append(
+            asyncio.create_task(self._singleton("outcomes", self._outcomes.run), name="trm-sre-outcomes")
+        )
+        if self._store.shared:  # every replica's status writer may need the outcome counts; one judges them
+            self._tasks.append(asyncio.create_task(self._outcomes.run_status(), name="trm-sre-outcome-status"))
         if self._store.shared:  # replicas share the store: take over what a dead one left (controller.engine.replicas)
             self._tasks.append(asyncio.create_task(self._claims.run(), name="trm-sre-claims"))
         self._outbox.wake()  # replay whatever the last run left pending, now
@@ -343,11 +361,14 @@ class Pipeline:
         now = self._clock()
         try:
             with self._store.reading() as tx:
+                circuit = Outcomes.circuit(tx, policy, decision.function, now)
                 guard = GuardState(
                     now=now,
                     cooldown_until=tx.cooldown_until(decision.target) if decision.function else None,
                     budget_used=tx.budget_used(policy.key, now - actions.window_seconds),
                     incident_resolved=False,
+                    circuit=circuit.state,
+                    circuit_reason=circuit.reason,
                 )
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
@@ -359,6 +380,7 @@ class Pipeline:
             "cooldown": "cooldown",
         }.get(plan.state)
         if outcome is None:
+            # An open circuit breaker answers `escalate`, its reason naming the circuit.
             outcome = "storm_breaker" if plan.action == "storm_breaker" else "escalate"
         return outcome, plan.reason
 
@@ -368,4 +390,16 @@ class Pipeline:
             history = self._store.decision_history(decision_id)
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return None if history is None else history_as_json(history)
+        if history is None:
+            return None
+        out = history_as_json(history)
+        try:
+            out["verification"] = self._outcomes.verification(decision_id)
+        except StoreError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return out
+
+    @property
+    def outcomes(self) -> Outcomes:
+        """Trigger outcomes and circuit breakers (`controller.engine.outcomes`): evaluate, reset by hand."""
+        return self._outcomes

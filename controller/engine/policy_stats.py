@@ -85,6 +85,8 @@ class _PolicyRecord:
     events: deque[PolicyEvent] = field(default_factory=lambda: deque(maxlen=MAX_PENDING_EVENTS))
     dropped_events: int = 0
     seeded: bool = False
+    outcomes: dict[str, dict[str, Any]] | None = None  # per function, from the store (controller.engine.outcomes)
+    paused_condition: dict[str, Any] | None = None  # the FunctionPaused condition, once outcomes exist
 
 
 def rfc3339(moment: datetime) -> str:
@@ -174,6 +176,43 @@ class PolicyStatusRecorder:
             if record.last_decision is None and last_decision:
                 record.last_decision = dict(last_decision)
 
+    def post(self, policy_key: str, event: PolicyEvent) -> None:
+        """Queue an Event that counts nothing (an outcome, a circuit change)."""
+        with self._lock:
+            record = self._record_for(policy_key)
+            if len(record.events) == record.events.maxlen:
+                record.dropped_events += 1
+            record.events.append(event)
+
+    def set_outcomes(self, policy_key: str, outcomes: dict[str, dict[str, Any]], paused: list[str]) -> None:
+        """`.status.outcomes` and the FunctionPaused condition, as the store says (replaced, not added to)."""
+        status = "True" if paused else "False"
+        with self._lock:
+            record = self._record_for(policy_key)
+            record.outcomes = {f: dict(v) for f, v in outcomes.items()}
+            previous = record.paused_condition
+            if previous is None or previous["status"] != status or previous.get("_paused") != paused:
+                changed = previous is None or previous["status"] != status
+                record.paused_condition = {
+                    "type": "FunctionPaused",
+                    "status": status,
+                    "reason": "CircuitOpen" if paused else "CircuitsClosed",
+                    "message": (
+                        f"circuit breaker open or half-open for: {', '.join(paused)}"
+                        if paused
+                        else "no function's circuit breaker is open"
+                    ),
+                    "lastTransitionTime": rfc3339(datetime.now(UTC)) if changed else previous["lastTransitionTime"],  # type: ignore[index]
+                    "_paused": list(paused),
+                }
+
+    def conditions(self, policy_key: str) -> list[dict[str, Any]]:
+        """Conditions the engine owns (FunctionPaused), merged into `.status.conditions` by the writer."""
+        with self._lock:
+            record = self._records.get(policy_key)
+            condition = record.paused_condition if record else None
+        return [] if condition is None else [{k: v for k, v in condition.items() if not k.startswith("_")}]
+
     def is_seeded(self, policy_key: str) -> bool:
         with self._lock:
             record = self._records.get(policy_key)
@@ -185,9 +224,12 @@ class PolicyStatusRecorder:
             record = self._records.get(policy_key)
             counters = dict(record.counters) if record else dict.fromkeys(COUNTER_NAMES, 0)
             last = dict(record.last_decision) if record and record.last_decision else None
+            outcomes = {f: dict(v) for f, v in record.outcomes.items()} if record and record.outcomes else None
         out: dict[str, Any] = {"counters": counters}
         if last is not None:
             out["lastDecision"] = last
+        if outcomes is not None:
+            out["outcomes"] = outcomes
         return out
 
     def drain_events(self, policy_key: str) -> list[PolicyEvent]:

@@ -29,6 +29,7 @@ from controller.engine.gauges import StoreGauges
 from controller.engine.guards import ActionPlan, GuardState, plan_actions
 from controller.engine.history import rfc3339
 from controller.engine.outbox import OutboxSender
+from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import ApprovalRow, DecisionRecord, OutboxEntry, Store, StoreError
 from controller.engine.trace_hooks import decision_span, stamp, trm_steps
@@ -187,11 +188,14 @@ class DecisionWorkers:
                 tx.set_incident_state(decision.incident_key, "decided")
                 return None
             incident = tx.incident(decision.incident_key)
+            circuit = Outcomes.circuit(tx, policy, decision.function, now)
             guard = GuardState(
                 now=now,
                 cooldown_until=tx.cooldown_until(decision.target) if decision.function else None,
                 budget_used=tx.budget_used(policy.key, now - actions.window_seconds),
                 incident_resolved=incident is not None and incident.resolved_at is not None,
+                circuit=circuit.state,
+                circuit_reason=circuit.reason,
             )
             with tracing.span("guards"):
                 plan = plan_actions(decision, actions, guard)
@@ -216,6 +220,9 @@ class DecisionWorkers:
                 tx.set_cooldown(decision.target, plan.cooldown_until, decision.id, policy.key)
             if approval is not None:
                 tx.insert_approval(approval)
+            Outcomes.record_sighting(tx, decision, event, now)  # where a recurrence is looked for
+            if "trigger" in plan.emit:
+                Outcomes.record_trigger(tx, decision, policy, event, now)  # its outcome, judged later
             tx.mark_alert_decided(work.alert_id)
             tx.set_incident_state(decision.incident_key, "decided")
         return _Committed(decision, policy, plan, tuple(e.event_id for e in entries))

@@ -121,6 +121,12 @@ class Metrics:
             ["function", "result"],
             registry=r,
         )
+        self.remediation_outcomes = Counter(
+            "agent_sre_remediation_outcomes",
+            "Final outcomes of delivered triggers (verified|recurred|ineffective|failed|unknown|superseded).",
+            ["policy", "function", "outcome"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "agent_sre_http_requests",
             "HTTP requests served, by route template and status code.",

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 STATUS_FLUSH_SECONDS = 5.0
 
 READY = "Ready"
+#: Annotation that closes a function's circuit breaker by hand (controller/engine/outcomes.py).
+RESET_CIRCUIT_ANNOTATION = f"{GROUP}/reset-circuit"
 REASON_INDEXED = "Indexed"
 #: Longest condition message written (the CRD allows 32 KiB; a page of problems is enough).
 MAX_MESSAGE = 4096
@@ -155,6 +157,8 @@ class PolicyHandlers:
     index_sync: IndexSync | None = None
     #: Replicas on a shared store: only the holder of this lock writes status (None: this process always does).
     status_singleton: Singleton | None = None
+    #: Closes a circuit breaker by hand: (policy key, function, annotation value) -> reset? (None: not wired).
+    reset_circuit: Callable[[str, str, str], bool] | None = None
     _sync_task: asyncio.Task[None] | None = None
 
     async def on_policy_event(
@@ -182,12 +186,32 @@ class PolicyHandlers:
             system_namespace=self.index.system_namespace,
         )
         self._update_index(ref.key, result, logger)
+        await self._reset_circuits(ref.key, body, logger)
         self._handled(ref)  # indexed or refused: either way the index now says what it should about it
         # Our own last intent is newer than the cluster's copy until the sync has written it.
         current = self.sync.intended(ref.key) or status
         desired = validation_status(result, body.get("spec"), generation, current, self.clock())
         ready = desired["conditions"][-1]
         self.sync.observe(ref, status, desired, ready_event(ready, find_condition(current, READY)))
+
+    async def _reset_circuits(self, key: str, body: kopf.Body, logger: logging.Logger) -> None:
+        """`remediation.homelab.io/reset-circuit: <function>[@<anything>]` (comma-separated): close those circuits.
+
+        Applied once per value (the store remembers the last one), so the annotation may stay; to reset again,
+        set a new value (e.g. `pod-restart@2`). Nothing is written to the object itself.
+        """
+        value = (body.metadata.annotations or {}).get(RESET_CIRCUIT_ANNOTATION)
+        if not value or self.reset_circuit is None:
+            return
+        for token in (t.strip() for t in str(value).split(",")):
+            function = token.partition("@")[0]
+            if not function:
+                continue
+            try:
+                if await asyncio.to_thread(self.reset_circuit, key, function, token):
+                    logger.info("circuit breaker of %s reset by annotation (%s)", function, token)
+            except Exception as exc:  # noqa: BLE001 - the store unavailable: the next watch event retries it
+                logger.warning("cannot reset the circuit breaker of %s: %s", function, exc)
 
     def _handled(self, ref: ObjectRef) -> None:
         if self.index_sync is not None:
@@ -259,6 +283,7 @@ def build_registry(
     status_writer: StatusWriter | None = None,
     index_sync: IndexSync | None = None,
     status_singleton: Singleton | None = None,
+    reset_circuit: Callable[[str, str, str], bool] | None = None,
 ) -> kopf.OperatorRegistry:
     """A fresh kopf registry with the policy handlers (never kopf's global default registry).
 
@@ -275,6 +300,7 @@ def build_registry(
         sync=sync,
         index_sync=index_sync,
         status_singleton=status_singleton,
+        reset_circuit=reset_circuit,
     )
     # A fresh registry has none of kopf's default logins: use the kubernetes
     # client's (in-cluster service account, else KUBECONFIG / ~/.kube/config),

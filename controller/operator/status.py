@@ -254,7 +254,13 @@ class PolicyStatusSync:
         return sum(1 for key, t in self._tracked.items() if t.events or self._changes(key, t))
 
     def _changes(self, key: str, tracked: _Tracked) -> dict[str, Any]:
-        return status_changes(tracked.observed, {**tracked.validation, **self.recorder.snapshot(key)})
+        desired = {**tracked.validation, **self.recorder.snapshot(key)}
+        engine_conditions = self.recorder.conditions(key)  # FunctionPaused (controller.engine.outcomes)
+        if engine_conditions and isinstance(desired.get("conditions"), list):
+            types = {c["type"] for c in engine_conditions}
+            kept = [c for c in desired["conditions"] if not (isinstance(c, Mapping) and c.get("type") in types)]
+            desired["conditions"] = [*kept, *engine_conditions]
+        return status_changes(tracked.observed, desired)
 
     async def flush(self) -> None:
         """Write every policy whose status differs from what it should be; post pending Events.

@@ -136,6 +136,21 @@ class Stage(_Spec):
         return "rules"
 
 
+class Verify(_Spec):
+    """How a delivered trigger's outcome is judged (`controller.engine.outcomes`)."""
+
+    window_seconds: int = Field(default=900, ge=1, le=604_800)
+    recurrence_seconds: int = Field(default=1800, ge=1, le=604_800)
+
+
+class CircuitBreaker(_Spec):
+    """Per (policy, function): consecutive bad outcomes pause the function (`controller.engine.outcomes`)."""
+
+    failures: int = Field(default=3, ge=1, le=1000)
+    window_seconds: int = Field(default=3600, ge=1, le=604_800)
+    cooldown_seconds: int = Field(default=1800, ge=1, le=604_800)
+
+
 class Actions(_Spec):
     sink: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
     dry_run: bool = False
@@ -145,6 +160,8 @@ class Actions(_Spec):
     require_approval: bool = False
     approval_timeout_seconds: int | None = Field(default=None, ge=1, le=604_800)
     on_resolved: Literal["record", "cancelPending"] = "cancelPending"
+    verify: Verify = Verify()
+    circuit_breaker: CircuitBreaker = CircuitBreaker()
 
     @model_validator(mode="after")
     def _approval_needs_timeout(self) -> Actions:

@@ -193,14 +193,19 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
     SQLite in WAL mode lets this read while a running controller writes.
     """
     from controller.engine.history import history_as_json
-    from controller.engine.store import Store
+    from controller.engine.outcomes import verification_of
+    from controller.engine.store import Store, StoreError
 
     store = Store.open(state_dir)
     try:
         history = store.decision_history(decision_id)
+        try:
+            verification = verification_of(store, decision_id)
+        except StoreError:  # a store from before outcomes existed: no table yet
+            verification = None
     finally:
         store.close()
-    return None if history is None else history_as_json(history)
+    return None if history is None else {**history_as_json(history), "verification": verification}
 
 
 # --------------------------------------------------------------------------
@@ -321,7 +326,22 @@ def render_history(history: dict[str, Any], out: TextIO, *, rich: bool = False) 
         f"  response: {'success' if response.get('success') else 'error'} at {response.get('received_at')}\n"
         for response in history.get("responses") or []
     )
+    verification = history.get("verification")
+    if verification:
+        out.write(f"  outcome:  {_outcome_line(verification)}\n")
     out.write("\n")
+
+
+def _outcome_line(v: dict[str, Any]) -> str:
+    """One line for a trigger's outcome (`controller.engine.outcomes`)."""
+    state = v.get("state")
+    when = {
+        "pending": f"waiting for the incident to resolve until {v.get('windowEndsAt')}",
+        "resolved": f"resolved at {v.get('resolvedAt')}; watching for a recurrence until {v.get('recurrenceEndsAt')}",
+    }.get(str(state), f"judged at {v.get('finishedAt')}")
+    evidence = v.get("evidence") or {}
+    detail = "; ".join(f"{k}: {val}" for k, val in sorted(evidence.items()) if k != "target")
+    return f"{state} on {v.get('target')} (triggered {v.get('triggeredAt')}; {when}){'; ' + detail if detail else ''}"
 
 
 def render_catalog(catalog: Any, out: TextIO, *, rich: bool = False) -> None:

@@ -195,15 +195,18 @@ def start_operator(
     namespaces: list[str] | None,
     recorder: PolicyStatusRecorder | None = None,
     index: PolicyIndex | None = None,
+    reset_circuit: Any = None,
 ) -> RunningOperator:
     """Start an operator with `kubeconfig` (kopf logs in through the kubernetes client, which reads KUBECONFIG)."""
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     op = RunningOperator(
-        index=index or PolicyIndex(),
+        index=index if index is not None else PolicyIndex(),  # an empty index is falsy
         recorder=recorder or PolicyStatusRecorder(),
         liveness_url=f"http://127.0.0.1:{free_port()}/healthz",
     )
-    registry = build_registry(op.index, op.recorder, default_catalog(), status_flush_seconds=1.0)
+    registry = build_registry(
+        op.index, op.recorder, default_catalog(), status_flush_seconds=1.0, reset_circuit=reset_circuit
+    )
 
     def settings_hook(settings: Any) -> None:
         # Short watch requests: a test that restarts the apiserver sees the reconnect sooner.

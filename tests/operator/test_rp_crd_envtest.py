@@ -37,6 +37,8 @@ def test_defaults_from_the_schema_are_filled_in(kube: Kube) -> None:
         "windowSeconds": 600,
         "requireApproval": False,
         "onResolved": "cancelPending",
+        "verify": {"windowSeconds": 900, "recurrenceSeconds": 1800},
+        "circuitBreaker": {"failures": 3, "windowSeconds": 3600, "cooldownSeconds": 1800},
     }
     assert spec["priority"] == 0 and spec["match"] == {}
 

@@ -167,8 +167,13 @@ def test_status_schema_matches_what_the_recorder_writes() -> None:
         "conditions",
         "counters",
         "lastDecision",
+        "outcomes",
     }
     assert set(props["counters"]["properties"]) == set(COUNTER_NAMES)
+    from controller.engine.store.outcomes_sql import FINAL_STATES
+
+    per_function = props["outcomes"]["additionalProperties"]["properties"]
+    assert set(per_function) == {*FINAL_STATES, "successRate", "circuit"}
     assert props["lastDecision"]["properties"]["outcome"]["enum"] == list(get_args(RecordKind))
     decision = Decision(
         id="d",

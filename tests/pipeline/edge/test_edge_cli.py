@@ -124,6 +124,7 @@ async def test_explain_a_stored_decision_by_id(
         assert stage in out
     assert "model not loaded" in out  # why the TRM stage handed over
     assert "io.homelab.agent-sre.lambda.trigger" in out and "delivered" in out
+    assert "outcome:  pending on " in out and "waiting for the incident to resolve until" in out
     assert cli.main(["explain", "ffffffff", "--state-dir", str(state_dir)]) == 1
     assert "no decision ffffffff" in capsys.readouterr().err
     # and the same from the running server (in a thread: the server runs in this test's event loop)
@@ -135,6 +136,7 @@ async def test_explain_a_stored_decision_by_id(
     shown = json.loads(capsys.readouterr().out)
     assert shown["id"] == decision_id
     assert [t["stage"] for t in shown["trace"]] == ["staticAnnotation", "trm", "rules"]
+    assert shown["verification"]["state"] == "pending" and shown["verification"]["finishedAt"] is None
 
 
 def test_catalog_lists_every_function(capsys: pytest.CaptureFixture[str]) -> None:
