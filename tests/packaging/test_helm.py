@@ -358,7 +358,7 @@ def test_rendered_rbac_grants_what_the_controller_needs_and_no_more(
         assert can("watch", "customresourcedefinitions.apiextensions.k8s.io")
         assert can("create", "events", "-n", other)
         assert can("create", "tokenreviews.authentication.k8s.io")  # Knative's OIDC tokens on /events
-        assert not can("create", "subjectaccessreviews.authorization.k8s.io")  # not system:auth-delegator
+        assert can("create", "subjectaccessreviews.authorization.k8s.io")  # who may approve (verb approve on policies)
         assert can("get", "secrets", "-n", namespace)  # the secret reader, bound in the release namespace
         # Least privilege: never writes policies, never touches workloads or other Secrets.
         for verb in ("create", "update", "patch", "delete"):
