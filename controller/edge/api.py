@@ -21,21 +21,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from controller.client import (
     REMEDIATION_TASK,
@@ -64,7 +62,20 @@ from controller.edge.limits import (
     unavailable,
     unavailable_response,
 )
+from controller.edge.middleware import RequestMetrics, request_counter
 from controller.edge.reasoning import answer_reasoning
+from controller.edge.wire import (
+    ERRORS,
+    EVENTS_ERRORS,
+    ApprovalRequest,
+    ApprovalResponse,
+    ErrorBody,
+    EventAccepted,
+    IngestResponse,
+    Readiness,
+    body_doc,
+    document_hand_read_bodies,
+)
 from controller.engine.pipeline import Overloaded, StoreUnavailable
 from controller.engine.trace_hooks import steps_in
 from controller.observability import tracing
@@ -82,52 +93,6 @@ if TYPE_CHECKING:
     from controller.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------
-# Wire models (bodies the routes read by hand are documented through these)
-# --------------------------------------------------------------------------
-
-
-class IngestResponse(BaseModel):
-    accepted: int = Field(description="alerts durably recorded by this request")
-    new_incidents: int = Field(description="alerts that opened an incident not seen before")
-    duplicates: int = Field(description="alerts already recorded (Alertmanager re-sends whole groups)")
-    resolved: int = Field(description="resolved alerts recorded against their incident")
-
-
-class EventAccepted(BaseModel):
-    type: str
-    id: str
-    result: dict[str, Any]
-
-
-class ApprovalRequest(BaseModel):
-    decision: Literal["approve", "reject"]
-    actor: str | None = Field(
-        None,
-        min_length=1,
-        max_length=256,
-        description="ignored for the record (the authenticated identity is recorded); kept for old clients",
-    )
-
-
-class ApprovalResponse(BaseModel):
-    approval_id: str
-    state: str
-    reason: str | None = Field(
-        None,
-        description="why an approval was cancelled (the policy, the cooldown or the storm breaker no longer allow it)",
-    )
-
-
-class Readiness(BaseModel):
-    ready: bool
-    reasons: list[str]
-
-
-class ErrorBody(BaseModel):
-    detail: str
 
 
 # --------------------------------------------------------------------------
@@ -158,33 +123,6 @@ def _unauthorized() -> HTTPException:
 # --------------------------------------------------------------------------
 # The app
 # --------------------------------------------------------------------------
-
-
-def _body_doc(model: type[BaseModel], content_types: Iterable[str] = ("application/json",)) -> dict[str, Any]:
-    """openapi_extra for a body read by hand (bounded), so the schema still documents it."""
-    ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {ct: {"schema": ref} for ct in content_types}}}
-
-
-_ERRORS = {
-    400: {"model": ErrorBody, "description": "malformed, or over a limit (the message names it)"},
-    401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
-    413: {"model": ErrorBody, "description": "body over the size limit"},
-    503: {"model": ErrorBody, "description": "overloaded or the store is unavailable; retry after Retry-After"},
-}
-
-_EVENTS_ERRORS = {
-    **_ERRORS,
-    401: {
-        "model": ErrorBody,
-        "description": "missing or wrong bearer token (static, or a Knative OIDC token when --events-audience is set)",
-    },
-    503: {
-        "model": ErrorBody,
-        "description": "overloaded, the store is unavailable, or the apiserver cannot check "
-        "a Knative token (TokenReview); retry after Retry-After",
-    },
-}
 
 
 # The scheme only names where the token is read from; the token itself lives in ApiDeps.
@@ -488,8 +426,8 @@ def build_api(deps: ApiDeps) -> FastAPI:
         methods=["POST"],
         response_model=IngestResponse,
         dependencies=auth,
-        responses=_ERRORS,
-        openapi_extra=_body_doc(AlertmanagerPayload),
+        responses=ERRORS,
+        openapi_extra=body_doc(AlertmanagerPayload),
         summary="Alertmanager webhook (payload version 4)",
     )
     app.add_api_route(
@@ -501,7 +439,7 @@ def build_api(deps: ApiDeps) -> FastAPI:
         responses={
             200: {"description": f"{REASONING_COMPLETED} / {REASONING_FAILED} reply (binary mode)"},
             202: {"model": EventAccepted, "description": "alert recorded, or lambda response recorded"},
-            **_EVENTS_ERRORS,
+            **EVENTS_ERRORS,
         },
         summary="CloudEvents (binary or structured mode)",
         description="Accepted types: " + ", ".join(ACCEPTED_TYPES) + ". Authentication: the bearer token, or with "
@@ -516,9 +454,9 @@ def build_api(deps: ApiDeps) -> FastAPI:
         dependencies=auth,
         responses={
             422: {"model": ErrorBody, "description": "not a remediation request, or no alert in context"},
-            **_ERRORS,
+            **ERRORS,
         },
-        openapi_extra=_body_doc(ReasonRequest),
+        openapi_extra=body_doc(ReasonRequest),
         summary="Which remediation fits this alert? (no side effects)",
     )
 
@@ -534,9 +472,9 @@ def build_api(deps: ApiDeps) -> FastAPI:
             403: {"model": ErrorBody, "description": "the webhook token, or an approver not allowed for this policy"},
             404: {"model": ErrorBody, "description": "no such approval"},
             409: {"model": ApprovalResponse, "description": "already resolved otherwise, expired or cancelled"},
-            **_ERRORS,
+            **ERRORS,
         },
-        openapi_extra=_body_doc(ApprovalRequest),
+        openapi_extra=body_doc(ApprovalRequest),
         summary="Approve or reject a pending remediation",
     )
     app.add_api_route(
@@ -544,7 +482,7 @@ def build_api(deps: ApiDeps) -> FastAPI:
         r.decision,
         methods=["GET"],
         dependencies=auth,
-        responses={404: {"model": ErrorBody, "description": "no such decision"}, 401: _ERRORS[401]},
+        responses={404: {"model": ErrorBody, "description": "no such decision"}, 401: ERRORS[401]},
         summary="A decision with its stage-by-stage trace and its delivery, approval and outcome history",
     )
     app.add_api_route("/healthz", r.healthz, methods=["GET"], summary="Liveness: the process answers")
@@ -560,8 +498,8 @@ def build_api(deps: ApiDeps) -> FastAPI:
         "/metrics", r.metrics_exposition, methods=["GET"], response_class=Response, summary="Prometheus metrics"
     )
 
-    _document_hand_read_bodies(app, [AlertmanagerPayload, ReasonRequest, ApprovalRequest])
-    app.add_middleware(_RequestMetrics, count=_request_counter(deps.metrics))
+    document_hand_read_bodies(app, [AlertmanagerPayload, ReasonRequest, ApprovalRequest])
+    app.add_middleware(RequestMetrics, count=request_counter(deps.metrics))
     return app
 
 
@@ -571,70 +509,6 @@ def _http_trace_context(request: Request) -> tuple[str | None, str | None]:
 
 def _accepted(ce_type: str, ce_id: str, result: dict[str, Any]) -> JSONResponse:
     return JSONResponse(EventAccepted(type=ce_type, id=ce_id, result=result).model_dump(), status_code=202)
-
-
-def _document_hand_read_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
-    """Add the schemas of bodies we read ourselves (bounded) to the OpenAPI components."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            for model in models:
-                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-                components.update(model_schema.pop("$defs", {}))
-                components[model.__name__] = model_schema
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
-
-
-def _request_counter(metrics: Metrics) -> Callable[[str, int], None]:
-    def count(route: str, code: int) -> None:
-        metrics.http_requests.labels(route=route, code=str(code)).inc()
-
-    return count
-
-
-class _RequestMetrics:
-    """Pure ASGI middleware: count requests by route template and status; bind a request correlation id."""
-
-    def __init__(self, app: Any, count: Callable[[str, int], None]) -> None:
-        self.app = app
-        self.count = count
-
-    async def __call__(
-        self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
-    ) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        headers = dict(scope.get("headers") or [])
-        request_id = (headers.get(b"x-correlation-id") or headers.get(b"ce-id") or b"").decode("latin-1")[:128]
-
-        async def send_and_record(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        with correlation(request_id or uuid.uuid4().hex[:16]):
-            try:
-                await self.app(scope, receive, send_and_record)
-            finally:
-                route = scope.get("route")
-                self.count(getattr(route, "path", "unmatched"), status)
-                if status >= 500:
-                    log.warning(
-                        "request failed",
-                        extra={"method": scope.get("method"), "path": scope.get("path"), "status": status},
-                    )
-                else:
-                    log.debug(
-                        "request", extra={"method": scope.get("method"), "path": scope.get("path"), "status": status}
-                    )
 
 
 def _version() -> str:
