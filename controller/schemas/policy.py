@@ -155,7 +155,7 @@ class Silence(_Spec):
     """An Alertmanager silence while a delivered trigger is judged (`controller.engine.silences`)."""
 
     enabled: bool = False
-    max_seconds: int = Field(default=3600, ge=60, le=86_400)
+    max_seconds: int = Field(default=3600, ge=1, le=86_400)
     severities: list[str] = Field(default_factory=lambda: ["warning", "critical"], max_length=20)
 
 
