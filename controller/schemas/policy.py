@@ -156,7 +156,7 @@ class Silence(_Spec):
 
     enabled: bool = False
     max_seconds: int = Field(default=3600, ge=1, le=86_400)
-    severities: list[str] = Field(default_factory=lambda: ["warning", "critical"], max_length=20)
+    severities: list[str] = Field(default=["warning", "critical"], max_length=20)
 
 
 class Actions(_Spec):
