@@ -65,7 +65,11 @@ CREATOR_PREFIX = "trm-sre/"
 
 
 class AlertmanagerError(Exception):
-    """Alertmanager could not be reached or refused a request."""
+    """Alertmanager could not be reached (`status` None) or refused a request (its HTTP status)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,9 @@ class AlertmanagerClient:
     @staticmethod
     def _ok(response: httpx.Response, what: str) -> None:
         if not 200 <= response.status_code < 300:
-            raise AlertmanagerError(f"{what}: Alertmanager answered {response.status_code}: {response.text[:300]}")
+            raise AlertmanagerError(
+                f"{what}: Alertmanager answered {response.status_code}: {response.text[:300]}", response.status_code
+            )
 
     async def silences(self) -> list[dict[str, Any]]:
         response = await self._request("GET", "/api/v2/silences")
@@ -131,6 +137,11 @@ class AlertmanagerClient:
         response = await self._request("DELETE", f"/api/v2/silence/{silence_id}")
         if response.status_code == 404:
             return False
+        if not 200 <= response.status_code < 300:
+            # Alertmanager refuses to expire a silence that already expired (someone expired it by hand).
+            current = await self.silence(silence_id)
+            if current is None or current.get("status", {}).get("state") == "expired":
+                return False
         self._ok(response, "expire silence")
         return True
 
@@ -220,7 +231,7 @@ class Silences:
         existing: list[dict[str, Any]] | None = None
         for candidate in candidates:
             try:
-                if existing is None and self._wanted(candidate):
+                if existing is None and await asyncio.to_thread(self._wanted, candidate):
                     existing = await self._client.silences()
                 await self._create(candidate, existing or [])
             except AlertmanagerError as exc:
@@ -243,7 +254,8 @@ class Silences:
                     "silence request failed (will retry)",
                     extra={"decision": item.silence.decision_id, "error": str(exc)},
                 )
-                break
+                if exc.status is None:
+                    break  # unreachable: one probe per round; a refusal of one silence does not hold the others
 
     def _read(self, fn: Callable[[SilenceSql], Any]) -> Any:
         with self._store.reading() as tx:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,79 @@ def test_who_gets_no_silence() -> None:
     assert why_not(on, c3, l3) is not None and "severity" in str(why_not(on, c3, l3))
     errored = Candidate("d1", "p", "f", "i", 0.0, 60, "pending", {}, "error")
     assert why_not(on, errored, labels) == "the lambda already answered with an error"
+
+
+class FakeAlertmanager:
+    """The AlertmanagerClient calls, in memory: what was expired, what alerts it lists."""
+
+    def __init__(self) -> None:
+        self.expired: list[str] = []
+        self.listed: list[dict[str, object]] = []
+
+    async def silences(self) -> list[dict[str, object]]:
+        return []
+
+    async def silence(self, silence_id: str) -> dict[str, object] | None:
+        return None
+
+    async def post_silence(self, body: dict[str, object]) -> str:
+        raise AssertionError("nothing is created here")
+
+    async def expire(self, silence_id: str) -> bool:
+        self.expired.append(silence_id)
+        return True
+
+    async def alerts(self, matchers: list[dict[str, object]]) -> list[dict[str, object]]:
+        return self.listed
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_an_opened_circuit_expires_the_silence_at_once(tmp_path: Path) -> None:
+    from controller.decision.policy_index import PolicyIndex
+    from controller.engine.silences import Silences
+    from controller.engine.store.outcomes_sql import CircuitRow, OutcomeRow, OutcomeSql
+    from controller.observability.metrics import Metrics
+
+    backend = open_store(None, tmp_path / "state")
+    try:
+        ensure_outcomes(backend)
+        index = PolicyIndex()
+        p = policy(name="quick", actions={"silence": {"enabled": True}})
+        index.upsert(p)
+        fake = FakeAlertmanager()
+        metrics = Metrics()
+        silences = Silences(backend, index, metrics, lambda: 150.0, fake)  # type: ignore[arg-type]
+        silences.ensure_schema()
+        with backend.transaction() as tx:
+            SilenceSql(tx).insert(replace(_row(), policy=p.key))
+            OutcomeSql(tx).insert_outcome(
+                OutcomeRow(
+                    "d1",
+                    "inc@1",
+                    p.key,
+                    p.generation,
+                    "pod-restart",
+                    "KubePodCrashLooping",
+                    "shop/pod/cart",
+                    100.0,
+                    600,
+                    60,
+                    "pending",
+                    None,
+                    None,
+                    {},
+                )
+            )
+        await silences.reconcile()
+        assert fake.expired == []  # closed circuit, outcome pending: the silence stays
+        with backend.transaction() as tx:
+            OutcomeSql(tx).put_circuit(CircuitRow(p.key, "pod-restart", "open", 3, 100.0, 140.0, "3 bad", None, 140.0))
+        await silences.reconcile()
+        assert fake.expired == ["s-1"]
+        shown = silence_of(backend, "d1")
+        assert shown is not None and (shown["state"], shown["reason"]) == ("expired", "the function's circuit opened")
+        assert metrics.silences.labels(result="expired")._value.get() == 1
+    finally:
+        backend.close()
