@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -102,6 +104,7 @@ class Env:
             path.write_text(text)
             files.append(str(path))
         self.marker = tmp_path / "crashed"
+        self.state_dir = tmp_path / "state"
         self.trm_sre = ControllerProcess(
             [
                 "--standalone",
@@ -241,6 +244,19 @@ def test_one_silence_matching_the_alert_extended_then_resolution_polled_and_veri
     assert [s["status"]["state"] for s in env.silences_for(pod)] == ["expired"]
     assert env.metric("agent_sre_silences_total", result="created") == 1
     assert env.metric("agent_sre_silences_total", result="expired") == 1
+    # trm-sre explain, reading the store, shows it too.
+    explained = subprocess.run(
+        [sys.executable, "-m", "controller", "explain", decision_id, "--state-dir", str(env.state_dir)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert explained.returncode == 0, explained.stderr
+    line = next(x for x in explained.stdout.splitlines() if x.strip().startswith("silence:"))
+    assert f"expired {silence['id']}" in line and "alertmanager-poll" in line, explained.stdout
 
 
 def d_state(env: Env, decision_id: str) -> str | None:
