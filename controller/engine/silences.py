@@ -27,7 +27,7 @@ delivered trigger of a policy with `silence.enabled`:
   silence is left), or when the function's circuit is open.
 - resolution: a silenced alert sends no resolved notification
   (alertmanager#226), so the alert is polled (`GET /api/v2/alerts` filtered
-  on its labels): once listed as silenced and then gone, it resolved; the
+  on its labels): once listed as silenced, then gone from two polls in a row, it resolved; the
   outcome is marked resolved (then judged verified or recurred as usual) and
   the silence records `resolution_source: alertmanager-poll`.
 
@@ -204,6 +204,7 @@ class Silences:
         self._client = client
         self._interval_s = interval_s
         self._schema_ready = False
+        self._absent_once: set[str] = set()  # decisions whose silenced alert one poll did not list
 
     def ensure_schema(self) -> None:
         if not self._schema_ready:
@@ -370,12 +371,17 @@ class Silences:
         alerts = await self._client.alerts(s.matchers)
         mine = [a for a in alerts if s.silence_id in (a.get("status", {}).get("silencedBy") or [])]
         if alerts:
+            self._absent_once.discard(s.decision_id)
             if mine and s.seen_silenced_at is None:
                 await asyncio.to_thread(self._write, lambda sql: sql.seen_silenced(s.decision_id, now))
             await self._maybe_extend(s, now)
             return
         if s.seen_silenced_at is None and not mine:
             return  # never seen under our silence: its absence says nothing yet
+        if s.decision_id not in self._absent_once:  # twice in a row: not a blip (an Alertmanager restarting)
+            self._absent_once.add(s.decision_id)
+            return
+        self._absent_once.discard(s.decision_id)
         await asyncio.to_thread(self._resolve, s.decision_id, now)
         log.info("silenced alert resolved (seen by polling Alertmanager)", extra={"decision": s.decision_id})
 
