@@ -77,3 +77,15 @@ class EngineSettings(BaseModel):
     #: How often delivered triggers' outcomes are judged (`controller.engine.outcomes`); the judgement itself uses
     #: timestamps, so this only bounds how late an outcome (and a circuit opening) is noticed.
     outcome_interval_s: float = Field(5.0, gt=0, description="how often trigger outcomes are evaluated")
+    #: Alertmanager's API (`controller.engine.silences`): where silences tied to remediation are created,
+    #: extended and expired, and silenced alerts polled for resolution. None: no silences at all.
+    alertmanager_url: str | None = Field(
+        None, pattern=r"^https?://\S+$", description="Alertmanager API base URL for silences (none: no silences)"
+    )
+    alertmanager_token_file: str | None = Field(
+        None, description="file holding a bearer token for the Alertmanager API (re-read on every request)"
+    )
+    alertmanager_ca_file: str | None = Field(None, description="PEM CA bundle to verify Alertmanager's certificate")
+    silence_interval_s: float = Field(
+        5.0, gt=0, description="how often silences are created, extended, expired, polled"
+    )

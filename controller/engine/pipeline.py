@@ -68,6 +68,7 @@ from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.replicas import ClaimRecovery, run_as_singleton
 from controller.engine.retention import RetentionSweeper
+from controller.engine.silences import AlertmanagerClient, AlertmanagerConfig, Silences, silence_of
 from controller.engine.store import StoreBackend, StoreError
 from controller.engine.work_queue import WorkItem, WorkQueue
 from controller.engine.workers import DecisionWorkers
@@ -144,6 +145,20 @@ class Pipeline:
             interval_s=settings.outcome_interval_s,
             index_complete=index_complete,
         )
+        self._silences: Silences | None = None
+        if settings.alertmanager_url:  # silences tied to remediation (controller.engine.silences)
+            self._silences = Silences(
+                store,
+                index,
+                metrics,
+                clock,
+                AlertmanagerClient(
+                    AlertmanagerConfig(
+                        settings.alertmanager_url, settings.alertmanager_token_file, settings.alertmanager_ca_file
+                    )
+                ),
+                interval_s=settings.silence_interval_s,
+            )
         self._tasks: list[asyncio.Task[None]] = []
 
     # lifecycle
@@ -182,6 +197,10 @@ class Pipeline:
         self._tasks.append(
             asyncio.create_task(self._singleton("outcomes", self._outcomes.run), name="trm-sre-outcomes")
         )
+        if self._silences is not None:
+            self._tasks.append(
+                asyncio.create_task(self._singleton("silences", self._silences.run), name="trm-sre-silences")
+            )
         if self._store.shared:  # every replica's status writer may need the outcome counts; one judges them
             self._tasks.append(asyncio.create_task(self._outcomes.run_status(), name="trm-sre-outcome-status"))
         if self._store.shared:  # replicas share the store: take over what a dead one left (controller.engine.replicas)
@@ -395,6 +414,9 @@ class Pipeline:
         out = history_as_json(history)
         try:
             out["verification"] = self._outcomes.verification(decision_id)
+            if self._silences is not None:
+                self._silences.ensure_schema()
+                out["silence"] = silence_of(self._store, decision_id)
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
         return out

@@ -127,6 +127,12 @@ class Metrics:
             ["policy", "function", "outcome"],
             registry=r,
         )
+        self.silences = Counter(
+            "agent_sre_silences",
+            "Alertmanager silences tied to remediation, by what happened (created|extended|expired|failed).",
+            ["result"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "agent_sre_http_requests",
             "HTTP requests served, by route template and status code.",

@@ -151,6 +151,14 @@ class CircuitBreaker(_Spec):
     cooldown_seconds: int = Field(default=1800, ge=1, le=604_800)
 
 
+class Silence(_Spec):
+    """An Alertmanager silence while a delivered trigger is judged (`controller.engine.silences`)."""
+
+    enabled: bool = False
+    max_seconds: int = Field(default=3600, ge=1, le=86_400)
+    severities: list[str] = Field(default=["warning", "critical"], max_length=20)
+
+
 class Actions(_Spec):
     sink: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
     dry_run: bool = False
@@ -162,6 +170,7 @@ class Actions(_Spec):
     on_resolved: Literal["record", "cancelPending"] = "cancelPending"
     verify: Verify = Verify()
     circuit_breaker: CircuitBreaker = CircuitBreaker()
+    silence: Silence = Silence()
 
     @model_validator(mode="after")
     def _approval_needs_timeout(self) -> Actions:

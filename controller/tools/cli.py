@@ -201,6 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="default CloudEvents sink for triggers (default: $K_SINK; none: <state dir>/triggers.jsonl)",
     )
     run.add_argument(
+        "--alertmanager-url",
+        metavar="URL",
+        dest="engine.alertmanager_url",
+        help="Alertmanager API base URL: silences tied to remediation (spec.actions.silence); none: no silences",
+    )
+    run.add_argument(
+        "--alertmanager-token-file",
+        metavar="FILE",
+        dest="engine.alertmanager_token_file",
+        help="a bearer token for the Alertmanager API, re-read on every request",
+    )
+    run.add_argument(
+        "--alertmanager-ca-file",
+        metavar="FILE",
+        dest="engine.alertmanager_ca_file",
+        help="PEM CA bundle that verifies Alertmanager's HTTPS certificate",
+    )
+    run.add_argument(
         "--liveness-port",
         type=int,
         dest="liveness_port",

@@ -194,6 +194,7 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
     """
     from controller.engine.history import history_as_json
     from controller.engine.outcomes import verification_of
+    from controller.engine.silences import silence_of
     from controller.engine.store import Store, StoreError
 
     store = Store.open(state_dir)
@@ -203,9 +204,15 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
             verification = verification_of(store, decision_id)
         except StoreError:  # a store from before outcomes existed: no table yet
             verification = None
+        try:
+            silence = silence_of(store, decision_id)
+        except StoreError:  # no silences table: never configured with an Alertmanager URL
+            silence = None
     finally:
         store.close()
-    return None if history is None else {**history_as_json(history), "verification": verification}
+    if history is None:
+        return None
+    return {**history_as_json(history), "verification": verification, "silence": silence}
 
 
 # --------------------------------------------------------------------------
@@ -329,7 +336,20 @@ def render_history(history: dict[str, Any], out: TextIO, *, rich: bool = False) 
     verification = history.get("verification")
     if verification:
         out.write(f"  outcome:  {_outcome_line(verification)}\n")
+    silence = history.get("silence")
+    if silence:
+        out.write(f"  silence:  {_silence_line(silence)}\n")
     out.write("\n")
+
+
+def _silence_line(s: dict[str, Any]) -> str:
+    """One line for the Alertmanager silence tied to a trigger (`controller.engine.silences`)."""
+    line = f"{s.get('state')} {s.get('silenceId') or '(not created)'} until {s.get('endsAt')}"
+    if s.get("reason"):
+        line += f" ({s['reason']})"
+    if s.get("resolutionSource"):
+        line += f"; resolved at {s.get('resolvedAt')} ({s['resolutionSource']})"
+    return line
 
 
 def _outcome_line(v: dict[str, Any]) -> str:

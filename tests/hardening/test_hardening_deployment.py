@@ -166,7 +166,9 @@ def test_the_networkpolicy_admits_only_alertmanager_the_broker_and_probes(contro
     assert {p["containerPort"] for p in container["ports"]} == {8080, 8081}
 
 
-def test_the_networkpolicy_lets_out_only_dns_the_apiserver_the_sink_and_the_llm(control_plane: ControlPlane) -> None:
+def test_the_networkpolicy_lets_out_only_dns_the_apiserver_the_sink_the_llm_and_alertmanager(
+    control_plane: ControlPlane,
+) -> None:
     spec = _network_policy(control_plane)["spec"]
     for rule in spec["egress"]:
         assert rule.get("to") and rule.get("ports"), f"an egress rule without peers or ports opens everything: {rule}"
@@ -179,7 +181,10 @@ def test_the_networkpolicy_lets_out_only_dns_the_apiserver_the_sink_and_the_llm(
     assert sink and _ports(sink[0]) <= {("TCP", 80), ("TCP", 8080)}
     llm = [r for r in spec["egress"] if ("TCP", 11434) in _ports(r)]
     assert llm, "the function-calling endpoint (Ollama 11434 / OpenAI-compatible) is reachable"
-    assert len(spec["egress"]) == 4
+    alertmanager = [r for r in spec["egress"] if ("TCP", 9093) in _ports(r)]  # silences (issue #16)
+    assert alertmanager and _namespaces(alertmanager[0], "to") == {"monitoring"}
+    assert _ports(alertmanager[0]) == {("TCP", 9093)}
+    assert len(spec["egress"]) == 5
 
 
 def test_the_networkpolicy_example_is_valid_yaml_with_comments(control_plane: ControlPlane) -> None:

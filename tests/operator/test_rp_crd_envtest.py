@@ -39,6 +39,7 @@ def test_defaults_from_the_schema_are_filled_in(kube: Kube) -> None:
         "onResolved": "cancelPending",
         "verify": {"windowSeconds": 900, "recurrenceSeconds": 1800},
         "circuitBreaker": {"failures": 3, "windowSeconds": 3600, "cooldownSeconds": 1800},
+        "silence": {"enabled": False, "maxSeconds": 3600, "severities": ["warning", "critical"]},
     }
     assert spec["priority"] == 0 and spec["match"] == {}
 
