@@ -112,6 +112,8 @@ async def test_with_the_model_unavailable_the_chain_goes_on_and_says_so(
     (note,) = [r for r in ready.json()["reasons"] if "TRM" in r]
     assert "no-such-checkpoint" in note and "missing" in note
     assert metric_value(metrics, "agent_sre_trm_model_loaded") == 0
+    # requested cpu, actual none: the device metric says the model runs nowhere (issue #14)
+    assert metric_value(metrics, "agent_sre_model_device_info", requested="cpu", actual="none", runtime="onnx") == 1
     assert accepted.status_code == 200
     (trigger,) = sink.accepted_of(LAMBDA_TRIGGER)
     data = trigger.data()
