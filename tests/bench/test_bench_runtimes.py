@@ -17,4 +17,4 @@ def test_the_trm_alone_measurement_reports_latency_memory_and_torch() -> None:
 def test_the_markdown_has_a_row_per_runtime() -> None:
     entry = {"trm": {"latency_ms": {"p50": 1.0, "p99": 2.0}}, "controller": {"ready_ms": {"p50": 9.0}}}
     lines = render({"alerts": 3, "repeats": 1, "runtimes": {"onnx": entry, "torch": entry}})
-    assert sum(1 for line in lines if line.startswith("| onnx |") or line.startswith("| torch |")) == 2
+    assert sum(1 for line in lines if line.startswith(("| onnx |", "| torch |"))) == 2
