@@ -6,12 +6,14 @@
 #   docker build -t trm-sre:dev .                                  # CPU (default)
 #   docker build --build-arg VARIANT=cuda -t trm-sre:dev-cuda .    # NVIDIA GPU
 #
-# VARIANT=cpu installs torch from PyTorch's CPU-only wheel index
-# (TORCH_CPU_INDEX): PyPI's Linux torch wheel pulls in several GB of CUDA
-# libraries that a CPU image never uses. VARIANT=cuda installs exactly what
-# requirements.lock pins (PyPI's torch and its nvidia-* CUDA wheels); the
-# node only needs the NVIDIA driver and device plugin, no CUDA base image.
-# Every other package comes from PyPI at the version requirements.lock pins.
+# The controller serves the TRM with ONNX Runtime (models/checkpoints/*/model.onnx);
+# torch is the `train` extra and is in neither image (issue #14).
+# VARIANT=cpu installs the serving dependencies only (`pip install .`, onnxruntime).
+# VARIANT=cuda swaps onnxruntime for onnxruntime-gpu at the same version, with the
+# CUDA and cuDNN runtime libraries from their nvidia-* wheels (its `cuda`/`cudnn`
+# extras); the node only needs the NVIDIA driver and device plugin, no CUDA base
+# image. Run it with --device cuda (strict: not ready when CUDA cannot start).
+# Every package comes from PyPI at the version requirements.lock pins.
 #
 # Runtime contract (see deploy/base/deployment.yaml, deploy/helm/trm-sre):
 # - runs as uid/gid 65532, never root; works with readOnlyRootFilesystem;
@@ -32,7 +34,6 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
 ARG VARIANT=cpu
-ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -44,19 +45,8 @@ RUN python -m venv /opt/trm-sre
 
 WORKDIR /src
 
-# Dependencies first, so a code change does not reinstall torch.
 COPY requirements.lock ./
-# CPU variant: torch alone from the CPU wheel index. The lock's "torch==X"
-# matches the wheel "X+cpu" (PEP 440 ignores a local version label when the
-# specifier has none). --no-deps: torch's own dependencies come from PyPI in
-# the next step, pinned by the lock. CUDA variant: nothing to do here.
-RUN set -eu; \
-    case "$VARIANT" in \
-      cpu) pip install --no-cache-dir --no-deps --index-url "$TORCH_CPU_INDEX" \
-             "$(grep -E '^torch==' requirements.lock)" ;; \
-      cuda) ;; \
-      *) echo "VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 1 ;; \
-    esac
+RUN case "$VARIANT" in cpu|cuda) ;; *) echo "VARIANT must be cpu or cuda, not '$VARIANT'" >&2; exit 1 ;; esac
 
 COPY pyproject.toml README.md ./
 COPY crds/ crds/
@@ -64,30 +54,37 @@ COPY controller/ controller/
 COPY runbooks/ runbooks/
 COPY models/ models/
 
-# The project and its runtime dependencies. requirements.lock also pins the
-# test and dev extras, so it is a constraints file here: only what the
-# project needs is installed, each at its locked version. For the CPU variant
-# the CPU torch installed above already satisfies "torch", so no CUDA wheels
-# are fetched.
-RUN pip install --no-cache-dir -c requirements.lock . \
- && pip check
+# The project and its serving dependencies (no extras: no torch). requirements.lock
+# also pins the train, test and dev extras, so it is a constraints file here: only
+# what the project needs is installed, each at its locked version. The CUDA variant
+# then replaces onnxruntime by onnxruntime-gpu of the locked version (one module,
+# two distributions: never both).
+RUN set -eu; \
+    pip install --no-cache-dir -c requirements.lock .; \
+    if [ "$VARIANT" = cuda ]; then \
+      ort=$(grep -E '^onnxruntime==' requirements.lock | cut -d= -f3); \
+      pip uninstall -y onnxruntime; \
+      pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]==$ort"; \
+    fi; \
+    pip check
 
 # The checkpoint lives in a sub-folder (models/checkpoints/trm/) that the
 # package data pattern may not cover: copy it next to the installed `models`
 # package explicitly, then prove that the image can load it against the
 # shipped runbook catalog (a missing or stale checkpoint fails the build, not
-# the first alert); `python -P` keeps /src off sys.path, so this imports the
-# installed packages, as the runtime will. Byte-compile whatever pip did not:
+# the first alert) with the ONNX runtime, without importing torch (and torch
+# must not be installed at all); `python -P` keeps /src off sys.path, so this
+# imports the installed packages, as the runtime will. Byte-compile whatever pip did not:
 # the root filesystem is read-only at run time, so Python could not cache
 # bytecode later ("|| true": a few packages ship files for newer Pythons that
-# do not compile, e.g. torch's py312 test helpers, and bytecode is only an
-# optimisation).
+# do not compile, and bytecode is only an optimisation).
 RUN set -eu; \
     site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
     test -d models/checkpoints || { echo "models/checkpoints/ is missing: train a model first (make train)" >&2; exit 1; }; \
     mkdir -p "$site/models/checkpoints"; \
     cp -a models/checkpoints/. "$site/models/checkpoints/"; \
-    python -P -c 'from models.selector import TRMSelector; TRMSelector.load(device="cpu"); print("checkpoint OK")'; \
+    python -P -c 'import importlib.util, sys; sys.exit("torch is installed" if importlib.util.find_spec("torch") else 0)'; \
+    python -P -c 'import sys; from models.selector import TRMSelector; TRMSelector.load(device="cpu", runtime="onnx"); assert "torch" not in sys.modules; print("checkpoint OK")'; \
     python -m compileall -q "$site" >/dev/null || true; \
     trm-sre --help >/dev/null
 
@@ -116,7 +113,7 @@ COPY --from=build /opt/trm-sre /opt/trm-sre
 # - XDG_DATA_HOME=/var/lib makes the default state directory (platformdirs'
 #   user data dir, used when --state-dir is not given) /var/lib/trm-sre;
 # - HOME, TMPDIR and XDG_CACHE_HOME point at /tmp (an emptyDir in Kubernetes)
-#   for whatever a library caches (torch, httpx, kube client);
+#   for whatever a library caches (onnxruntime, httpx, kube client);
 # - no bytecode writes (it was compiled at build time), unbuffered logs.
 ENV PATH=/opt/trm-sre/bin:$PATH \
     VIRTUAL_ENV=/opt/trm-sre \

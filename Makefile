@@ -83,7 +83,7 @@ format: venv ## apply ruff's formatter and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-train: venv ## train the Tiny Recursive Model (TRAIN_ARGS=...)
+train: venv ## train the Tiny Recursive Model, then export it to ONNX (model.onnx beside the weights; TRAIN_ARGS=...)
 	$(PY) -m controller train $(TRAIN_ARGS)
 
 eval: venv ## evaluate a trained model (EVAL_ARGS=...)
@@ -102,7 +102,7 @@ docs: venv ## regenerate docs/policy-reference.md (from the CRD) and the setting
 	$(PY) -m controller.tools.settings_reference --write
 
 lock: ## regenerate requirements.lock from pyproject.toml
-	uv pip compile pyproject.toml --extra test --extra dev --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --extra train --extra test --extra dev --python-version 3.11 -o requirements.lock
 
 clean: ## remove build leftovers and Python caches (keeps the venv and built binaries)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache

@@ -775,6 +775,10 @@ def render(results: dict[str, Any], out_path: Path, plots_dir: Path | None) -> s
         lines += _scale(sections["scale"], rel)
     if "coldstart" in sections:
         lines += _coldstart(sections["coldstart"])
+    if "runtimes" in sections and "error" not in sections["runtimes"]:
+        from bench.runtimes import render as _runtimes
+
+        lines += _runtimes(sections["runtimes"])
     if "profile" in sections:
         lines += _profile(sections["profile"])
     if "tracing" in sections:

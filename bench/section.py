@@ -16,12 +16,13 @@ from pathlib import Path
 
 from bench.modes import MODES, Options
 
-SECTIONS = ("selection", "e2e", "scale", "coldstart", "profile", "tracing", "replicas")
+SECTIONS = ("selection", "e2e", "scale", "coldstart", "runtimes", "profile", "tracing", "replicas")
 _MODULES = {
     "selection": "bench.selection",
     "e2e": "bench.e2e",
     "scale": "bench.scale",
     "coldstart": "bench.coldstart",
+    "runtimes": "bench.runtimes",
     "profile": "bench.profile",
     "tracing": "bench.tracing",
     "replicas": "bench.replicas",

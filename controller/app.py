@@ -186,8 +186,15 @@ def build_components(settings: Settings, *, model: ModelState | None = None) -> 
                 policy = policy.model_copy(update={"namespace": settings.effective_system_namespace})
             index.upsert(policy)
     if model is None:
-        model = load_model(settings.model.enabled, settings.model.checkpoint_dir, settings.model.device, catalog)
+        model = load_model(
+            settings.model.enabled,
+            settings.model.checkpoint_dir,
+            settings.model.device,
+            catalog,
+            runtime=settings.model.runtime,
+        )
     metrics.model_loaded.set(1 if model.selector is not None else 0)
+    metrics.model_device.labels(model.requested_device, model.actual_device, model.runtime).set(1)
     gpu_reader = gpu_utilization_reader(str(getattr(model.selector, "device", "cpu")))
     if gpu_reader is not None:
         metrics.enable_gpu_utilization(gpu_reader)

@@ -188,7 +188,12 @@ class ModelSettings(BaseModel):
     checkpoint_dir: Path | None = Field(
         None, description="checkpoint directory (default: the shipped models/checkpoints/trm)"
     )
-    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where the TRM runs: cpu, cuda or auto")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu", description="where the TRM runs: cpu, cuda (strict: not ready without a usable GPU) or auto (falls back)"
+    )
+    runtime: Literal["onnx", "torch"] = Field(
+        "onnx", description="onnx (onnxruntime, no torch) or torch (needs the trm-sre[train] extra)"
+    )
 
 
 class Settings(BaseSettings):

@@ -20,20 +20,26 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
+from models.config import Outputs, TRMConfig
 from models.encoding import AlertEncoder, EncodedAlert
-from models.model import TRM, Batch, Outputs, TRMConfig
 from models.version import DATA_VERSION
 from runbooks import Catalog, default_catalog
 
+if TYPE_CHECKING:  # torch is the `train` extra: the ONNX serving path never imports it
+    import torch
+
+    from models.model import TRM, Batch
+
 DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints" / "trm"
-MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+MODEL_FILE, CONFIG_FILE, ONNX_FILE = "model.safetensors", "config.json", "model.onnx"
+RUNTIMES = ("onnx", "torch")
+Runtime = Literal["onnx", "torch"]
 CODE_VERSION = "trm-sre-model/1"
-_SOURCES = ("encoding.py", "model.py", "selector.py")
+_SOURCES = ("encoding.py", "config.py", "model.py", "selector.py", "runtime.py")
 
 
 def source_hash() -> str:
@@ -57,6 +63,10 @@ class CheckpointError(RuntimeError):
     """The checkpoint is missing, corrupt, or was trained against a different runbook catalog."""
 
 
+class DeviceUnavailableError(RuntimeError):
+    """`--device cuda` was asked for and the runtime cannot run there: never a silent fall back to the CPU."""
+
+
 def make_decision(function: str | None, parameters: dict[str, Any], confidence: float, steps: int) -> ModelDecision:
     confidence = float(min(1.0, max(0.0, confidence))) if math.isfinite(confidence) else 0.0
     text = json.dumps(
@@ -67,6 +77,10 @@ def make_decision(function: str | None, parameters: dict[str, Any], confidence: 
 
 def to_batch(encoded: Sequence[EncodedAlert], cfg: TRMConfig, device: torch.device | str = "cpu") -> Batch:
     """Stack encoded alerts into tensors (B, L, F) / (B, L) / (B, S)."""
+    import torch
+
+    from models.model import Batch
+
     feats = torch.from_numpy(np.stack([e.feats for e in encoded]).astype(np.int64))
     segs = torch.from_numpy(np.stack([e.segments for e in encoded]).astype(np.int64))
     pos = torch.from_numpy(np.stack([e.positions for e in encoded]).astype(np.int64))
@@ -114,7 +128,7 @@ class Decoder:
         logit = float(out.halt[row])
         confidence = 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, cfg.calib_scale * logit + cfg.calib_bias))))
         function, raw = self.raw_call(
-            int(out.function[row].argmax()), out.pointers[row].numpy(), out.enums[row].numpy(), enc
+            int(np.argmax(out.function[row])), np.asarray(out.pointers[row]), np.asarray(out.enums[row]), enc
         )
         if function is None:
             return make_decision(None, {}, confidence, steps)
@@ -144,23 +158,24 @@ def save_checkpoint(model: TRM, directory: Path, catalog: Catalog, extra: Mappin
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def read_checkpoint(directory: Path, catalog: Catalog) -> tuple[TRMConfig, dict[str, Any], dict[str, torch.Tensor]]:
-    """Read and check a checkpoint; CheckpointError with the reason when it cannot be used."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    model_path, config_path = directory / MODEL_FILE, directory / CONFIG_FILE
-    for path in (config_path, model_path):
-        if not path.is_file():
-            raise CheckpointError(f"checkpoint file {path} is missing (train one with `python -m models.train`)")
+def read_config(directory: Path, catalog: Catalog) -> tuple[TRMConfig, dict[str, Any]]:
+    """Read config.json and check it against the catalog (no torch); CheckpointError with the reason."""
+    config_path = directory / CONFIG_FILE
+    if not config_path.is_file():
+        raise CheckpointError(f"checkpoint file {config_path} is missing (train one with `python -m models.train`)")
     try:
         meta = json.loads(config_path.read_text())
         cfg = TRMConfig.from_json(meta["model"])
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"checkpoint config {config_path} is corrupt: {exc}") from exc
-    if meta.get("catalog_hash") != catalog.hash:
+    check_catalog(directory, meta.get("catalog_hash"), cfg, catalog)
+    return cfg, meta
+
+
+def check_catalog(directory: Path, catalog_hash: Any, cfg: TRMConfig, catalog: Catalog) -> None:
+    if catalog_hash != catalog.hash:
         raise CheckpointError(
-            f"checkpoint {directory} was trained for runbook catalog {str(meta.get('catalog_hash'))[:12]}, "
+            f"checkpoint {directory} was trained for runbook catalog {str(catalog_hash)[:12]}, "
             f"but runbooks/ is now {catalog.hash[:12]} (functions {', '.join(catalog.names)}): retrain the model "
             "(`python -m models.train`) so its outputs match the catalog"
         )
@@ -168,6 +183,18 @@ def read_checkpoint(directory: Path, catalog: Catalog) -> tuple[TRMConfig, dict[
         raise CheckpointError(
             f"checkpoint {directory} outputs functions {cfg.functions[1:]} but the catalog has {catalog.names}"
         )
+
+
+def read_checkpoint(directory: Path, catalog: Catalog) -> tuple[TRMConfig, dict[str, Any], dict[str, torch.Tensor]]:
+    """Read and check a checkpoint; CheckpointError with the reason when it cannot be used (needs torch)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model_path = directory / MODEL_FILE
+    for path in (directory / CONFIG_FILE, model_path):
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint file {path} is missing (train one with `python -m models.train`)")
+    cfg, meta = read_config(directory, catalog)
     try:
         state = load_file(str(model_path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -176,18 +203,31 @@ def read_checkpoint(directory: Path, catalog: Catalog) -> tuple[TRMConfig, dict[
 
 
 class TRMSelector:
-    """Loads a checkpoint once; `select`/`select_batch` are thread-compatible (no mutable state per call)."""
+    """Loads a checkpoint once; `select`/`select_batch` are thread-compatible (no mutable state per call).
+
+    `model` is the torch TRM (the `train` extra) or an ONNX runner (`models.runtime.OnnxRunner`): both
+    have `cfg`, `num_parameters()` and `infer(batch_of_encoded, max_steps, threshold) -> (Outputs, steps)`.
+    """
 
     def __init__(
-        self, model: TRM, catalog: Catalog, meta: Mapping[str, Any] | None = None, device: str = "cpu"
+        self, model: Any, catalog: Catalog, meta: Mapping[str, Any] | None = None, device: str = "cpu"
     ) -> None:
-        self.model = model.eval()
-        self.cfg = model.cfg
+        from models.runtime import as_runner
+
+        self.runner = as_runner(model, device)
+        self.cfg = self.runner.cfg
         self.catalog = catalog
         self.meta = dict(meta or {})
-        self.device = torch.device(device)
+        self.device = self.runner.device
+        self.runtime: Runtime = self.runner.runtime
+        self.requested_device = device
         self.encoder = AlertEncoder(self.cfg.encoder)
         self.decoder = Decoder(self.cfg, catalog)
+
+    @property
+    def model(self) -> Any:
+        """The torch TRM (torch runtime) or the ONNX runner."""
+        return self.runner.model
 
     @classmethod
     def load(
@@ -197,29 +237,32 @@ class TRMSelector:
         device: str = "cpu",
         catalog: Catalog | None = None,
         threads: int | None = None,
+        runtime: Runtime = "torch",
     ) -> TRMSelector:
-        if threads is not None:
-            torch.set_num_threads(max(1, int(threads)))
+        """Load a checkpoint for `runtime` on `device` ("cpu", "cuda" = strict, "auto" = cuda when available).
+
+        DeviceUnavailableError when `device` is "cuda" and the runtime cannot run there.
+        """
+        from models.runtime import load_runner
+
         catalog = catalog or default_catalog()
         directory = Path(checkpoint_dir) if checkpoint_dir is not None else DEFAULT_CHECKPOINT_DIR
-        cfg, meta, state = read_checkpoint(directory, catalog)
-        model = TRM(cfg)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CheckpointError(f"checkpoint weights in {directory} do not fit its config: {exc}") from exc
-        dev = "cuda" if str(device).startswith("cuda") and torch.cuda.is_available() else "cpu"
-        return cls(model.to(dev), catalog, meta, dev)
+        runner, meta = load_runner(directory, catalog, runtime=runtime, device=device, threads=threads)
+        selector = cls(runner, catalog, meta, runner.device)
+        selector.requested_device = device
+        return selector
 
     @property
     def info(self) -> dict[str, Any]:
         return {
-            "parameters": self.model.num_parameters(),
+            "parameters": self.runner.num_parameters(),
             "catalog_hash": self.catalog.hash,
             "code_version": self.meta.get("code_version", CODE_VERSION),
             "source_hash": self.meta.get("source_hash", ""),
             "data_version": self.meta.get("data_version", DATA_VERSION),
             "device": str(self.device),
+            "requested_device": self.requested_device,
+            "runtime": self.runtime,
             "recursive": self.cfg.recursive,
             "max_steps": self.cfg.max_steps,
             "halt_threshold": self.cfg.halt_threshold,
@@ -234,16 +277,13 @@ class TRMSelector:
         if not alerts:
             return []
         encoded = [self.encoder.encode(a) for a in alerts]
-        out, steps = self.model.infer(to_batch(encoded, self.cfg, self.device), max_steps=max_steps)
-        out = Outputs(*(t.float().cpu() for t in out))
-        steps = steps.cpu()
+        out, steps = self.runner.infer(encoded, max_steps=max_steps)
         return [self.decoder.decide(out, i, enc, int(steps[i])) for i, enc in enumerate(encoded)]
 
     def select_batch_forced(self, alerts: Sequence[Mapping[str, Any]], *, steps: int) -> list[ModelDecision]:
         """Run exactly `steps` supervision steps (no early halting): for the accuracy-by-steps table."""
         encoded = [self.encoder.encode(a) for a in alerts]
-        out, taken = self.model.infer(to_batch(encoded, self.cfg, self.device), max_steps=steps, threshold=2.0)
-        out = Outputs(*(t.float().cpu() for t in out))
+        out, taken = self.runner.infer(encoded, max_steps=steps, threshold=2.0)
         return [self.decoder.decide(out, i, enc, int(taken[i])) for i, enc in enumerate(encoded)]
 
 

@@ -612,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     save_checkpoint(final, out_dir, catalog, extra)
+    # model.onnx beside the weights (what the controller serves); the export checks it against torch.
+    from models.export import export_onnx
+
+    export_onnx(out_dir, catalog)
     plot_training(
         log_path,
         reports / f"training-curve-{kind}.png",

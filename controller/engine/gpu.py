@@ -12,6 +12,7 @@ import contextlib
 import math
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,11 +30,12 @@ def gpu_utilization_reader(device: str) -> Callable[[], float] | None:
     cached: list[float] = [math.nan, -math.inf]  # value, read at (monotonic)
 
     def query() -> float:
-        # torch asks NVML through pynvml; without it (or without NVML) ask nvidia-smi.
-        with contextlib.suppress(Exception):
-            import torch
-
-            return float(torch.cuda.utilization(index)) / 100.0
+        # torch asks NVML through pynvml; without it (or without NVML) ask nvidia-smi. Only a torch that is
+        # already loaded (--runtime torch): the ONNX runtime serves without ever importing torch.
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            with contextlib.suppress(Exception):
+                return float(torch.cuda.utilization(index)) / 100.0
         smi = shutil.which("nvidia-smi")
         if smi is None:
             return math.nan

@@ -26,6 +26,13 @@ class ModelState:
     selector: TRMSelector | None
     status: Literal["loaded", "disabled", "unavailable"]
     detail: str
+    requested_device: str = "cpu"
+    runtime: str = "onnx"
+
+    @property
+    def actual_device(self) -> str:
+        """Where the model runs ("none" when it is not loaded)."""
+        return "none" if self.selector is None else str(getattr(self.selector, "device", "cpu"))
 
     def readiness_problem(self) -> str | None:
         if self.status == "unavailable":
@@ -33,41 +40,45 @@ class ModelState:
         return None
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch  # only when asked to choose
+def load_model(
+    enabled: bool, checkpoint_dir: Path | None, device: str, catalog: Catalog, runtime: str = "onnx"
+) -> ModelState:
+    """Load the TRM checkpoint; a missing or incompatible one leaves the TRM stage handing over.
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(enabled: bool, checkpoint_dir: Path | None, device: str, catalog: Catalog) -> ModelState:
-    """Load the TRM checkpoint; a missing or incompatible one leaves the TRM stage handing over."""
+    `runtime` "onnx" (the default: onnxruntime, torch is never imported) or "torch" (the `train` extra).
+    `device` "cuda" is strict: no usable GPU leaves the model unavailable (not ready) with the reason;
+    "auto" falls back to the CPU.
+    """
     if not enabled:
-        return ModelState(None, "disabled", "disabled with --no-model")
+        return ModelState(None, "disabled", "disabled with --no-model", device, runtime)
     try:
-        from models.selector import CheckpointError, TRMSelector
+        from models.selector import CheckpointError, DeviceUnavailableError, TRMSelector
     except ImportError as exc:
-        return ModelState(None, "unavailable", f"the models package cannot be imported: {exc}")
+        return ModelState(None, "unavailable", f"the models package cannot be imported: {exc}", device, runtime)
     started = time.perf_counter()
     try:
         # One intra-op thread: decisions already run concurrently in worker threads next to the event loop, and
         # on a small node torch's default (one thread per core) makes those calls spin against each other and the
         # loop; BENCHMARKS.md (profile) measured the model path several times slower under load with two.
         selector = TRMSelector.load(
-            checkpoint_dir=checkpoint_dir, device=resolve_device(device), catalog=catalog, threads=1
+            checkpoint_dir=checkpoint_dir, device=device, catalog=catalog, threads=1, runtime=runtime
         )
-    except (CheckpointError, OSError) as exc:
+    except (CheckpointError, DeviceUnavailableError, OSError) as exc:
         log.error("TRM model not loaded: %s", exc)
-        return ModelState(None, "unavailable", str(exc))
-    except Exception as exc:  # noqa: BLE001 - corrupt sizes fail anywhere inside torch; that must only disable the stage
+        return ModelState(None, "unavailable", str(exc), device, runtime)
+    except Exception as exc:  # noqa: BLE001 - corrupt sizes fail anywhere inside the runtime; that must only disable the stage
         detail = (
             f"checkpoint {checkpoint_dir or 'shipped with the package'} cannot be loaded: {type(exc).__name__}: {exc}"
         )
         log.error("TRM model not loaded: %s", detail)
-        return ModelState(None, "unavailable", detail)
+        return ModelState(None, "unavailable", detail, device, runtime)
     log.info(
         "TRM model loaded",
-        extra={"seconds": round(time.perf_counter() - started, 2), "device": str(getattr(selector, "device", "cpu"))},
+        extra={
+            "seconds": round(time.perf_counter() - started, 2),
+            "device": str(getattr(selector, "device", "cpu")),
+            "requested_device": device,
+            "runtime": runtime,
+        },
     )
-    return ModelState(selector, "loaded", "loaded")
+    return ModelState(selector, "loaded", "loaded", device, runtime)

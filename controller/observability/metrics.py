@@ -115,6 +115,13 @@ class Metrics:
             "1 when a TRM checkpoint is loaded and the TRM stage can run.",
             registry=r,
         )
+        self.model_device = Gauge(
+            "agent_sre_model_device_info",
+            "1 for the TRM's device: requested (--device cpu|cuda|auto), actual (cpu, cuda, or none when not "
+            "loaded: --device cuda without a usable GPU never falls back) and runtime (onnx or torch).",
+            ["requested", "actual", "runtime"],
+            registry=r,
+        )
         self.remediation_results = Counter(
             "agent_sre_remediation_results",
             "Lambda responses recorded against their decision (io.knative.lambda.response.*).",

@@ -91,6 +91,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--device", choices=("cpu", "cuda", "auto"), default="cpu", help="where the TRM runs (default: cpu)"
     )
     group.add_argument(
+        "--runtime", choices=("onnx", "torch"), default="onnx", help="onnx (default) or torch (trm-sre[train])"
+    )
+    group.add_argument(
         "--no-model", action="store_true", help="disable the TRM stage deliberately (it hands over to the next stage)"
     )
     group.add_argument(
@@ -279,7 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model = run.add_argument_group("model")
     model.add_argument(
-        "--device", choices=("cpu", "cuda", "auto"), dest="model.device", help="where the TRM runs (default: cpu)"
+        "--device",
+        choices=("cpu", "cuda", "auto"),
+        dest="model.device",
+        help="where the TRM runs: cuda is strict (not ready without a usable GPU), auto falls back (default: cpu)",
+    )
+    model.add_argument(
+        "--runtime",
+        choices=("onnx", "torch"),
+        dest="model.runtime",
+        help="onnx (onnxruntime, no torch) or torch (needs trm-sre[train]) (default: onnx)",
     )
     model.add_argument(
         "--no-model",
@@ -371,13 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
         "a policy in any other namespace acts only on its own (default: trm-sre)",
     )
 
+    delegated_commands = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export}
     for name, text in (
         ("train", "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`)"),
         ("eval", "evaluate the model against the rules and the full chain (arguments go to models.evaluate)"),
+        ("export", "export checkpoints to ONNX, model.onnx beside model.safetensors (needs trm-sre[train])"),
     ):
         delegated = sub.add_parser(name, help=text, description=text, add_help=False)
         delegated.add_argument("args", nargs=argparse.REMAINDER)
-        delegated.set_defaults(handler=cmd_train if name == "train" else cmd_eval)
+        delegated.set_defaults(handler=delegated_commands[name])
     return parser
 
 
@@ -385,8 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     # train/eval forward everything (including --help) to their own parsers.
-    if argv and argv[0] in ("train", "eval"):
-        return cmd_train(argv[1:]) if argv[0] == "train" else cmd_eval(argv[1:])
+    if argv and argv[0] in ("train", "eval", "export"):
+        return {"train": cmd_train, "eval": cmd_eval, "export": cmd_export}[argv[0]](argv[1:])
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
@@ -455,6 +469,15 @@ def cmd_train(argv: list[str]) -> int:
     from models import train
 
     return int(train.main(argv) or 0)
+
+
+def cmd_export(argv: list[str]) -> int:
+    try:
+        from models import export
+    except ImportError as exc:
+        print(f"{PROG} export: needs the train extra (pip install 'trm-sre[train]'): {exc}", file=sys.stderr)
+        return 2
+    return int(export.main(argv) or 0)
 
 
 #: `trm-sre eval` subcommands; anything else is `eval DATASET ...` (the documented form, the default).

@@ -73,7 +73,13 @@ async def _decide_all(args: argparse.Namespace, events: list[Any]) -> list[tuple
     index = PolicyIndex()
     for policy in standalone_policies(tuple(Path(p) for p in args.policies or ())):
         index.upsert(policy)
-    model = load_model(not args.no_model, Path(args.checkpoint) if args.checkpoint else None, args.device, catalog)
+    model = load_model(
+        not args.no_model,
+        Path(args.checkpoint) if args.checkpoint else None,
+        args.device,
+        catalog,
+        runtime=getattr(args, "runtime", "onnx"),
+    )
     if model.status == "unavailable":
         print(f"{PROG}: warning: {model.readiness_problem()}", file=sys.stderr)
     results = []

@@ -88,7 +88,7 @@ def test_a_bad_checkpoint_disables_the_trm_stage_with_a_clear_reason(
     tmp_path: Path, case: str, make: Callable[[Path], Path], words: str
 ) -> None:
     directory = make(tmp_path / "checkpoint")
-    state = load_model(True, directory, "cpu", CATALOG)  # never raises
+    state = load_model(True, directory, "cpu", CATALOG, runtime="torch")  # never raises
     assert state.selector is None
     assert state.status == "unavailable"
     assert words in state.detail.lower(), state.detail
@@ -112,6 +112,8 @@ async def test_with_the_model_unavailable_the_chain_goes_on_and_says_so(
     (note,) = [r for r in ready.json()["reasons"] if "TRM" in r]
     assert "no-such-checkpoint" in note and "missing" in note
     assert metric_value(metrics, "agent_sre_trm_model_loaded") == 0
+    # requested cpu, actual none: the device metric says the model runs nowhere (issue #14)
+    assert metric_value(metrics, "agent_sre_model_device_info", requested="cpu", actual="none", runtime="onnx") == 1
     assert accepted.status_code == 200
     (trigger,) = sink.accepted_of(LAMBDA_TRIGGER)
     data = trigger.data()
@@ -161,6 +163,53 @@ def test_the_process_starts_with_a_bad_checkpoint_and_says_why(tmp_path: Path, s
         assert proc.stop() == 0, proc.log_tail()
 
 
+def _shipped_copy(tmp_path: Path) -> Path:
+    from models.selector import DEFAULT_CHECKPOINT_DIR
+
+    return Path(shutil.copytree(DEFAULT_CHECKPOINT_DIR, tmp_path / "checkpoint"))
+
+
+def _replace(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path.parent
+
+
+# The ONNX runtime's own refusals (the default runtime): (id, make, words the message must contain)
+BAD_ONNX: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("no-onnx", lambda d: (_shipped_copy(d) / "model.onnx").unlink() or d / "checkpoint", "export"),
+    ("onnx-garbage", lambda d: _replace(_shipped_copy(d) / "model.onnx", b"\x00garbage" * 10), "cannot be loaded"),
+    ("onnx-empty", lambda d: _replace(_shipped_copy(d) / "model.onnx", b""), "cannot be loaded"),
+    (
+        "onnx-other-weights",
+        lambda d: _replace(
+            _shipped_copy(d) / "model.safetensors", (d / "checkpoint" / "model.safetensors").read_bytes() + b" "
+        ),
+        "other weights",
+    ),
+    (
+        "onnx-other-catalog",
+        lambda d: _replace(
+            _shipped_copy(d) / "config.json",
+            json.dumps(
+                {**json.loads((d / "checkpoint" / "config.json").read_text()), "catalog_hash": "0" * 64}
+            ).encode(),
+        ),
+        "catalog",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "words"), BAD_ONNX, ids=[c for c, _, _ in BAD_ONNX])
+def test_a_bad_onnx_model_disables_the_trm_stage_with_a_clear_reason(
+    tmp_path: Path, case: str, make: Callable[[Path], Path], words: str
+) -> None:
+    directory = make(tmp_path)
+    state = load_model(True, directory, "cpu", CATALOG, runtime="onnx")
+    assert state.selector is None and state.status == "unavailable", state.detail
+    assert words in state.detail.lower(), state.detail
+    assert state.readiness_problem() is not None
+
+
 def test_a_checkpoint_made_for_this_catalog_still_loads(tmp_path: Path) -> None:
     """The guard is not overcautious: the shipped checkpoint, copied elsewhere, loads (when it has been trained)."""
     from models.selector import DEFAULT_CHECKPOINT_DIR
@@ -168,5 +217,7 @@ def test_a_checkpoint_made_for_this_catalog_still_loads(tmp_path: Path) -> None:
     if not (DEFAULT_CHECKPOINT_DIR / "config.json").is_file():
         pytest.fail(f"no shipped checkpoint in {DEFAULT_CHECKPOINT_DIR}")
     copy = shutil.copytree(DEFAULT_CHECKPOINT_DIR, tmp_path / "copy")
-    state = load_model(True, Path(copy), "cpu", CATALOG)
-    assert isinstance(state, ModelState) and state.status == "loaded", state.detail
+    for runtime in ("onnx", "torch"):
+        state = load_model(True, Path(copy), "cpu", CATALOG, runtime=runtime)
+        assert isinstance(state, ModelState) and state.status == "loaded", (runtime, state.detail)
+        assert state.selector is not None and state.selector.runtime == runtime

@@ -81,15 +81,35 @@ def test_builds_from_python_311_slim_in_two_stages(parsed: list[Instruction]) ->
     assert froms == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
 
 
-def test_variant_defaults_to_cpu_and_cpu_installs_the_cpu_torch_wheel(parsed: list[Instruction]) -> None:
+def test_variant_defaults_to_cpu_and_no_variant_installs_torch(parsed: list[Instruction]) -> None:
+    """Issue #14: serving runs onnxruntime; torch (the train extra) is in neither image."""
     build = [i for i in parsed if i.stage == 0]
     arg_defaults = dict(m for i in build if i.keyword == "ARG" for m in re.findall(r"(\w+)=(\S+)", i.args))
     assert arg_defaults["VARIANT"] == "cpu"
-    assert arg_defaults["TORCH_CPU_INDEX"] == "https://download.pytorch.org/whl/cpu"
     runs = " ".join(i.args for i in build if i.keyword == "RUN")
-    assert '--index-url "$TORCH_CPU_INDEX"' in runs and "grep -E '^torch=='" in runs
+    for command in re.findall(r"pip install[^;&|]*", runs):
+        assert "torch" not in command and "[train]" not in command, command
+    assert "-c requirements.lock ." in runs and "-c requirements.lock .[" not in runs  # no extras
+    # the build refuses an image with torch in it, and loads the checkpoint with the ONNX runtime
+    assert 'find_spec("torch")' in runs
+    assert 'runtime="onnx"' in runs and '"torch" not in sys.modules' in runs
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert not any(d.startswith("torch") for d in project["dependencies"])
+    assert any(d.startswith("torch") for d in project["optional-dependencies"]["train"])
+    assert any(d.startswith("onnxruntime") for d in project["dependencies"])
+
+
+def test_cuda_variant_swaps_in_onnxruntime_gpu_at_the_locked_version(parsed: list[Instruction]) -> None:
+    build = [i for i in parsed if i.stage == 0]
+    runs = " ".join(i.args for i in build if i.keyword == "RUN")
+    assert '[ "$VARIANT" = cuda ]' in runs
+    assert "grep -E '^onnxruntime==' requirements.lock" in runs
+    assert "pip uninstall -y onnxruntime" in runs
+    assert 'pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]==$ort"' in runs
+    assert runs.index("pip uninstall -y onnxruntime") < runs.index("onnxruntime-gpu") < runs.index("pip check")
     lock = (REPO / "requirements.lock").read_text(encoding="utf-8")
-    assert re.search(r"^torch==\S+$", lock, re.MULTILINE), "requirements.lock pins no torch version"
+    assert re.search(r"^onnxruntime==\S+$", lock, re.MULTILINE), "requirements.lock pins no onnxruntime version"
+    assert 'echo "VARIANT must be cpu or cuda' in runs
 
 
 def test_pip_installs_from_the_lock_without_a_cache(parsed: list[Instruction]) -> None:
@@ -193,6 +213,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
         "runbooks/pod-restart.yaml",
         "models/selector.py",
         "models/checkpoints/trm/model.safetensors",
+        "models/checkpoints/trm/model.onnx",
     ]
     assert [p for p in needed if is_ignored(p)] == []
 

@@ -210,6 +210,8 @@ def test_values_reach_the_rendered_objects(helm_bin: Path) -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {t["key"] for t in pod["tolerations"]} == {"nvidia.com/gpu"}
+    assert pod["runtimeClassName"] == "nvidia"
+    assert ctr["startupProbe"]["failureThreshold"] * ctr["startupProbe"]["periodSeconds"] >= 300  # CUDA start-up
     env = {e["name"]: e["value"] for e in ctr["env"]}
     assert env["K_SINK"] == "http://broker-ingress.knative-eventing.svc.cluster.local/ops/default"
     assert yaml.safe_load(env["K_CE_OVERRIDES"]) == {"extensions": {"cluster": "homelab"}}
@@ -371,3 +373,20 @@ def test_rendered_rbac_grants_what_the_controller_needs_and_no_more(
         assert not can("create", "customresourcedefinitions.apiextensions.k8s.io")
     finally:
         control_plane.kubectl("delete", "--ignore-not-found", "-f", "-", input=manifest, check=False)
+
+
+@pytest.mark.envtest
+@pytest.mark.timeout(1800)
+def test_gpu_share_kinds_and_the_cpu_default(helm_bin: Path) -> None:
+    """A MIG profile or a time-sliced share is just another resource name; without gpu no GPU fields at all."""
+    mig = render_chart(
+        helm_bin, "gpu.enabled=true", "gpu.resourceName=nvidia.com/mig-1g.10gb", "gpu.runtimeClassName=", release="x"
+    )
+    deployment = one(mig, "Deployment")
+    assert container(deployment)["resources"]["limits"] == {"memory": "4Gi", "nvidia.com/mig-1g.10gb": 1}
+    assert "runtimeClassName" not in deployment["spec"]["template"]["spec"]
+    cpu = one(render_chart(helm_bin, release="x"), "Deployment")
+    pod, ctr = cpu["spec"]["template"]["spec"], container(cpu)
+    assert "runtimeClassName" not in pod and "--device" not in ctr["args"]
+    assert not any(k.startswith("nvidia.com/") for k in ctr["resources"].get("limits", {}))
+    assert ctr["startupProbe"]["failureThreshold"] == 36
