@@ -72,6 +72,21 @@ def test_the_deployment_passes_a_dry_run_where_restricted_is_enforced(
     control_plane: ControlPlane, restricted_namespace: str, path: str
 ) -> None:
     deployment = _deployment(control_plane, path)
+    runtime_class = deployment["spec"]["template"]["spec"].get("runtimeClassName")
+    if runtime_class:  # a GPU node's cluster has the NVIDIA RuntimeClass; the pod admission checks it exists
+        control_plane.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps(
+                {
+                    "apiVersion": "node.k8s.io/v1",
+                    "kind": "RuntimeClass",
+                    "metadata": {"name": runtime_class},
+                    "handler": runtime_class,
+                }
+            ),
+        )
     res = _dry_run(control_plane, deployment, restricted_namespace)
     assert res.returncode == 0, res.stderr
     assert "(server dry run)" in res.stdout
