@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.evaluate import compute_metrics, is_exact, source_breakdown, source_markdown
+from models.breakdowns import source_breakdown, source_markdown
+from models.evaluate import compute_metrics, is_exact
 
 
 def fit_platt(logits: np.ndarray, correct: np.ndarray, prior: float = 1e-3) -> tuple[float, float]:

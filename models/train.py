@@ -15,30 +15,25 @@ a per-step JSONL log, a training-curve PNG and a reliability-diagram PNG in docs
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models import data as datagen
-from models.encoding import (
-    AlertEncoder,
-    EncodedAlert,
-    EncoderSettings,
-    default_priority_keys,
-)
+from models.encoding import EncoderSettings, default_priority_keys
 from models.evaluate import evaluate_rows, is_exact
-from models.model import TRM, Batch, Outputs, TRMConfig
+from models.model import TRM, Batch, TRMConfig
+from models.objective import EMA, Targets, encode_rows, index_batch, loss_and_stats, lr_at, make_optimizer
+from models.plots import plot_reliability, plot_training
 from models.progress import Progress
 from models.selector import (
     DEFAULT_CHECKPOINT_DIR,
@@ -50,13 +45,6 @@ from runbooks import Catalog, default_catalog
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS_DIR = REPO / "docs" / "reports"
-
-
-class Targets(NamedTuple):
-    function: torch.Tensor  # (N,) function index, 0 = none
-    ptr_ok: torch.Tensor  # (N, P, S + 1) bool: pointer choices that copy the right value (S = absent)
-    ptr_active: torch.Tensor  # (N, P) bool: the target function has this parameter
-    enums: torch.Tensor  # (N, E) enum value index, -1 = not applicable
 
 
 def build_config(catalog: Catalog, **overrides: Any) -> TRMConfig:
@@ -104,119 +92,6 @@ def source_rows(role: str) -> list[dict[str, Any]]:
     return [r for r in load_dataset(SOURCES_DIR) if r.get("role") == role]
 
 
-def make_targets(
-    rows: Sequence[dict[str, Any]], encoded: Sequence[EncodedAlert], cfg: TRMConfig, catalog: Catalog
-) -> Targets:
-    N, P, S = len(rows), len(cfg.pointer_params), cfg.encoder.max_labels
-    fn = torch.zeros(N, dtype=torch.long)
-    ok = torch.zeros(N, P, S + 1, dtype=torch.bool)
-    active = torch.zeros(N, P, dtype=torch.bool)
-    enum_names = list(cfg.enum_params)
-    en = torch.full((N, max(1, len(enum_names))), -1, dtype=torch.long)
-    for i, (row, enc) in enumerate(zip(rows, encoded)):
-        t = row["target"]
-        name = t["lambda_function"]
-        if name is None:
-            continue
-        fn[i] = cfg.functions.index(name)
-        labels = row["alert"]["labels"]
-        for param in catalog.get(name).parameters:
-            if param.name in cfg.enum_params:
-                en[i, enum_names.index(param.name)] = cfg.enum_params[param.name].index(t["enums"][param.name])
-                continue
-            p = cfg.pointer_params.index(param.name)
-            key = t["pointers"].get(param.name)
-            if key is None:
-                ok[i, p, S] = True
-            else:
-                value = labels[key]
-                for j, v in enumerate(enc.slot_values):
-                    if type(v) is type(value) and v == value:
-                        ok[i, p, j] = True
-            active[i, p] = bool(ok[i, p].any())
-    return Targets(fn, ok, active, en)
-
-
-def encode_rows(rows: Sequence[dict[str, Any]], cfg: TRMConfig, catalog: Catalog) -> tuple[Batch, Targets]:
-    encoder = AlertEncoder(cfg.encoder)
-    encoded = [encoder.encode(r["alert"]) for r in rows]
-    return to_batch(encoded, cfg), make_targets(rows, encoded, cfg, catalog)
-
-
-def index_batch(batch: Batch, targets: Targets, idx: torch.Tensor) -> tuple[Batch, Targets]:
-    return Batch(*(t[idx] for t in batch)), Targets(*(t[idx] for t in targets))
-
-
-def loss_and_stats(out: Outputs, t: Targets, cfg: TRMConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    B = out.function.shape[0]
-    fn_loss = F.cross_entropy(out.function, t.function)
-    logp = out.pointers.float().log_softmax(-1)  # (B, P, S+1)
-    ok_logp = torch.logsumexp(logp.masked_fill(~t.ptr_ok, float("-inf")), dim=-1)  # (B, P)
-    ptr_loss = -torch.where(t.ptr_active, ok_logp, torch.zeros_like(ok_logp)).sum() / B
-    enum_loss = out.function.new_zeros(())
-    enum_good = torch.ones(B, dtype=torch.bool)
-    off = 0
-    for e, values in enumerate(cfg.enum_params.values()):
-        logits, tgt = out.enums[:, off : off + len(values)], t.enums[:, e]
-        off += len(values)
-        applies = tgt >= 0
-        if applies.any():
-            enum_loss = enum_loss + F.cross_entropy(logits[applies], tgt[applies], reduction="sum") / B
-        enum_good &= ~applies | (logits.argmax(-1) == tgt.clamp(min=0))
-    with torch.no_grad():
-        fn_good = out.function.argmax(-1) == t.function
-        chosen = out.pointers.argmax(-1, keepdim=True)  # (B, P, 1)
-        ptr_good = (t.ptr_ok.gather(-1, chosen).squeeze(-1) | ~t.ptr_active).all(-1)
-        correct = fn_good & ptr_good & enum_good
-    halt_loss = F.binary_cross_entropy_with_logits(out.halt, correct.float())
-    loss = fn_loss + ptr_loss + enum_loss + 0.5 * halt_loss
-    stats = {
-        "loss": loss.item(),
-        "fn_loss": fn_loss.item(),
-        "ptr_loss": ptr_loss.item(),
-        "enum_loss": float(enum_loss.detach()),
-        "halt_loss": halt_loss.item(),
-        "exact": correct.float().mean().item(),
-        "fn_acc": fn_good.float().mean().item(),
-        "halt_acc": ((out.halt > 0) == correct).float().mean().item(),
-    }
-    return loss, stats
-
-
-class EMA:
-    """Exponential moving average of the weights; the EMA copy is what gets evaluated and saved."""
-
-    def __init__(self, model: TRM, decay: float) -> None:
-        self.decay = decay
-        self.shadow = copy.deepcopy(model).eval()
-        for p in self.shadow.parameters():
-            p.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: TRM) -> None:
-        for s, p in zip(self.shadow.parameters(), model.parameters()):
-            s.lerp_(p.detach(), 1.0 - self.decay)
-
-
-def make_optimizer(model: TRM, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.ndim >= 2 and "features" not in name else no_decay).append(p)
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-    )
-
-
-def lr_at(progress: float, warmup: float, peak: float) -> float:
-    """Linear warm-up then cosine decay to 5%, on progress in [0, 1] (steps done, or time used if larger)."""
-    if progress < warmup:
-        return peak * max(progress, 1e-3) / warmup
-    t = min(1.0, (progress - warmup) / max(1e-9, 1 - warmup))
-    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
 def fit_platt(logits: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
     """Platt scaling: confidence = sigmoid(a * logit + b), fitted by BCE on validation."""
     x = torch.tensor(logits, dtype=torch.float64)
@@ -251,89 +126,6 @@ def quick_exact(model: TRM, rows: Sequence[dict[str, Any]], catalog: Catalog) ->
     return metrics["exact_match"]
 
 
-# ---------------------------------------------------------------------------------------------
-# Reports
-# ---------------------------------------------------------------------------------------------
-def plot_training(log_path: Path, out_png: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    train = [r for r in rows if r.get("kind") == "train"]
-    val = [r for r in rows if r.get("kind") == "val"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    steps = np.array([r["opt_step"] for r in train])
-    for key, label in (
-        ("loss", "total loss"),
-        ("fn_loss", "function CE"),
-        ("ptr_loss", "pointer CE"),
-        ("halt_loss", "halting BCE"),
-    ):
-        v = np.array([r[key] for r in train])
-        k = max(1, len(v) // 100)
-        ax1.plot(steps[k - 1 :], np.convolve(v, np.ones(k) / k, mode="valid"), label=label)
-    ax1.set_yscale("log")
-    ax1.set_xlabel("optimizer step")
-    ax1.set_title("training loss (moving average)")
-    ax1.legend()
-    v = np.array([r["exact"] for r in train])
-    k = max(1, len(v) // 100)
-    ax2.plot(steps[k - 1 :], np.convolve(v, np.ones(k) / k, mode="valid"), label="train exact (per supervision step)")
-    if val:
-        ax2.plot(
-            [r["opt_step"] for r in val], [r["val_exact"] for r in val], "o-", label="validation exact (unseen names)"
-        )
-    ax2.set_ylim(0.5, 1.0)
-    ax2.set_xlabel("optimizer step")
-    ax2.set_title("exact match")
-    ax2.legend(loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-
-
-def plot_reliability(curves: dict[str, tuple[list[float], list[bool]]], out_png: Path, bins: int = 10) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from models.evaluate import expected_calibration_error
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4.4), squeeze=False)
-    for ax, (name, (conf, correct)) in zip(axes[0], curves.items()):
-        c, y = np.array(conf), np.array(correct, dtype=float)
-        edges = np.linspace(0, 1, bins + 1)
-        which = np.clip(np.digitize(c, edges) - 1, 0, bins - 1)
-        centers, accs, counts = [], [], []
-        for b in range(bins):
-            m = which == b
-            if m.any():
-                centers.append(c[m].mean())
-                accs.append(y[m].mean())
-                counts.append(int(m.sum()))
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        ax.plot(centers, accs, "o-", label="model")
-        for x, a, n in zip(centers, accs, counts):
-            ax.annotate(str(n), (x, a), textcoords="offset points", xytext=(0, 6), fontsize=7, ha="center")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
-        ax.set_xlabel("confidence (calibrated)")
-        ax.set_ylabel("exact-match rate")
-        ax.set_title(f"{name}\nECE {expected_calibration_error(conf, correct):.4f}, n={len(conf)}")
-        ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-
-
-# ---------------------------------------------------------------------------------------------
-# Main
 # ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.splitlines()[0])
@@ -574,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
 
     by_source: list[dict[str, Any]] = []
     if loso_rows:
-        from models.evaluate import compute_metrics, source_breakdown
+        from models.breakdowns import source_breakdown
+        from models.evaluate import compute_metrics
 
         m = compute_metrics([r["expected"] for r in loso_rows], loso_preds)
         metrics["heldout-sources"] = {k: m[k] for k in metrics["val"]} | {"calibration": "leave-one-source-out"}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from models import data as datagen
-from models.evaluate import ALERT_FAMILIES, family_breakdown, family_markdown, family_of, main
+from models.breakdowns import ALERT_FAMILIES, family_breakdown, family_markdown, family_of
+from models.evaluate import main
 from tests.trm.test_metrics import EXPECTED, PREDICTED
 
 # Rows 1-3 are pods/storage alerts that expect an action, 4-5 expect none, 6 is a deployment.

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 from models.model import TRM
+from models.objective import encode_rows, loss_and_stats, make_optimizer
 from models.selector import TRMSelector
-from models.train import build_config, encode_rows, loss_and_stats, make_optimizer
+from models.train import build_config
 from tests.trm.conftest import TINY
 
 

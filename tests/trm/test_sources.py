@@ -6,8 +6,9 @@ import json
 import random
 from urllib.parse import quote
 
+from models.breakdowns import source_breakdown, source_markdown
 from models.encoding import expression_of, expression_parts
-from models.evaluate import main, source_breakdown, source_markdown
+from models.evaluate import main
 from models.sources.rules import instantiate, labelled_row, labels_kept, situation_of
 from tests.trm.test_metrics import EXPECTED, PREDICTED
 
