@@ -28,11 +28,10 @@ opened store; no schema version change: an older build ignores them):
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from controller.engine.store.dialect_sql import DialectSql, ensure_tables
 from controller.engine.store.schema import StoreError
 
 OPEN_STATES = ("pending", "resolved")
@@ -79,23 +78,9 @@ CREATE TABLE IF NOT EXISTS circuits (
 """
 
 
-def _dialect(conn: Any) -> str:
-    return "sqlite" if isinstance(conn, sqlite3.Connection) else "postgresql"
-
-
 def ensure_schema(store: Any) -> None:
     """Create the tables if missing; once per opened store (idempotent, safe with several replicas)."""
-    with store.transaction() as tx:
-        conn = tx._conn
-        if _dialect(conn) == "sqlite":
-            ddl = _TABLES.format(real="REAL").replace("BIGINT", "INTEGER")
-        else:
-            # Two replicas creating the same table at once collide in the catalog: serialise them.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('trm-sre-outcomes-ddl', 0))")
-            ddl = _TABLES.format(real="DOUBLE PRECISION")
-        for statement in ddl.split(";"):  # one by one: sqlite3's executescript would commit the transaction
-            if statement.strip():
-                conn.execute(statement)
+    ensure_tables(store, _TABLES, "trm-sre-outcomes-ddl")
 
 
 @dataclass(frozen=True)
@@ -145,25 +130,8 @@ class CircuitRow:
     updated_at: float
 
 
-class OutcomeSql:
+class OutcomeSql(DialectSql):
     """The statements, on one transaction of either backend."""
-
-    def __init__(self, tx: Any) -> None:
-        self._conn = tx._conn
-        self._pg = _dialect(self._conn) == "postgresql"
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self._pg else sql
-
-    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn.execute(self._sql(sql), tuple(args)).fetchall()]
-
-    def _one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
-        row = self._conn.execute(self._sql(sql), tuple(args)).fetchone()
-        return None if row is None else dict(row)
-
-    def _run(self, sql: str, args: Sequence[Any] = ()) -> int:
-        return int(self._conn.execute(self._sql(sql), tuple(args)).rowcount)
 
     # outcomes
 

@@ -25,10 +25,10 @@ it does, so a crash or an Alertmanager outage only delays it.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from controller.engine.store.dialect_sql import DialectSql, ensure_tables
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS silences (
@@ -56,22 +56,9 @@ CREATE INDEX IF NOT EXISTS silences_open ON silences(state) WHERE state IN ('act
 """
 
 
-def _dialect(conn: Any) -> str:
-    return "sqlite" if isinstance(conn, sqlite3.Connection) else "postgresql"
-
-
 def ensure_schema(store: Any) -> None:
     """Create the table if missing (idempotent, safe with several replicas)."""
-    with store.transaction() as tx:
-        conn = tx._conn
-        if _dialect(conn) == "sqlite":
-            ddl = _TABLE.format(real="REAL").replace("BIGINT", "INTEGER")
-        else:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('trm-sre-silences-ddl', 0))")
-            ddl = _TABLE.format(real="DOUBLE PRECISION")
-        for statement in ddl.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+    ensure_tables(store, _TABLE, "trm-sre-silences-ddl")
 
 
 @dataclass(frozen=True)
@@ -127,25 +114,8 @@ class Watched:
     lambda_result: str | None
 
 
-class SilenceSql:
+class SilenceSql(DialectSql):
     """The statements, on one transaction of either backend."""
-
-    def __init__(self, tx: Any) -> None:
-        self._conn = tx._conn
-        self._pg = _dialect(self._conn) == "postgresql"
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self._pg else sql
-
-    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in self._conn.execute(self._sql(sql), tuple(args)).fetchall()]
-
-    def _one(self, sql: str, args: Sequence[Any] = ()) -> dict[str, Any] | None:
-        row = self._conn.execute(self._sql(sql), tuple(args)).fetchone()
-        return None if row is None else dict(row)
-
-    def _run(self, sql: str, args: Sequence[Any] = ()) -> int:
-        return int(self._conn.execute(self._sql(sql), tuple(args)).rowcount)
 
     def candidates(self, trigger_type: str, limit: int = 200) -> list[Candidate]:
         """Delivered triggers whose outcome is still open and that have no silence row yet."""
