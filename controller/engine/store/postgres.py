@@ -42,7 +42,6 @@ one transaction each); `postgres_tx` the operations inside one transaction,
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -61,16 +60,15 @@ from controller.engine.store import postgres_sweep
 from controller.engine.store.postgres_migrations import migrate
 from controller.engine.store.postgres_tx import PostgresTx
 from controller.engine.store.schema import (
-    ApprovalRow,
-    DecisionRow,
     OutboxEntry,
     PendingAlert,
     RecordedAlert,
     StoreError,
     outbox_from_row,
 )
+from controller.engine.store.shared_queries import SharedQueries
 from controller.schemas.alerts import AlertEvent
-from controller.schemas.decision import LAMBDA_TRIGGER, Decision
+from controller.schemas.decision import LAMBDA_TRIGGER
 
 # Kept small: one chunk's keys travel as one array parameter.
 _CLAIM_BATCH = 1000
@@ -121,7 +119,7 @@ class _AdvisoryLock:
             pass
 
 
-class PostgresStore:
+class PostgresStore(SharedQueries):
     """The store on PostgreSQL; see the module docstring."""
 
     def __init__(
@@ -375,60 +373,6 @@ class PostgresStore:
             )
 
     # decisions, approvals, responses
-
-    def decision(self, decision_id: str) -> DecisionRow | None:
-        with self.reading() as tx:
-            return tx.decision(decision_id)
-
-    def approval(self, approval_id: str) -> ApprovalRow | None:
-        with self.reading() as tx:
-            return tx.approval(approval_id)
-
-    def pending_approvals(self) -> int:
-        with self.reading() as tx:
-            row = tx._one("SELECT COUNT(*) AS n FROM approvals WHERE state = 'pending'")
-        return int(row["n"]) if row else 0
-
-    def record_response(self, decision_id: str, success: bool, data: dict[str, Any], now: float) -> Decision | None:
-        with self.transaction(durable=False) as tx:
-            row = tx.decision(decision_id)
-            if row is None:
-                return None
-            tx._run(
-                "INSERT INTO responses (decision_id, success, data, received_at) VALUES (%s, %s, %s, %s)",
-                (decision_id, int(success), json.dumps(data, sort_keys=True, default=str), now),
-            )
-            tx._run(
-                "UPDATE decisions SET result = %s, updated_at = %s WHERE id = %s",
-                ("success" if success else "error", now, decision_id),
-            )
-            return row.decision
-
-    def decision_history(self, decision_id: str) -> dict[str, Any] | None:
-        with self.reading() as tx:
-            row = tx._one("SELECT * FROM decisions WHERE id = %s", (decision_id,))
-            if row is None:
-                return None
-            incident = tx._one("SELECT * FROM incidents WHERE incident_key = %s", (row["incident_key"],))
-            alerts = tx._all(
-                "SELECT id, status, source, received_at, payload FROM alerts WHERE incident_key = %s ORDER BY id",
-                (row["incident_key"],),
-            )
-            outbox = tx._all(
-                "SELECT * FROM outbox WHERE decision_id = %s ORDER BY created_at, event_id", (decision_id,)
-            )
-            approval = tx._one("SELECT * FROM approvals WHERE decision_id = %s", (decision_id,))
-            responses = tx._all(
-                "SELECT success, data, received_at FROM responses WHERE decision_id = %s ORDER BY id", (decision_id,)
-            )
-        return {
-            "decision": dict(row),
-            "incident": dict(incident) if incident else None,
-            "alerts": [dict(a) for a in alerts],
-            "outbox": [dict(o) for o in outbox],
-            "approval": dict(approval) if approval else None,
-            "responses": [dict(r) for r in responses],
-        }
 
     # retention (what may go and why: `controller.engine.store.sweep`; PostgreSQL's SQL: `postgres_sweep`)
 

@@ -40,14 +40,16 @@ class PostgresTx:
         self._lease_s = lease_s
         self._writing = writing
 
+    # `?` placeholders (the SQL shared with SQLite, `shared_queries.py`) become psycopg's `%s`; none of our
+    # PostgreSQL statements uses `?` for anything else.
     def _one(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> dict[str, Any] | None:
-        return self._conn.execute(sql, args).fetchone()
+        return self._conn.execute(sql.replace("?", "%s"), args).fetchone()
 
     def _all(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[dict[str, Any]]:
-        return self._conn.execute(sql, args).fetchall()
+        return self._conn.execute(sql.replace("?", "%s"), args).fetchall()
 
     def _run(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> int:
-        return self._conn.execute(sql, args).rowcount
+        return self._conn.execute(sql.replace("?", "%s"), args).rowcount
 
     def _xact_lock(self, name: str) -> None:
         """Serialise this transaction with every other one that locks `name`, until it ends."""

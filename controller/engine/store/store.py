@@ -29,33 +29,30 @@ because each public operation is one transaction.
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from controller.engine.store import sweep
 from controller.engine.store.schema import (
     DB_FILENAME,
     DDL,
     SCHEMA_VERSION,
-    ApprovalRow,
-    DecisionRow,
     OutboxEntry,
     PendingAlert,
     RecordedAlert,
     StoreError,
     outbox_from_row,
 )
+from controller.engine.store.shared_queries import SharedQueries
 from controller.engine.store.tx import StoreTx
 from controller.schemas.alerts import AlertEvent
-from controller.schemas.decision import LAMBDA_TRIGGER, Decision
+from controller.schemas.decision import LAMBDA_TRIGGER
 
 
-class Store:
+class Store(SharedQueries):
     """The controller's SQLite database in `state_dir`."""
 
     def __init__(self, conn: sqlite3.Connection, state_dir: Path) -> None:
@@ -296,60 +293,6 @@ class Store:
             return changed == 1
 
     # decisions, approvals, responses
-
-    def decision(self, decision_id: str) -> DecisionRow | None:
-        with self.reading() as tx:
-            return tx.decision(decision_id)
-
-    def approval(self, approval_id: str) -> ApprovalRow | None:
-        with self.reading() as tx:
-            return tx.approval(approval_id)
-
-    def pending_approvals(self) -> int:
-        with self.reading() as tx:
-            row = tx._one("SELECT COUNT(*) AS n FROM approvals WHERE state = 'pending'")
-        return int(row["n"]) if row else 0
-
-    def record_response(self, decision_id: str, success: bool, data: dict[str, Any], now: float) -> Decision | None:
-        """Append a lambda response to its decision; None if there is no such decision."""
-        with self.transaction(durable=False) as tx:
-            row = tx.decision(decision_id)
-            if row is None:
-                return None
-            tx._run(
-                "INSERT INTO responses (decision_id, success, data, received_at) VALUES (?, ?, ?, ?)",
-                (decision_id, int(success), json.dumps(data, sort_keys=True, default=str), now),
-            )
-            tx._run(
-                "UPDATE decisions SET result = ?, updated_at = ? WHERE id = ?",
-                ("success" if success else "error", now, decision_id),
-            )
-            return row.decision
-
-    def decision_history(self, decision_id: str) -> dict[str, Any] | None:
-        """Everything known about one decision, as plain rows (the pipeline renders it)."""
-        with self.reading() as tx:
-            row = tx._one("SELECT * FROM decisions WHERE id = ?", (decision_id,))
-            if row is None:
-                return None
-            incident = tx._one("SELECT * FROM incidents WHERE incident_key = ?", (row["incident_key"],))
-            alerts = tx._all(
-                "SELECT id, status, source, received_at, payload FROM alerts WHERE incident_key = ? ORDER BY id",
-                (row["incident_key"],),
-            )
-            outbox = tx._all("SELECT * FROM outbox WHERE decision_id = ? ORDER BY created_at, event_id", (decision_id,))
-            approval = tx._one("SELECT * FROM approvals WHERE decision_id = ?", (decision_id,))
-            responses = tx._all(
-                "SELECT success, data, received_at FROM responses WHERE decision_id = ? ORDER BY id", (decision_id,)
-            )
-        return {
-            "decision": dict(row),
-            "incident": dict(incident) if incident else None,
-            "alerts": [dict(a) for a in alerts],
-            "outbox": [dict(o) for o in outbox],
-            "approval": dict(approval) if approval else None,
-            "responses": [dict(r) for r in responses],
-        }
 
     # retention
 
