@@ -34,6 +34,19 @@ from models.progress import Progress
 
 MIN_CONFIDENCE = 0.8  # the sample policies' minConfidence: precision is reported at and above it
 N_BINS = 10
+#: The metrics a report shows for each model and dataset, in order.
+HEADLINE_METRICS = (
+    "n",
+    "exact_match",
+    "function_accuracy",
+    "action_recall",
+    "abstain_recall",
+    "wrong_action_rate",
+    "wrong_parameters_rate",
+    "ece",
+    "precision_at_min_confidence",
+    "automated_recall",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,18 +426,7 @@ def main(argv: list[str] | None = None, extra_selectors: Mapping[str, Callable[[
     if args.json:
         print(json.dumps(metrics, indent=2, sort_keys=True))
     else:
-        for key in (
-            "n",
-            "exact_match",
-            "function_accuracy",
-            "action_recall",
-            "abstain_recall",
-            "wrong_action_rate",
-            "wrong_parameters_rate",
-            "ece",
-            "precision_at_min_confidence",
-            "automated_recall",
-        ):
+        for key in HEADLINE_METRICS:
             print(f"{key:30s} {metrics[key]:.4f}" if isinstance(metrics[key], float) else f"{key:30s} {metrics[key]}")
         print(f"{'latency_ms p50 / p99':30s} {metrics['latency_ms']['p50']:.2f} / {metrics['latency_ms']['p99']:.2f}")
         if families is not None:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from models import data as datagen
 from models.encoding import EncoderSettings, default_priority_keys
-from models.evaluate import evaluate_rows, is_exact
+from models.evaluate import HEADLINE_METRICS, evaluate_rows, is_exact
 from models.model import TRM, Batch, TRMConfig
 from models.objective import EMA, Targets, encode_rows, index_batch, loss_and_stats, lr_at, make_optimizer
 from models.plots import plot_reliability, plot_training
@@ -343,21 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     curves: dict[str, tuple[list[float], list[bool]]] = {}
     for name, rows in ({"val": val_rows} | test_rows).items():
         m, preds, _ = evaluate_rows(gated, rows, batch_size=256)
-        metrics[name] = {
-            k: m[k]
-            for k in (
-                "n",
-                "exact_match",
-                "function_accuracy",
-                "action_recall",
-                "abstain_recall",
-                "wrong_action_rate",
-                "wrong_parameters_rate",
-                "ece",
-                "precision_at_min_confidence",
-                "automated_recall",
-            )
-        }
+        metrics[name] = {k: m[k] for k in HEADLINE_METRICS}
         curves[name] = ([p["confidence"] for p in preds], [is_exact(r["expected"], p) for r, p in zip(rows, preds)])
         print(
             f"[{kind}] {name}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics[name].items() if isinstance(v, float)),
