@@ -224,3 +224,21 @@ def crashloop_payload(pod: str, starts_at: str = "2026-05-01T10:04:30Z") -> dict
         alert["startsAt"] = starts_at
     payload["commonLabels"]["pod"] = pod
     return payload
+
+
+def crashloop_restart_policy(name: str, namespace: str, actions: str) -> str:
+    """A policy restarting crash-looping pods of one namespace, with the given `actions` (inline YAML)."""
+    return f"""\
+apiVersion: remediation.homelab.io/v1alpha1
+kind: RemediationPolicy
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  match: {{alertNames: [KubePodCrashLooping], matchers: [{{label: namespace, value: {namespace}}}]}}
+  targetNamespaces: [{namespace}]
+  allowedFunctions: [pod-restart]
+  chain:
+    - rules:
+        - function: pod-restart
+          parameters: {{name: "{{{{ $labels.pod }}}}", namespace: "{{{{ $labels.namespace }}}}", type: pod}}
+  actions: {actions}
+"""

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from controller.schemas.decision import LAMBDA_RESPONSE_ERROR, LAMBDA_TRIGGER, REMEDIATION_ESCALATED
-from tests.e2e.harness import ControllerProcess, child_env, http, metric_value, wait_until
+from tests.e2e.harness import ControllerProcess, child_env, crashloop_restart_policy, http, metric_value, wait_until
 from tests.envtest.alertmanager import Alertmanager, start_alertmanager, webhook_config
 from tests.envtest.controlplane import free_port
 from tests.pipeline.sink import CaptureSink
@@ -28,29 +28,16 @@ from tests.pipeline.sink import CaptureSink
 pytestmark = [pytest.mark.envtest, pytest.mark.slow]
 
 
-def _policy(name: str, namespace: str, actions: str) -> str:
-    return f"""\
-apiVersion: remediation.homelab.io/v1alpha1
-kind: RemediationPolicy
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  match: {{alertNames: [KubePodCrashLooping], matchers: [{{label: namespace, value: {namespace}}}]}}
-  targetNamespaces: [{namespace}]
-  allowedFunctions: [pod-restart]
-  chain:
-    - rules:
-        - function: pod-restart
-          parameters: {{name: "{{{{ $labels.pod }}}}", namespace: "{{{{ $labels.namespace }}}}", type: pod}}
-  actions: {actions}
-"""
-
-
 # shop: quick to verify (recurrence 3 s); web: a long recurrence time, to see a recurrence;
 # batch: a circuit breaker that opens after two ineffective outcomes.
 POLICIES = {
-    "shop": _policy("quick", "shop", "{cooldownSeconds: 0, verify: {windowSeconds: 20, recurrenceSeconds: 3}}"),
-    "web": _policy("recurring", "web", "{cooldownSeconds: 0, verify: {windowSeconds: 20, recurrenceSeconds: 120}}"),
-    "batch": _policy(
+    "shop": crashloop_restart_policy(
+        "quick", "shop", "{cooldownSeconds: 0, verify: {windowSeconds: 20, recurrenceSeconds: 3}}"
+    ),
+    "web": crashloop_restart_policy(
+        "recurring", "web", "{cooldownSeconds: 0, verify: {windowSeconds: 20, recurrenceSeconds: 120}}"
+    ),
+    "batch": crashloop_restart_policy(
         "breaker",
         "batch",
         "{cooldownSeconds: 0, verify: {windowSeconds: 3, recurrenceSeconds: 3},"

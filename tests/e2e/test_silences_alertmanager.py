@@ -21,7 +21,16 @@ from typing import Any
 import pytest
 
 from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_RESPONSE_ERROR, LAMBDA_TRIGGER
-from tests.e2e.harness import REPO, ControllerProcess, child_env, crashloop_payload, http, metric_value, wait_until
+from tests.e2e.harness import (
+    REPO,
+    ControllerProcess,
+    child_env,
+    crashloop_payload,
+    crashloop_restart_policy,
+    http,
+    metric_value,
+    wait_until,
+)
 from tests.envtest.alertmanager import Alertmanager, start_alertmanager, webhook_config
 from tests.envtest.controlplane import free_port
 from tests.pipeline.sink import CaptureSink
@@ -31,33 +40,20 @@ pytestmark = [pytest.mark.envtest, pytest.mark.slow]
 CRASH_DIR = Path(__file__).parent / "silence_crash"
 
 
-def _policy(name: str, namespace: str, actions: str) -> str:
-    return f"""\
-apiVersion: remediation.homelab.io/v1alpha1
-kind: RemediationPolicy
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  match: {{alertNames: [KubePodCrashLooping], matchers: [{{label: namespace, value: {namespace}}}]}}
-  targetNamespaces: [{namespace}]
-  allowedFunctions: [pod-restart]
-  chain:
-    - rules:
-        - function: pod-restart
-          parameters: {{name: "{{{{ $labels.pod }}}}", namespace: "{{{{ $labels.namespace }}}}", type: pod}}
-  actions: {actions}
-"""
-
-
 # shop: silenced for 4 s at a time (so it is extended while firing), verified 2 s after resolving;
 # pay: a long window (the lambda's error expires it); dry / appr: silences enabled but never delivered.
 SILENCE = "silence: {enabled: true, maxSeconds: 4, severities: [warning]}"
 POLICIES = {
-    "shop": _policy(
+    "shop": crashloop_restart_policy(
         "quick", "shop", f"{{cooldownSeconds: 300, verify: {{windowSeconds: 60, recurrenceSeconds: 2}}, {SILENCE}}}"
     ),
-    "pay": _policy("long", "pay", "{cooldownSeconds: 300, verify: {windowSeconds: 600}, silence: {enabled: true}}"),
-    "dry": _policy("dry", "dry", "{dryRun: true, silence: {enabled: true}}"),
-    "appr": _policy("appr", "appr", "{requireApproval: true, approvalTimeoutSeconds: 600, silence: {enabled: true}}"),
+    "pay": crashloop_restart_policy(
+        "long", "pay", "{cooldownSeconds: 300, verify: {windowSeconds: 600}, silence: {enabled: true}}"
+    ),
+    "dry": crashloop_restart_policy("dry", "dry", "{dryRun: true, silence: {enabled: true}}"),
+    "appr": crashloop_restart_policy(
+        "appr", "appr", "{requireApproval: true, approvalTimeoutSeconds: 600, silence: {enabled: true}}"
+    ),
 }
 
 
