@@ -65,7 +65,9 @@ MAX_MESSAGE = 4096
 
 def _mode_of(result: CheckResult, spec: Any) -> str | None:
     if result.spec is not None:
-        return result.spec.actions.mode
+        return result.spec.status_mode
+    if isinstance(spec, Mapping) and spec.get("mode") == "Shadow":
+        return "shadow"
     actions = spec.get("actions") if isinstance(spec, Mapping) else None
     if not isinstance(actions, Mapping):
         return None

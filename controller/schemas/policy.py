@@ -114,6 +114,8 @@ class Stage(_Spec):
     trm: TRMStage | None = None
     function_calling: FunctionCallingStage | None = None
     rules: tuple[Rule, ...] | None = Field(default=None, min_length=1, max_length=64)
+    # Evaluated on its own beside the live chain, recorded and compared, never acted on (`controller.engine.shadows`).
+    shadow: bool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Stage:
@@ -188,6 +190,8 @@ class Actions(_Spec):
 class PolicySpec(_Spec):
     """`spec` of a RemediationPolicy."""
 
+    # Shadow: never selected to act; its chain is evaluated beside the live policy's and only measured.
+    mode: Literal["Live", "Shadow"] = "Live"
     priority: int = Field(default=0, ge=-1000, le=1000)
     match: AlertMatch = AlertMatch()
     # Namespaces remediation parameters may target; "*" = any. Empty = the policy's own namespace.
@@ -206,6 +210,27 @@ class PolicySpec(_Spec):
                 if rule.function not in self.allowed_functions:
                     raise ValueError(f"rule function {rule.function} must also be listed in allowedFunctions")
         return self
+
+    @model_validator(mode="after")
+    def _live_policy_has_a_live_stage(self) -> PolicySpec:
+        # The same cross-field rule as the CRD's CEL validation: a live chain of shadow stages only never acts.
+        if self.mode == "Live" and all(stage.shadow for stage in self.chain):
+            raise ValueError("a Live policy needs at least one chain stage without shadow: true")
+        return self
+
+    @property
+    def shadow(self) -> bool:
+        return self.mode == "Shadow"
+
+    @property
+    def live_chain(self) -> tuple[Stage, ...]:
+        """The stages that decide (the whole chain of a Shadow policy, whose decision is itself a shadow one)."""
+        return self.chain if self.shadow else tuple(s for s in self.chain if not s.shadow)
+
+    @property
+    def status_mode(self) -> Literal["shadow", "active", "dry-run", "approval"]:
+        """`.status.mode`: shadow for a Shadow policy, else what `actions` make of a decision."""
+        return "shadow" if self.shadow else self.actions.mode
 
 
 class Policy(BaseModel):

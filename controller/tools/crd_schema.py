@@ -62,7 +62,9 @@ _ONE_STAGE_RULE = (
     "[has(self.staticAnnotation), has(self.trm), has(self.functionCalling), has(self.rules)].filter(x, x).size() == 1"
 )
 _APPROVAL_RULE = "!has(self.requireApproval) || !self.requireApproval || has(self.approvalTimeoutSeconds)"
+_LIVE_STAGE_RULE = "!has(self.mode) || self.mode == 'Shadow' || self.chain.exists(s, !has(s.shadow) || !s.shadow)"
 CEL_RULES_ENFORCED_BY_MODEL: dict[str, str] = {
+    _LIVE_STAGE_RULE: "PolicySpec._live_policy_has_a_live_stage",
     _ALLOWED_RULE: "PolicySpec._rules_use_allowed_functions, and catalog_problems per rule",
     _ONE_STAGE_RULE: "Stage._exactly_one",
     _APPROVAL_RULE: "Actions._approval_needs_timeout",

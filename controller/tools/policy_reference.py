@@ -105,7 +105,7 @@ The operator writes `.status` (through the status subresource); never set it you
 ```yaml
 status:
   observedGeneration: 3        # the generation last validated
-  mode: active                 # active | dry-run | approval (from spec.actions)
+  mode: active                 # active | dry-run | approval (from spec.actions) | shadow (spec.mode)
   allowedFunctionCount: 2
   conditions: [{type: Ready, status: "True", reason: Indexed, ...}]
   counters:                    # totals since creation, kept across controller restarts

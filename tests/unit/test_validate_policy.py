@@ -224,7 +224,7 @@ def test_cel_rules_are_enforced_by_the_model_so_no_note(validator: Validator) ->
     assert validator.crd is not None
     assert {" ".join(r.rule.split()) for r in validator.crd.cel_rules} == set(CEL_RULES_ENFORCED_BY_MODEL)
     assert validator.crd.unchecked_rules == ()
-    assert [r.path for r in validator.crd.cel_rules] == ["spec", "spec.chain[*]", "spec.actions"]
+    assert [r.path for r in validator.crd.cel_rules] == ["spec", "spec", "spec.chain[*]", "spec.actions"]
 
 
 def test_a_cel_rule_the_model_does_not_enforce_is_named_in_a_note(
