@@ -6,7 +6,7 @@ Entry points: `select_policy` (which policy governs an alert) and `decide`
 (what to do about it under that policy).
 """
 
-from controller.decision.chain import decide, select_policy
+from controller.decision.chain import annotated_call, decide, decide_shadows, select_policy, select_shadow_policies
 from controller.decision.parsing import ParsedCall, ParseError, parse_call
 from controller.decision.stages import StageClients
 from controller.decision.templates import TemplateError, check_template, render_template
@@ -18,10 +18,13 @@ __all__ = [
     "StageClients",
     "TemplateError",
     "Verdict",
+    "annotated_call",
     "check_template",
     "decide",
+    "decide_shadows",
     "parse_call",
     "render_template",
     "select_policy",
+    "select_shadow_policies",
     "validate_proposal",
 ]

@@ -68,6 +68,7 @@ from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.replicas import ClaimRecovery, run_as_singleton
 from controller.engine.retention import RetentionSweeper
+from controller.engine.shadows import Shadows
 from controller.engine.silences import AlertmanagerClient, AlertmanagerConfig, Silences, silence_of
 from controller.engine.store import StoreBackend, StoreError
 from controller.engine.work_queue import WorkItem, WorkQueue
@@ -118,8 +119,20 @@ class Pipeline:
         self._gauges = StoreGauges(store, metrics)
         self._outbox = OutboxSender(settings, store, self._gauges, recorder, metrics, self._lifecycle, clock)
         self._admission = Admission(settings, store, self._queue, self._gauges, metrics, self._lifecycle, clock)
+        self._shadows = Shadows(store, index, catalog, clients, metrics, clock, interval_s=settings.outcome_interval_s)
         self._workers = DecisionWorkers(
-            settings, store, self._queue, index, catalog, clients, self._outbox, self._gauges, recorder, metrics, clock
+            settings,
+            store,
+            self._queue,
+            index,
+            catalog,
+            clients,
+            self._outbox,
+            self._gauges,
+            recorder,
+            metrics,
+            clock,
+            self._shadows,
         )
         self._approvals = Approvals(
             settings,
@@ -170,6 +183,7 @@ class Pipeline:
         self._outbox.open()
         with contextlib.suppress(StoreError):  # else the outcome loop creates them once the store is writable
             await asyncio.to_thread(self._outcomes.ensure_schema)  # its tables, before any decision writes them
+            await asyncio.to_thread(self._shadows.ensure_schema)
         try:
             pending = await asyncio.to_thread(self._store.undecided_alerts)
         except StoreError as exc:
@@ -197,6 +211,7 @@ class Pipeline:
         self._tasks.append(
             asyncio.create_task(self._singleton("outcomes", self._outcomes.run), name="trm-sre-outcomes")
         )
+        self._tasks.append(asyncio.create_task(self._singleton("shadows", self._shadows.run), name="trm-sre-shadows"))
         if self._silences is not None:
             self._tasks.append(
                 asyncio.create_task(self._singleton("silences", self._silences.run), name="trm-sre-silences")
@@ -428,6 +443,11 @@ class Pipeline:
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
         return out
+
+    @property
+    def shadows(self) -> Shadows:
+        """Shadow decisions and natural resolutions (`controller.engine.shadows`): compare and judge them."""
+        return self._shadows
 
     @property
     def outcomes(self) -> Outcomes:

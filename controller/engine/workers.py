@@ -31,6 +31,7 @@ from controller.engine.history import rfc3339
 from controller.engine.outbox import OutboxSender
 from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
+from controller.engine.shadows import Shadows
 from controller.engine.store import ApprovalRow, DecisionRecord, OutboxEntry, Store, StoreError
 from controller.engine.trace_hooks import decision_span, stamp, trm_steps
 from controller.engine.work_queue import WorkItem, WorkQueue
@@ -73,6 +74,7 @@ class DecisionWorkers:
         recorder: PolicyStatusRecorder,
         metrics: Metrics,
         clock: Callable[[], float],
+        shadows: Shadows,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -85,6 +87,7 @@ class DecisionWorkers:
         self._recorder = recorder
         self._metrics = metrics
         self._clock = clock
+        self._shadows = shadows
         self._in_flight = 0
         self._commit_retries: dict[int, asyncio.TimerHandle] = {}
 
@@ -134,6 +137,7 @@ class DecisionWorkers:
                     "no policy matches the alert",
                     extra={"incident": event.incident_key, "alertname": event.alert.alertname},
                 )
+                await self._shadows.record(event, None, None)  # a Shadow policy may still match it
                 return
             work.policy = policy
             work.decision = stamp(await self._decide(event, policy))
@@ -147,6 +151,8 @@ class DecisionWorkers:
             self._after_commit(committed)
             self._outbox.deliver_soon(committed.event_ids)
             await self._gauges.refresh()
+            # Only now, with the live decision committed and on its way: the shadow decisions beside it.
+            await self._shadows.record(event, committed.policy, committed.decision.id)
 
     def _retry_commit_later(self, work: WorkItem, exc: StoreError) -> None:
         work.commit_failures += 1
@@ -223,6 +229,8 @@ class DecisionWorkers:
             Outcomes.record_sighting(tx, decision, event, now)  # where a recurrence is looked for
             if "trigger" in plan.emit:
                 Outcomes.record_trigger(tx, decision, policy, event, now)  # its outcome, judged later
+            if plan.state == "dry_run":
+                Shadows.record_natural(tx, decision, policy, now)  # did it resolve with no action?
             tx.mark_alert_decided(work.alert_id)
             tx.set_incident_state(decision.incident_key, "decided")
         return _Committed(decision, policy, plan, tuple(e.event_id for e in entries))

@@ -134,6 +134,21 @@ class Metrics:
             ["policy", "function", "outcome"],
             registry=r,
         )
+        self.shadow_decisions = Counter(
+            "agent_sre_shadow_decisions",
+            "Shadow decisions (a Shadow policy, or a chain stage with shadow: true) whose comparison with the best"
+            " ground truth became final, by policy, stage and agreement (agree|disagree_function|"
+            "disagree_parameters|shadow_only_action|live_only_action|both_abstain).",
+            ["policy", "stage", "agreement"],
+            registry=r,
+        )
+        self.natural_resolutions = Counter(
+            "agent_sre_natural_resolutions",
+            "Dry-run decisions judged: did the alert resolve with no action within verify.windowSeconds"
+            " (resolved|still_firing|unknown), by policy and the function proposed.",
+            ["policy", "function", "result"],
+            registry=r,
+        )
         self.silences = Counter(
             "agent_sre_silences",
             "Alertmanager silences tied to remediation, by what happened (created|extended|expired|failed).",

@@ -86,6 +86,30 @@ class Decision(BaseModel):
         return f"{self.function}:{self.parameters.get('namespace', '')}/{name}"
 
 
+def shadow_decision_id(incident_key: str, policy_key: str, stage_index: int | None) -> str:
+    """Deterministic, like `decision_id`: one shadow decision per (incident, shadow policy or shadow stage)."""
+    scope = "policy" if stage_index is None else f"stage-{stage_index}"
+    return hashlib.sha256(f"{incident_key}|{policy_key}|shadow|{scope}".encode()).hexdigest()[:32]
+
+
+class ShadowDecision(BaseModel):
+    """What a Shadow policy's chain, or one `shadow: true` stage, would have done: recorded, never acted on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    incident_key: str
+    alertname: str
+    policy: str  # the shadow policy, or the live policy that holds the shadow stage
+    stage_index: int | None  # the shadow stage's index in its chain; None: a Shadow policy's whole chain
+    stage: str  # the stage that decided, or the shadow stage's kind; "none" when a Shadow policy's chain escalated
+    function: str | None = None  # None: it would have done nothing (abstained, or escalated)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    confidence: float | None = None
+    reasoning: str = ""
+    trace: tuple[StageTrace, ...] = ()
+
+
 class TriggerData(BaseModel):
     """`data` of io.homelab.agent-sre.lambda.trigger (the shape the homelab's lambdas already read)."""
 

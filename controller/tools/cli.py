@@ -35,6 +35,7 @@ examples:
   trm-sre explain 3f2a9c0d1e4b5a6f7081928374655647
   trm-sre catalog
   trm-sre validate-policy deploy/samples/*.yaml
+  trm-sre eval --from-store --state-dir /var/lib/trm-sre --since 7d   # shadow agreement, natural resolution
 """
 
 _VALIDATE_DESCRIPTION = """\
@@ -386,7 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
     delegated_commands = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export}
     for name, text in (
         ("train", "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`)"),
-        ("eval", "evaluate the model against the rules and the full chain (arguments go to models.evaluate)"),
+        (
+            "eval",
+            (
+                "evaluate the model against the rules and the full chain (arguments go to models.evaluate); "
+                "with --from-store, report shadow agreement and the natural-resolution baseline from a store"
+            ),
+        ),
         ("export", "export checkpoints to ONNX, model.onnx beside model.safetensors (needs trm-sre[train])"),
     ):
         delegated = sub.add_parser(name, help=text, description=text, add_help=False)
@@ -485,6 +492,10 @@ EVAL_SUBCOMMANDS = ("eval", "compare", "steps")
 
 
 def cmd_eval(argv: list[str]) -> int:
+    if "--from-store" in argv:  # shadow decisions and the natural-resolution baseline, from a controller's store
+        from controller.tools import shadow_eval
+
+        return shadow_eval.main(argv)
     from controller.tools.selectors import ChainSelector, RulesSelector
     from models import evaluate
 
