@@ -41,3 +41,17 @@ def test_the_first_correction_stands_and_reads_back_by_time(store: StoreBackend)
         assert [r.decision_id for r in CorrectionSql(tx).since(150.0)] == ["d2"]
         assert CorrectionSql(tx).since(0.0) == [first, none_right]
     assert correction_of(store, "d2") == {"function": None, "parameters": {}, "actor": "bob", "recorded_at": 200.0}
+
+
+def test_retention_sweeps_old_corrections_and_skips_tables_a_store_lacks(store: StoreBackend) -> None:
+    from controller.engine.store.ledger_sweep import sweep_finished_ledgers
+
+    assert sweep_finished_ledgers(store, cutoff=1e12, limit=10) == {}  # no ledger table yet: nothing to do
+    ensure_schema(store)
+    with store.transaction() as tx:
+        for i in range(3):
+            CorrectionSql(tx).insert(CorrectionRow(f"d{i}", f"a{i}", None, {}, "alice", 100.0 * i))
+    assert sweep_finished_ledgers(store, cutoff=150.0, limit=1) == {"corrections": 1}  # chunked
+    assert sweep_finished_ledgers(store, cutoff=150.0, limit=10) == {"corrections": 1}
+    with store.reading() as tx:
+        assert [r.decision_id for r in CorrectionSql(tx).since(0.0)] == ["d2"]
