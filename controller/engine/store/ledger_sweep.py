@@ -1,9 +1,11 @@
-"""Retention for the tables kept beside the incidents: outcomes, silences, corrections.
+"""Retention for the tables kept beside the incidents: outcomes, silences, corrections, shadow decisions, natural
+resolutions.
 
 These tables are created on demand (`ensure_tables`, not every store has
-them) and are keyed by `decision_id`. A row goes once it is final and older
+them) and are keyed by one column. A row goes once it is final and older
 than the retention: an outcome once judged, a silence once expired or
-failed, a correction once recorded. What is open (an outcome still being
+failed, a correction once recorded, a shadow decision once its comparison
+is final, a natural resolution once judged. What is open (an outcome still being
 watched, a silence still held in Alertmanager) is never deleted, whatever
 its age. Circuits are not swept: one row per (policy, function), and their
 state must survive.
@@ -16,11 +18,13 @@ from typing import Any
 from controller.engine.store.dialect_sql import DialectSql, dialect
 from controller.engine.store.outcomes_sql import FINAL_STATES
 
-# (table, the column that says when the row became final, what makes it final)
-_FINISHED_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("outcomes", "finished_at", "state IN (" + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")"),
-    ("silences", "updated_at", "state IN ('expired', 'failed')"),
-    ("corrections", "recorded_at", "1 = 1"),
+# (table, its key, the column that says when the row became final, what makes it final)
+_FINISHED_ROWS: tuple[tuple[str, str, str, str], ...] = (
+    ("outcomes", "decision_id", "finished_at", "state IN (" + ", ".join(f"'{s}'" for s in FINAL_STATES) + ")"),
+    ("silences", "decision_id", "updated_at", "state IN ('expired', 'failed')"),
+    ("corrections", "decision_id", "recorded_at", "1 = 1"),
+    ("shadow_decisions", "id", "compared_at", "final = 1"),
+    ("natural_resolutions", "decision_id", "finished_at", "state <> 'pending'"),
 )
 
 
@@ -31,11 +35,10 @@ class _LedgerSql(DialectSql):
         found = self._one("SELECT to_regclass(?) IS NOT NULL AS x", (table,))
         return bool(found and found["x"])
 
-    def delete_finished(self, table: str, column: str, final: str, cutoff: float, limit: int) -> int:
+    def delete_finished(self, table: str, key: str, column: str, final: str, cutoff: float, limit: int) -> int:
         # Table and column names come from _FINISHED_ROWS above, never from input.
         return self._run(
-            f"DELETE FROM {table} WHERE decision_id IN"
-            f" (SELECT decision_id FROM {table} WHERE {final} AND {column} < ? LIMIT ?)",
+            f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {final} AND {column} < ? LIMIT ?)",
             (cutoff, limit),
         )
 
@@ -43,9 +46,9 @@ class _LedgerSql(DialectSql):
 def sweep_finished_ledgers(store: Any, cutoff: float, limit: int) -> dict[str, int]:
     """Delete up to `limit` final rows older than `cutoff` from each ledger table that exists; rows per table."""
     deleted: dict[str, int] = {}
-    for table, column, final in _FINISHED_ROWS:
+    for table, key, column, final in _FINISHED_ROWS:
         with store.transaction() as tx:
             sql = _LedgerSql(tx)
             if sql.has_table(table):
-                deleted[table] = sql.delete_finished(table, column, final, cutoff, limit)
+                deleted[table] = sql.delete_finished(table, key, column, final, cutoff, limit)
     return deleted
