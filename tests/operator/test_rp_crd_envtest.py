@@ -292,6 +292,12 @@ INVALID: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
     ),
     ("on-resolved", simple_spec(actions={"onResolved": "delete"}), ("spec.actions.onResolved", "Unsupported value")),
     ("chain-too-long", simple_spec(chain=[{"trm": {}}] * 9), ("spec.chain", "at most 8 items")),
+    (
+        "live-chain-all-shadow",
+        simple_spec(chain=[{"trm": {}, "shadow": True}]),
+        ("spec.chain", "a Live policy needs at least one chain stage without shadow: true"),
+    ),
+    ("unknown-mode", simple_spec(mode="Dry"), ("spec.mode", "Unsupported value")),
 ]
 
 

@@ -35,6 +35,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("alert-name-too-long", simple_spec(match={"alertNames": ["A" * 254]}), "spec.match.alertNames[0]"),
     ("approval-without-timeout", simple_spec(actions={"requireApproval": True}), "spec.actions.approvalTimeoutSeconds"),
+    ("live-chain-all-shadow", simple_spec(chain=[{"trm": {}, "shadow": True}]), "spec.chain"),
 ]
 
 
