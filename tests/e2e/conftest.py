@@ -3,6 +3,7 @@ OpenTelemetry Collector receiving the controller's spans."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,14 @@ from tests.pipeline.sink import CaptureSink
 def sink() -> Iterator[CaptureSink]:
     with CaptureSink() as capture:
         yield capture
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    """The webhook bearer token, in a file as a mounted Secret gives it (with a trailing newline)."""
+    path = tmp_path / "token"
+    path.write_text(secrets.token_hex(16) + "\n")
+    return path
 
 
 @pytest.fixture(scope="session")

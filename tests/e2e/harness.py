@@ -21,9 +21,12 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.envtest.alertmanager import webhook_config
+from tests.envtest.controlplane import free_port
 from tests.support.alerts import fixture_payload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -242,3 +245,58 @@ spec:
           parameters: {{name: "{{{{ $labels.pod }}}}", namespace: "{{{{ $labels.namespace }}}}", type: pod}}
   actions: {actions}
 """
+
+
+def now_rfc3339() -> str:
+    """Now, as Alertmanager's API takes startsAt / endsAt."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def crashloop_alert(
+    namespace: str, pod: str, starts_at: str, ends_at: str | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A KubePodCrashLooping alert as posted to Alertmanager's API (an `ends_at` resolves it)."""
+    body: dict[str, Any] = {
+        "labels": {"alertname": "KubePodCrashLooping", "namespace": namespace, "pod": pod, "severity": "warning"},
+        "annotations": {"summary": f"{pod} is crash looping", **(annotations or {})},
+        "startsAt": starts_at,
+        "generatorURL": "http://prometheus:9090/graph",
+    }
+    if ends_at:
+        body["endsAt"] = ends_at
+    return body
+
+
+def judging_controller(tmp_path: Path, sink_url: str, token_file: Path, policies: dict[str, str]) -> ControllerProcess:
+    """A standalone trm-sre (not started) judging outcomes every 0.5 s, with `policies` (file stem -> YAML).
+
+    Its port is fixed, so Alertmanager keeps notifying the same URL across a restart.
+    """
+    files = []
+    for stem, text in policies.items():
+        path = tmp_path / f"{stem}.yaml"
+        path.write_text(text)
+        files.append(str(path))
+    return ControllerProcess(
+        [
+            "--standalone",
+            "--port",
+            str(free_port()),
+            "--no-model",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--token-file",
+            str(token_file),
+            "--policies",
+            *files,
+        ],
+        child_env(K_SINK=sink_url, TRM_SRE_ENGINE__OUTCOME_INTERVAL_S="0.5"),
+        tmp_path / "trm-sre.log",
+    )
+
+
+def per_pod_webhook_config(url: str, token_file: Path) -> str:
+    """Alertmanager notifying `url` once per (namespace, pod) group within a second; resolutions sent."""
+    return webhook_config(
+        url, token_file, group_by=("namespace", "pod"), group_wait="1s", group_interval="1s", repeat_interval="1h"
+    )

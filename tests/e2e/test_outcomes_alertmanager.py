@@ -10,19 +10,26 @@ the test runs fast; every wait is for a state, never a fixed sleep.
 from __future__ import annotations
 
 import json
-import secrets
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from controller.schemas.decision import LAMBDA_RESPONSE_ERROR, LAMBDA_TRIGGER, REMEDIATION_ESCALATED
-from tests.e2e.harness import ControllerProcess, child_env, crashloop_restart_policy, http, metric_value, wait_until
-from tests.envtest.alertmanager import Alertmanager, start_alertmanager, webhook_config
-from tests.envtest.controlplane import free_port
+from tests.e2e.harness import (
+    ControllerProcess,
+    crashloop_alert,
+    crashloop_restart_policy,
+    http,
+    judging_controller,
+    metric_value,
+    now_rfc3339,
+    per_pod_webhook_config,
+    wait_until,
+)
+from tests.envtest.alertmanager import Alertmanager, start_alertmanager
 from tests.pipeline.sink import CaptureSink
 
 pytestmark = [pytest.mark.envtest, pytest.mark.slow]
@@ -47,35 +54,8 @@ POLICIES = {
 
 
 @pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(secrets.token_hex(16) + "\n")
-    return path
-
-
-@pytest.fixture
 def trm_sre(tmp_path: Path, sink: CaptureSink, token_file: Path) -> Iterator[ControllerProcess]:
-    files = []
-    for namespace, text in POLICIES.items():
-        path = tmp_path / f"{namespace}.yaml"
-        path.write_text(text)
-        files.append(str(path))
-    proc = ControllerProcess(
-        [
-            "--standalone",
-            "--port",
-            str(free_port()),  # fixed: Alertmanager keeps notifying the same URL across the restart
-            "--no-model",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--token-file",
-            str(token_file),
-            "--policies",
-            *files,
-        ],
-        child_env(K_SINK=sink.url, TRM_SRE_ENGINE__OUTCOME_INTERVAL_S="0.5"),
-        tmp_path / "trm-sre.log",
-    )
+    proc = judging_controller(tmp_path, sink.url, token_file, POLICIES)
     proc.start()
     yield proc
     assert proc.stop() == 0, proc.log_tail()
@@ -85,33 +65,10 @@ def trm_sre(tmp_path: Path, sink: CaptureSink, token_file: Path) -> Iterator[Con
 def alertmanager(
     alertmanager_bin_dir: Path, trm_sre: ControllerProcess, token_file: Path, tmp_path: Path
 ) -> Iterator[Alertmanager]:
-    config = webhook_config(
-        f"{trm_sre.url}/alertmanager",
-        token_file,
-        group_by=("namespace", "pod"),
-        group_wait="1s",
-        group_interval="1s",
-        repeat_interval="1h",
-    )
+    config = per_pod_webhook_config(f"{trm_sre.url}/alertmanager", token_file)
     am = start_alertmanager(config, tmp_path / "alertmanager", bin_dir=alertmanager_bin_dir)
     yield am
     am.stop()
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _alert(namespace: str, pod: str, starts_at: str, ends_at: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "labels": {"alertname": "KubePodCrashLooping", "namespace": namespace, "pod": pod, "severity": "warning"},
-        "annotations": {"summary": f"{pod} is crash looping"},
-        "startsAt": starts_at,
-        "generatorURL": "http://prometheus:9090/graph",
-    }
-    if ends_at:
-        body["endsAt"] = ends_at
-    return body
 
 
 class Scenario:
@@ -120,13 +77,13 @@ class Scenario:
 
     def fire(self, namespace: str, pod: str) -> tuple[str, str]:
         """Post a firing alert; wait for its trigger; (decision id, startsAt)."""
-        starts = _now()
-        self.am.post_alerts([_alert(namespace, pod, starts)])
+        starts = now_rfc3339()
+        self.am.post_alerts([crashloop_alert(namespace, pod, starts)])
         wait_until(f"the trigger for {pod}", lambda: self.triggers(pod), 60, self.trm_sre)
         return self.triggers(pod)[0].headers["ce-correlationid"], starts
 
     def resolve(self, namespace: str, pod: str, starts: str) -> None:
-        self.am.post_alerts([_alert(namespace, pod, starts, ends_at=_now())])
+        self.am.post_alerts([crashloop_alert(namespace, pod, starts, ends_at=now_rfc3339())])
 
     def triggers(self, pod: str) -> list[Any]:
         return [r for r in self.sink.accepted_of(LAMBDA_TRIGGER) if r.data()["parameters"]["name"] == pod]
@@ -215,7 +172,7 @@ def test_two_ineffective_outcomes_open_the_circuit_across_a_restart(
     assert trm_sre.stop() == 0, trm_sre.log_tail()
     trm_sre.start()
 
-    alertmanager.post_alerts([_alert("batch", "job-c", _now())])
+    alertmanager.post_alerts([crashloop_alert("batch", "job-c", now_rfc3339())])
 
     def escalated() -> list[Any]:
         return [r for r in sink.accepted_of(REMEDIATION_ESCALATED) if "job-c" in str(r.data())]

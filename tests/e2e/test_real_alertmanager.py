@@ -10,7 +10,6 @@ to acknowledge it.
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -32,13 +31,6 @@ from tests.envtest.alertmanager import Alertmanager, start_alertmanager, webhook
 from tests.pipeline.sink import CaptureSink
 
 pytestmark = [pytest.mark.envtest, pytest.mark.slow]
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(secrets.token_hex(16) + "\n")  # trailing newline, as `echo` and Secrets leave it
-    return path
 
 
 @pytest.fixture

@@ -11,13 +11,10 @@ counts. Every wait is for a state, never a fixed sleep.
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,13 +23,16 @@ from tests.e2e.harness import (
     REPO,
     ControllerProcess,
     child_env,
+    crashloop_alert,
     crashloop_restart_policy,
     http,
+    judging_controller,
     metric_value,
+    now_rfc3339,
+    per_pod_webhook_config,
     wait_until,
 )
-from tests.envtest.alertmanager import Alertmanager, start_alertmanager, webhook_config
-from tests.envtest.controlplane import free_port
+from tests.envtest.alertmanager import Alertmanager, start_alertmanager
 from tests.pipeline.sink import CaptureSink
 
 pytestmark = [pytest.mark.envtest, pytest.mark.slow]
@@ -63,33 +63,8 @@ NO_ACTION = {"lambda_function": "none"}
 
 
 @pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(secrets.token_hex(16) + "\n")
-    return path
-
-
-@pytest.fixture
 def trm_sre(tmp_path: Path, sink: CaptureSink, token_file: Path) -> Iterator[ControllerProcess]:
-    (tmp_path / "live.yaml").write_text(LIVE)
-    (tmp_path / "shadow.yaml").write_text(SHADOW)
-    proc = ControllerProcess(
-        [
-            "--standalone",
-            "--port",
-            str(free_port()),
-            "--no-model",
-            "--state-dir",
-            str(tmp_path / "state"),
-            "--token-file",
-            str(token_file),
-            "--policies",
-            str(tmp_path / "live.yaml"),
-            str(tmp_path / "shadow.yaml"),
-        ],
-        child_env(K_SINK=sink.url, TRM_SRE_ENGINE__OUTCOME_INTERVAL_S="0.5"),
-        tmp_path / "trm-sre.log",
-    )
+    proc = judging_controller(tmp_path, sink.url, token_file, {"live": LIVE, "shadow": SHADOW})
     proc.start()
     yield proc
     assert proc.stop() == 0, proc.log_tail()
@@ -99,33 +74,10 @@ def trm_sre(tmp_path: Path, sink: CaptureSink, token_file: Path) -> Iterator[Con
 def alertmanager(
     alertmanager_bin_dir: Path, trm_sre: ControllerProcess, token_file: Path, tmp_path: Path
 ) -> Iterator[Alertmanager]:
-    config = webhook_config(
-        f"{trm_sre.url}/alertmanager",
-        token_file,
-        group_by=("namespace", "pod"),
-        group_wait="1s",
-        group_interval="1s",
-        repeat_interval="1h",
-    )
+    config = per_pod_webhook_config(f"{trm_sre.url}/alertmanager", token_file)
     am = start_alertmanager(config, tmp_path / "alertmanager", bin_dir=alertmanager_bin_dir)
     yield am
     am.stop()
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _alert(pod: str, starts_at: str, annotations: dict[str, str] | None = None, ends_at: str | None = None) -> Any:
-    body: dict[str, Any] = {
-        "labels": {"alertname": "KubePodCrashLooping", "namespace": "shop", "pod": pod, "severity": "warning"},
-        "annotations": {"summary": f"{pod} is crash looping", **(annotations or {})},
-        "startsAt": starts_at,
-        "generatorURL": "http://prometheus:9090/graph",
-    }
-    if ends_at:
-        body["endsAt"] = ends_at
-    return body
 
 
 def test_a_shadow_policy_emits_nothing_and_measures_itself(
@@ -137,16 +89,16 @@ def test_a_shadow_policy_emits_nothing_and_measures_itself(
         labels = {"policy": "shop/quick-shadow", "stage": stage, "agreement": agreement}
         return metric_value(text, "agent_sre_shadow_decisions_total", **labels)
 
-    starts = _now()
+    starts = now_rfc3339()
     alerts = {
         "cart-7f9c6d5b8-x2k4q": None,  # restarted, resolves: verified; the shadow would restart it too
         "check-7f9c6d5b8-qwert": None,  # the shadow would only check it; the live restart is ineffective
         "web-6d4cf56db6-abcde": NO_ACTION,  # the author says no action; the shadow would restart it
         "idle-6d4cf56db6-fghij": NO_ACTION,  # the author says no action; the shadow has no rule for it
     }
-    alertmanager.post_alerts([_alert(pod, starts, annotations) for pod, annotations in alerts.items()])
+    alertmanager.post_alerts([crashloop_alert("shop", pod, starts, annotations=a) for pod, a in alerts.items()])
     wait_until("four live triggers", lambda: len(sink.accepted_of(LAMBDA_TRIGGER)) == 4, 60, trm_sre)
-    alertmanager.post_alerts([_alert("cart-7f9c6d5b8-x2k4q", starts, ends_at=_now())])
+    alertmanager.post_alerts([crashloop_alert("shop", "cart-7f9c6d5b8-x2k4q", starts, ends_at=now_rfc3339())])
 
     wait_until("the annotated alerts compared", lambda: shadow_count("shadow_only_action") == 1, 60, trm_sre)
     wait_until("the verified restart compared", lambda: shadow_count("agree") == 1, 90, trm_sre)

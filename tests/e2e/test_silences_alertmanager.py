@@ -14,7 +14,6 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,12 @@ from tests.e2e.harness import (
     REPO,
     ControllerProcess,
     child_env,
+    crashloop_alert,
     crashloop_payload,
     crashloop_restart_policy,
     http,
     metric_value,
+    now_rfc3339,
     wait_until,
 )
 from tests.envtest.alertmanager import Alertmanager, start_alertmanager, webhook_config
@@ -57,31 +58,9 @@ POLICIES = {
 }
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _alert(namespace: str, pod: str, starts_at: str, ends_at: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "labels": {"alertname": "KubePodCrashLooping", "namespace": namespace, "pod": pod, "severity": "warning"},
-        "annotations": {"summary": f"{pod} is crash looping"},
-        "startsAt": starts_at,
-    }
-    if ends_at:
-        body["endsAt"] = ends_at
-    return body
-
-
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         return json.load(response)
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(secrets.token_hex(16) + "\n")
-    return path
 
 
 @pytest.fixture
@@ -127,8 +106,8 @@ class Env:
         )
 
     def fire(self, namespace: str, pod: str) -> tuple[str, str]:
-        starts = _now()
-        self.am.post_alerts([_alert(namespace, pod, starts)])
+        starts = now_rfc3339()
+        self.am.post_alerts([crashloop_alert(namespace, pod, starts)])
         wait_until(f"the trigger for {pod}", lambda: self.triggers(pod), 60, self.trm_sre)
         return self.triggers(pod)[0].headers["ce-correlationid"], starts
 
@@ -193,7 +172,7 @@ def test_one_silence_matching_the_alert_extended_then_resolution_polled_and_veri
     silences = env.silences_for(pod)
     assert len(silences) == 1, silences
     silence = silences[0]
-    labels = _alert("shop", pod, starts)["labels"]
+    labels = crashloop_alert("shop", pod, starts)["labels"]
     assert sorted((m["name"], m["value"], m["isEqual"], m["isRegex"]) for m in silence["matchers"]) == sorted(
         (k, v, True, False) for k, v in labels.items()
     )
@@ -223,7 +202,7 @@ def test_one_silence_matching_the_alert_extended_then_resolution_polled_and_veri
     assert extended[0]["endsAt"] > silence["endsAt"] and extended[0]["startsAt"] == silence["startsAt"]
 
     # Resolved under the silence: Alertmanager sends trm-sre no resolution (alertmanager#226); the poll sees it.
-    env.am.post_alerts([_alert("shop", pod, starts, ends_at=_now())])
+    env.am.post_alerts([crashloop_alert("shop", pod, starts, ends_at=now_rfc3339())])
 
     def verified() -> bool:
         v = env.decision(decision_id)["verification"]
@@ -298,7 +277,7 @@ def test_a_crash_between_creating_and_storing_adopts_the_silence(env: Env, tmp_p
     env.trm_sre.env["TRM_SRE_TEST_SILENCE_CRASH_MARKER"] = str(env.marker)
     env.trm_sre.start()
     pod = "api-7f9c6d5b8-qwert"
-    env.am.post_alerts([_alert("shop", pod, _now())])
+    env.am.post_alerts([crashloop_alert("shop", pod, now_rfc3339())])
     wait_until("the crash after creating", lambda: env.marker.exists() and not env.trm_sre.alive(), 60, None)
     crashed_decision, crashed_silence = env.marker.read_text().split()
     assert [s["id"] for s in env.active_silences_for(pod)] == [crashed_silence]
@@ -314,8 +293,8 @@ def test_a_crash_between_creating_and_storing_adopts_the_silence(env: Env, tmp_p
 
 
 def test_dry_run_and_pending_approval_create_no_silence(env: Env) -> None:
-    env.am.post_alerts([_alert("dry", "dry-7f9c6d5b8-aaaaa", _now())])
-    env.am.post_alerts([_alert("appr", "appr-7f9c6d5b8-bbbbb", _now())])
+    env.am.post_alerts([crashloop_alert("dry", "dry-7f9c6d5b8-aaaaa", now_rfc3339())])
+    env.am.post_alerts([crashloop_alert("appr", "appr-7f9c6d5b8-bbbbb", now_rfc3339())])
     wait_until(
         "the approval requested",
         lambda: env.sink.accepted_of(APPROVAL_REQUESTED),
