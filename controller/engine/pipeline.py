@@ -437,6 +437,7 @@ class Pipeline:
         try:
             out["verification"] = self._outcomes.verification(decision_id)
             out["correction"] = self._approvals.correction(decision_id)
+            out["shadows"] = self._shadows.of_incident(out["incident_key"])
             if self._silences is not None:
                 self._silences.ensure_schema()
                 out["silence"] = silence_of(self._store, decision_id)

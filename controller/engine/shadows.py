@@ -91,6 +91,27 @@ class Shadows:
             ensure_shadow(self._store)
             self._schema_ready = True
 
+    def of_incident(self, incident_key: str) -> list[dict[str, Any]]:
+        """`shadows` of `GET /decisions/{id}`: what the shadow stages and policies would have done, and how
+        that compares with the ground truth so far."""
+        self.ensure_schema()
+        with self._store.reading() as tx:
+            rows = ShadowSql(tx).shadows_of_incident(incident_key)
+        return [
+            {
+                "id": r.id,
+                "policy": r.policy,
+                "stage": r.stage,
+                "function": r.function,
+                "parameters": r.parameters,
+                "confidence": r.confidence,
+                "agreement": r.agreement,
+                "truth_source": r.truth_source,
+                "final": r.final,
+            }
+            for r in rows
+        ]
+
     # recording (after the live commit)
 
     def has_work(self, event: AlertEvent, live: Policy | None) -> list[Policy] | None:

@@ -248,6 +248,12 @@ class ShadowSql(DialectSql):
             args.append(policy)
         return [ShadowRow.of(r) for r in self._all(sql + " ORDER BY decided_at, id", args)]
 
+    def shadows_of_incident(self, incident_key: str) -> list[ShadowRow]:
+        rows = self._all(
+            "SELECT * FROM shadow_decisions WHERE incident_key = ? ORDER BY decided_at, id", (incident_key,)
+        )
+        return [ShadowRow.of(r) for r in rows]
+
     def shadow(self, shadow_id: str) -> ShadowRow | None:
         row = self._one("SELECT * FROM shadow_decisions WHERE id = ?", (shadow_id,))
         return None if row is None else ShadowRow.of(row)

@@ -186,6 +186,12 @@ async def test_a_shadow_stage_is_compared_with_a_rejections_correction(make_engi
         shadow_decision_id(first.incident_key, "shop/restart", 1): "correction:1",
         shadow_decision_id(second.incident_key, "shop/restart", 1): "approval:0",
     }
+    # The live decision shows what its shadow stage would have done, and how that compared.
+    shown = engine.pipeline.get_decision(one.decision_id)
+    assert shown["correction"]["function"] == "pod-check-status"
+    assert [(s["stage"], s["function"], s["agreement"], s["truth_source"]) for s in shown["shadows"]] == [
+        ("rules", "pod-check-status", "agree", "correction")
+    ]
 
 
 async def test_dry_runs_record_whether_the_alert_resolved_with_no_action(
