@@ -95,22 +95,7 @@ class Shadows:
         """`shadows` of `GET /decisions/{id}`: what the shadow stages and policies would have done, and how
         that compares with the ground truth so far."""
         self.ensure_schema()
-        with self._store.reading() as tx:
-            rows = ShadowSql(tx).shadows_of_incident(incident_key)
-        return [
-            {
-                "id": r.id,
-                "policy": r.policy,
-                "stage": r.stage,
-                "function": r.function,
-                "parameters": r.parameters,
-                "confidence": r.confidence,
-                "agreement": r.agreement,
-                "truth_source": r.truth_source,
-                "final": r.final,
-            }
-            for r in rows
-        ]
+        return shadows_of(self._store, incident_key)
 
     # recording (after the live commit)
 
@@ -236,6 +221,27 @@ class Shadows:
                 if ShadowSql(tx).finish_natural(natural.decision_id, state, resolved_at, now):
                     finished.append((natural.policy, natural.function, state))
         return judged, finished
+
+
+def shadows_of(store: StoreBackend, incident_key: str) -> list[dict[str, Any]]:
+    """An incident's shadow decisions as `GET /decisions/{id}` and `trm-sre explain` show them (the table must
+    exist)."""
+    with store.reading() as tx:
+        rows = ShadowSql(tx).shadows_of_incident(incident_key)
+    return [
+        {
+            "id": r.id,
+            "policy": r.policy,
+            "stage": r.stage,
+            "function": r.function,
+            "parameters": r.parameters,
+            "confidence": r.confidence,
+            "agreement": r.agreement,
+            "truth_source": r.truth_source,
+            "final": r.final,
+        }
+        for r in rows
+    ]
 
 
 def _natural_state(row: NaturalRow, incident_known: bool, resolved_at: float | None, now: float) -> str | None:

@@ -201,6 +201,7 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
     from controller.engine.approvals import correction_of
     from controller.engine.history import history_as_json
     from controller.engine.outcomes import verification_of
+    from controller.engine.shadows import shadows_of
     from controller.engine.silences import silence_of
     from controller.engine.store import Store, StoreError
 
@@ -216,11 +217,21 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
         except StoreError:  # no silences table: never configured with an Alertmanager URL
             silence = None
         correction = correction_of(store, decision_id)
+        try:
+            shadows = shadows_of(store, history["decision"]["incident_key"]) if history else []
+        except StoreError:  # a store from before shadow mode: no table, no shadows
+            shadows = []
     finally:
         store.close()
     if history is None:
         return None
-    return {**history_as_json(history), "verification": verification, "silence": silence, "correction": correction}
+    return {
+        **history_as_json(history),
+        "verification": verification,
+        "silence": silence,
+        "correction": correction,
+        "shadows": shadows,
+    }
 
 
 # --------------------------------------------------------------------------
@@ -347,6 +358,18 @@ def render_history(history: dict[str, Any], out: TextIO, *, rich: bool = False) 
     silence = history.get("silence")
     if silence:
         out.write(f"  silence:  {_silence_line(silence)}\n")
+    correction = history.get("correction")
+    if correction:
+        call = correction.get("function") or "no action"
+        out.write(f"  correction: {call} {correction.get('parameters') or ''} by {correction.get('actor')}\n")
+    for shadow in history.get("shadows") or []:
+        call = shadow.get("function") or "no action"
+        agreement = shadow.get("agreement") or "not compared yet"
+        final = "" if shadow.get("final") else ", not final"
+        out.write(
+            f"  shadow:   {shadow.get('policy')} {shadow.get('stage')}: {call}"
+            f" ({agreement} by {shadow.get('truth_source') or '-'}{final})\n"
+        )
     out.write("\n")
 
 

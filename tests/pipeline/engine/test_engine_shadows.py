@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.schemas.decision import LAMBDA_TRIGGER, shadow_decision_id
 from controller.tools.cli import main as cli_main
+from controller.tools.explain import read_stored_decision, render_history
 from controller.tools.shadow_eval import main as eval_main
 from tests.pipeline.engine.builders import RESTART_RULES, FakeClock, alert_dict, payload, policy
 from tests.pipeline.sink import CaptureSink
@@ -192,6 +193,14 @@ async def test_a_shadow_stage_is_compared_with_a_rejections_correction(make_engi
     assert [(s["stage"], s["function"], s["agreement"], s["truth_source"]) for s in shown["shadows"]] == [
         ("rules", "pod-check-status", "agree", "correction")
     ]
+    # `trm-sre explain --state-dir` reads the same from the store (WAL: beside the running engine) and prints it.
+    stored = read_stored_decision(engine.state_dir, one.decision_id)
+    assert stored is not None and stored["shadows"] == shown["shadows"]
+    assert stored["correction"] == shown["correction"]
+    text = io.StringIO()
+    render_history(stored, text)
+    assert "correction: pod-check-status" in text.getvalue()
+    assert "shadow:   shop/restart rules: pod-check-status (agree by correction)" in text.getvalue()
 
 
 async def test_dry_runs_record_whether_the_alert_resolved_with_no_action(
