@@ -34,6 +34,8 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
 ARG VARIANT=cpu
+# A failing command anywhere in a pipe fails the RUN (hadolint DL4006).
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -74,10 +74,11 @@ test: venv envtest ## run the test suite (PYTEST_ARGS='-m "not envtest"' for a q
 
 # The layers (tools > app > edge > operator > engine > observability > decision > schemas) are import-linter
 # contracts in pyproject.toml; ruff checks and formats the tree.
-lint: venv ## check the import contracts (lint-imports), ruff check and ruff format --check
+lint: venv ## check the import contracts (lint-imports), ruff check, ruff format --check and hadolint (Dockerfile)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 format: venv ## apply ruff's formatter and safe fixes
 	$(VENV)/bin/ruff check --fix .

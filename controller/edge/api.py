@@ -358,6 +358,14 @@ class _Routes:
             except ValidationError as exc:
                 raise HTTPException(status_code=400, detail=f"invalid approval: {summarize_validation(exc)}") from exc
             approve_it = body.decision == "approve"
+            correction = None
+            if body.correction is not None:
+                try:
+                    correction = self.pipeline.check_correction(
+                        (body.correction.function, dict(body.correction.parameters))
+                    )
+                except ValueError as exc:
+                    raise HTTPException(status_code=400, detail=f"invalid correction: {exc}") from exc
             with correlation(approval_id):
                 owner = await asyncio.to_thread(self.pipeline.approval_policy, approval_id)
                 if owner is None:
@@ -368,7 +376,7 @@ class _Routes:
                     raise unavailable("cannot check the approver now", self.limits.retry_after_s) from None
                 if not allowed:
                     raise HTTPException(status_code=403, detail="not allowed to approve this policy's remediations")
-                state, why = await self.pipeline.answer_approval(approval_id, approve_it, identity.username)
+                state, why = await self.pipeline.answer_approval(approval_id, approve_it, identity.username, correction)
                 log.info(
                     "approval resolved",
                     extra={"actor": identity.username, "decision": body.decision, "state": state},

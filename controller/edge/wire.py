@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class IngestResponse(BaseModel):
@@ -28,14 +28,36 @@ class EventAccepted(BaseModel):
     result: dict[str, Any]
 
 
+class Correction(BaseModel):
+    """With a rejection: what the right call was. A label for shadow mode and feedback, never an action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: str | None = Field(
+        ..., max_length=128, description="the function that should have been called; null: no action was right"
+    )
+    parameters: dict[str, str | int] = Field(
+        default_factory=dict, max_length=32, description="its parameters, checked against the runbook's schema"
+    )
+
+
 class ApprovalRequest(BaseModel):
     decision: Literal["approve", "reject"]
+    correction: Correction | None = Field(
+        None, description="only with `reject`: the right call (or none), recorded as ground truth"
+    )
     actor: str | None = Field(
         None,
         min_length=1,
         max_length=256,
         description="ignored for the record (the authenticated identity is recorded); kept for old clients",
     )
+
+    @model_validator(mode="after")
+    def _correction_only_with_reject(self) -> ApprovalRequest:
+        if self.correction is not None and self.decision != "reject":
+            raise ValueError("a correction goes with a rejection")
+        return self
 
 
 class ApprovalResponse(BaseModel):

@@ -28,6 +28,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from controller.decision.policy_index import PolicyIndex
 from controller.decision.validation import validate_proposal
@@ -40,11 +41,16 @@ from controller.engine.outbox import OutboxSender
 from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.store import ApprovalRow, Store, StoreError, StoreTxApi
+from controller.engine.store.corrections_sql import CorrectionRow, CorrectionSql
+from controller.engine.store.corrections_sql import ensure_schema as ensure_corrections
 from controller.observability.metrics import Metrics
 from controller.schemas.decision import Decision
-from runbooks import Catalog
+from runbooks import Catalog, InvalidCall, default_catalog
 
 log = logging.getLogger(__name__)
+
+# A rejection's correction: (function or None for "no action was right", parameters).
+Correction = tuple[str | None, dict[str, Any]]
 
 
 class Approvals:
@@ -73,6 +79,7 @@ class Approvals:
         self._recorder = recorder
         self._metrics = metrics
         self._clock = clock
+        self._corrections_ready = False
 
     async def run(self) -> None:
         """The expiry loop: every `approval_check_interval_s`, expire what nobody answered in time."""
@@ -177,11 +184,39 @@ class Approvals:
         """
         return (await self.answer(approval_id, approve, actor))[0]
 
-    async def answer(self, approval_id: str, approve: bool, actor: str) -> tuple[str, str | None]:
-        """`resolve`, with the reason when the approval was cancelled now (a guard no longer holds)."""
+    def _ensure_corrections(self) -> None:
+        if not self._corrections_ready:
+            ensure_corrections(self._store)
+            self._corrections_ready = True
+
+    def correction(self, decision_id: str) -> dict[str, Any] | None:
+        """`correction` of `GET /decisions/{id}`: what the rejecting human said the right call was, or None."""
+        self._ensure_corrections()
+        with self._store.reading() as tx:
+            row = CorrectionSql(tx).correction(decision_id)
+        return None if row is None else row.as_json()
+
+    def checked_correction(self, correction: Correction) -> Correction:
+        """The correction with its parameters cleaned against the runbook; InvalidCall when it names no function
+        of the catalog or its parameters do not fit. Not checked against the policy: a human may say the right
+        call was one the policy does not allow yet."""
+        function, parameters = correction
+        if function is None:
+            if parameters:
+                raise InvalidCall(None, ["a correction of 'no action' takes no parameters"])
+            return None, {}
+        return function, (self._catalog or default_catalog()).validate_call(function, parameters)
+
+    async def answer(
+        self, approval_id: str, approve: bool, actor: str, correction: Correction | None = None
+    ) -> tuple[str, str | None]:
+        """`resolve`, with the reason when the approval was cancelled now (a guard no longer holds).
+
+        A rejection may carry a `correction` (already `checked_correction`); it is recorded with the rejection,
+        in the same transaction, and only when this answer rejects the request."""
         try:
             state, approved, why, cancelled_now = await asyncio.shield(
-                asyncio.to_thread(self._resolve, approval_id, approve, actor)
+                asyncio.to_thread(self._resolve, approval_id, approve, actor, correction)
             )
         except StoreError as exc:
             raise StoreUnavailable(str(exc)) from exc
@@ -208,11 +243,13 @@ class Approvals:
         return state, why
 
     def _resolve(
-        self, approval_id: str, approve: bool, actor: str
+        self, approval_id: str, approve: bool, actor: str, correction: Correction | None = None
     ) -> tuple[str, tuple[Decision, str] | None, str | None, bool]:
         """Runs in a thread: the approval's new state, for an approval the decision and its trigger's event id,
         the reason when it is cancelled, and whether this answer cancelled it."""
         now = self._clock()
+        if correction is not None:
+            self._ensure_corrections()
         with self._store.transaction() as tx:
             approval = tx.approval(approval_id)
             if approval is None:
@@ -229,6 +266,10 @@ class Approvals:
             if not approve:
                 tx.set_approval_state(approval_id, "rejected", now, actor)
                 tx.set_decision_state(approval.decision_id, "rejected", f"rejected by {actor}", now)
+                if correction is not None:
+                    function, parameters = correction
+                    row = CorrectionRow(approval.decision_id, approval_id, function, parameters, actor, now)
+                    CorrectionSql(tx).insert(row)
                 return "rejected", None, None, False
             row = tx.decision(approval.decision_id)
             event = tx.firing_event(approval.incident_key)
@@ -254,6 +295,16 @@ class Approvals:
             if approval.cooldown_seconds > 0 and decision.function:
                 tx.set_cooldown(decision.target, now + approval.cooldown_seconds, decision.id, approval.policy)
         return "approved", (decision, entry.event_id), None, False
+
+
+def correction_of(store: Store, decision_id: str) -> dict[str, Any] | None:
+    """A decision's correction read from any store (`trm-sre explain`); None if it has none."""
+    try:
+        with store.reading() as tx:
+            row = CorrectionSql(tx).correction(decision_id)
+    except StoreError:  # a store from before corrections existed: no table, no correction
+        return None
+    return None if row is None else row.as_json()
 
 
 def _iso(ts: float) -> str:

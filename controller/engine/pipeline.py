@@ -56,7 +56,7 @@ from typing import Any
 from controller.decision.chain import StageClients, decide, select_policy
 from controller.decision.policy_index import PolicyIndex
 from controller.engine.admission import Admission, IngestResult
-from controller.engine.approvals import Approvals
+from controller.engine.approvals import Approvals, Correction
 from controller.engine.config import EngineSettings
 from controller.engine.errors import Overloaded, StoreUnavailable
 from controller.engine.gauges import StoreGauges
@@ -292,9 +292,16 @@ class Pipeline:
         """
         return await self._approvals.resolve(approval_id, approve, actor)
 
-    async def answer_approval(self, approval_id: str, approve: bool, actor: str) -> tuple[str, str | None]:
-        """`resolve_approval`, with the reason when the approval was cancelled because a guard no longer holds."""
-        return await self._approvals.answer(approval_id, approve, actor)
+    async def answer_approval(
+        self, approval_id: str, approve: bool, actor: str, correction: Correction | None = None
+    ) -> tuple[str, str | None]:
+        """`resolve_approval`, with the reason when the approval was cancelled because a guard no longer holds;
+        a rejection may carry a `correction` (from `check_correction`), recorded as ground truth."""
+        return await self._approvals.answer(approval_id, approve, actor, correction)
+
+    def check_correction(self, correction: Correction) -> Correction:
+        """A rejection's correction checked against the runbook catalog; ValueError (InvalidCall) naming why not."""
+        return self._approvals.checked_correction(correction)
 
     def approval_policy(self, approval_id: str) -> tuple[str, str] | None:
         """(namespace, name) of the policy an approval request belongs to; None for an unknown id."""
@@ -414,6 +421,7 @@ class Pipeline:
         out = history_as_json(history)
         try:
             out["verification"] = self._outcomes.verification(decision_id)
+            out["correction"] = self._approvals.correction(decision_id)
             if self._silences is not None:
                 self._silences.ensure_schema()
                 out["silence"] = silence_of(self._store, decision_id)

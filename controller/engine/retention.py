@@ -1,4 +1,5 @@
-"""Retention: finished incidents and ended cooldowns older than `retention_days` are deleted, in chunks.
+"""Retention: finished incidents, ended cooldowns and final outcome, silence and correction rows older than
+`retention_days` are deleted, in chunks.
 
 The loop sweeps `retention_first_sweep_s` after start and then every
 `retention_interval_s` (not at all when `retention_days` is 0). Each chunk
@@ -20,6 +21,7 @@ from controller.engine.config import EngineSettings
 from controller.engine.history import rfc3339
 from controller.engine.lifecycle import Lifecycle
 from controller.engine.store import Store, StoreError
+from controller.engine.store.ledger_sweep import sweep_finished_ledgers
 from controller.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,11 @@ class RetentionSweeper:
             ended = await asyncio.to_thread(self._store.sweep_expired_cooldowns, cutoff, chunk)
             self._count_swept(swept, {"cooldowns": ended})
             if ended < chunk:
+                break
+        while not self._lifecycle.stopping:
+            ledgers = await asyncio.to_thread(sweep_finished_ledgers, self._store, cutoff, chunk)
+            self._count_swept(swept, ledgers)
+            if max(ledgers.values(), default=0) < chunk:
                 break
         # No VACUUM (it rewrites the whole file while holding the lock) and no `PRAGMA incremental_vacuum`
         # (a no-op: it needs auto_vacuum=INCREMENTAL from the database's creation, which existing stores

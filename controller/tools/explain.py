@@ -198,6 +198,7 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
 
     SQLite in WAL mode lets this read while a running controller writes.
     """
+    from controller.engine.approvals import correction_of
     from controller.engine.history import history_as_json
     from controller.engine.outcomes import verification_of
     from controller.engine.silences import silence_of
@@ -214,11 +215,12 @@ def read_stored_decision(state_dir: Path, decision_id: str) -> dict[str, Any] | 
             silence = silence_of(store, decision_id)
         except StoreError:  # no silences table: never configured with an Alertmanager URL
             silence = None
+        correction = correction_of(store, decision_id)
     finally:
         store.close()
     if history is None:
         return None
-    return {**history_as_json(history), "verification": verification, "silence": silence}
+    return {**history_as_json(history), "verification": verification, "silence": silence, "correction": correction}
 
 
 # --------------------------------------------------------------------------

@@ -373,3 +373,45 @@ async def test_openapi_documents_every_route_and_body(client: httpx.AsyncClient)
     components = schema["components"]["schemas"]
     assert {"AlertmanagerPayload", "Alert", "ReasonRequest", "ApprovalRequest", "ReasonResult"} <= set(components)
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+async def test_a_rejection_may_carry_the_correct_call(
+    start_server: StartServer, sink: CaptureSink, tmp_path: Path
+) -> None:
+    # The correction is ground truth for shadow mode and feedback (issue #15), never an action.
+    policy = tmp_path / "approval.yaml"
+    policy.write_text(APPROVAL_POLICY)
+    server = await start_server(token="t", approver_token="approver-secret", sink=sink.url, policies=[policy])
+    async with server.client() as http, server.client(token="approver-secret") as approver:
+        assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
+        assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
+        request = sink.accepted_of(APPROVAL_REQUESTED)[0]
+        approval_id, decision_id = request.data()["approval_id"], request.headers["ce-correlationid"]
+        url = f"/approvals/{approval_id}"
+
+        with_approve = await approver.post(url, json={"decision": "approve", "correction": {"function": None}})
+        assert with_approve.status_code == 400
+        assert "a correction goes with a rejection" in with_approve.json()["detail"]
+        unknown = await approver.post(url, json={"decision": "reject", "correction": {"function": "rm-rf"}})
+        assert unknown.status_code == 400
+        assert "not a function in the runbook catalog" in unknown.json()["detail"]
+        bad_name = {"function": "scale-deployment", "parameters": {"name": "Cart!", "namespace": "shop", "replicas": 2}}
+        invalid = await approver.post(url, json={"decision": "reject", "correction": bad_name})
+        assert invalid.status_code == 400
+        assert "invalid correction" in invalid.json()["detail"]
+
+        right = {"function": "scale-deployment", "parameters": {"name": "cart", "namespace": "shop", "replicas": "3"}}
+        rejected = await approver.post(url, json={"decision": "reject", "correction": right})
+        assert rejected.status_code == 200, rejected.text
+        # A later answer neither changes the state nor the correction.
+        other = {"function": None}
+        late = await approver.post(url, json={"decision": "reject", "correction": other})
+        assert late.json()["state"] == "rejected"
+        history = (await http.get(f"/decisions/{decision_id}")).json()
+    await server.idle()
+    assert sink.accepted_of(LAMBDA_TRIGGER) == []
+    assert history["state"] == "rejected"
+    correction = history["correction"]
+    assert correction["function"] == "scale-deployment"
+    assert correction["parameters"] == {"name": "cart", "namespace": "shop", "replicas": 3}  # cleaned by the runbook
+    assert correction["actor"] == "approver-token"

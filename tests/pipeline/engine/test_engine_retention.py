@@ -336,3 +336,24 @@ async def test_an_unmatched_alert_resent_for_ever_keeps_one_row_and_old_supersed
     assert swept == {"alerts": 5}  # the old superseded rows; the recent ones wait for their own retention
     assert rows(engine)["alerts"] == 2 and rows(engine)["incidents"] == 1
     assert sink.requests == []
+
+
+async def test_a_judged_outcome_goes_with_the_retention_and_an_open_one_stays(make_engine, sink: CaptureSink) -> None:
+    clock = FakeClock()
+    engine = await make_engine([policy()], sink=sink.url, clock=clock)
+    await fire_and_resolve(engine, "cart-1")  # resolved: verified once the recurrence window has passed
+    await engine.ingest(payload(alert_dict("cart-2")))  # still firing: ineffective once its window ends
+    await engine.settle()
+    clock.advance(3_600)
+    assert await engine.pipeline.outcomes.evaluate() == 2
+    await engine.ingest(payload(alert_dict("cart-3")))  # triggered late: its outcome is still open
+    await engine.settle()
+    states = dict(engine.sql("SELECT target, state FROM outcomes"))
+    assert sorted(states.values()) == ["ineffective", "pending", "verified"], states
+
+    clock.advance(31 * DAY)
+    swept = await engine.pipeline.sweep_retention()
+
+    assert swept.get("outcomes") == 2
+    assert [r[0] for r in engine.sql("SELECT state FROM outcomes")] == ["pending"]
+    assert engine.metric("agent_sre_store_rows_swept_total", table="outcomes") == 2
