@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,8 @@ def feedback_row(
         return None, f"{function} is not in the runbook catalog"
     try:
         clean = catalog.validate_call(function, dict(parameters))
-    except InvalidCall as exc:
-        return None, f"the call is invalid: {exc}"
+    except InvalidCall:
+        return None, f"the call is invalid for the {function} runbook"
     labels = alert.get("labels") or {}
     pointers: dict[str, str] = {}
     enums: dict[str, str] = {}
@@ -72,7 +73,7 @@ def feedback_row(
         keys = param.sources or tuple(labels)
         key = next((k for k in keys if k in labels and str(labels[k]) == value), None)
         if key is None:
-            return None, f"{param.name}={value!r} is in no label the model may copy it from ({', '.join(keys)})"
+            return None, f"{function} {param.name} is in no label the model may copy it from ({', '.join(keys)})"
         pointers[param.name] = key
     target = {"lambda_function": function, "pointers": pointers, "enums": enums}
     return row | {"expected": {"lambda_function": function, "parameters": clean}, "target": target}, ""
@@ -122,3 +123,35 @@ def counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "by_source": dict(sorted(by_source.items())),
         "by_label": dict(sorted(by_label.items())),
     }
+
+
+@lru_cache(maxsize=1)
+def public_vocabulary() -> frozenset[str]:
+    """Lower-case words of the public text the model was trained on: the situation table (names, parts,
+    summaries, descriptions), the encoder's segment vocabulary, and the alert names and annotations of the
+    published rule packs in models/datasets/sources. A redacted export keeps annotation words from it only."""
+    from models.builders import DATA_DIR
+    from models.data import segment_vocabulary
+    from models.encoding import words_of
+    from models.sources.build import SOURCES_DIR
+
+    words: set[str] = set(segment_vocabulary())
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            words.update(words_of(value))
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(json.loads((DATA_DIR / "situations.json").read_text(encoding="utf-8")))
+    for path in sorted(SOURCES_DIR.glob("*.jsonl")) if SOURCES_DIR.is_dir() else []:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                alert = json.loads(line)["alert"]
+                walk(alert["labels"].get("alertname", ""))
+                walk([alert["annotations"].get(k, "") for k in ("summary", "description", "message")])
+    return frozenset(w for w in words if not any(c.isdigit() for c in w))
