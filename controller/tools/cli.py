@@ -37,6 +37,8 @@ examples:
   trm-sre explain 3f2a9c0d1e4b5a6f7081928374655647
   trm-sre catalog
   trm-sre validate-policy deploy/samples/*.yaml
+  trm-sre export-feedback --state-dir /var/lib/trm-sre --since 30d --out feedback.jsonl
+  nice trm-sre train --feedback feedback.jsonl --out /tmp/trm-feedback   # refused if it regresses
 """
 
 _VALIDATE_DESCRIPTION = """\
