@@ -59,19 +59,16 @@ def fit_platt(logits: np.ndarray, correct: np.ndarray, prior: float = 1e-3) -> t
 def raw_outputs(
     selector: Any, rows: Sequence[dict[str, Any]], batch_size: int = 128
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """Ungated decisions and halting logits of a TRMSelector, in row order."""
-    from models.selector import to_batch
-
+    """Ungated decisions and halting logits of a TRMSelector, in row order (one inference pass per batch)."""
     decisions: list[dict[str, Any]] = []
     logits: list[np.ndarray] = []
     for s in range(0, len(rows), batch_size):
-        alerts = [r["alert"] for r in rows[s : s + batch_size]]
-        decisions += [
-            {"lambda_function": d.lambda_function, "parameters": d.parameters} for d in selector.select_batch(alerts)
-        ]
-        enc = [selector.encoder.encode(a) for a in alerts]
-        out, _ = selector.model.infer(to_batch(enc, selector.cfg))
-        logits.append(out.halt.float().numpy())
+        encoded = [selector.encoder.encode(r["alert"]) for r in rows[s : s + batch_size]]
+        out, steps = selector.runner.infer(encoded)
+        for i, enc in enumerate(encoded):
+            d = selector.decoder.decide(out, i, enc, int(steps[i]))
+            decisions.append({"lambda_function": d.lambda_function, "parameters": d.parameters})
+        logits.append(np.asarray(out.halt, dtype=np.float32))
     return decisions, np.concatenate(logits) if logits else np.zeros(0)
 
 

@@ -107,6 +107,8 @@ def export_onnx(directory: Path, catalog: Catalog | None = None, *, tolerance: f
         "y_init": json.dumps([float(v) for v in model.y_init.tolist()]),
         "z_init": json.dumps([float(v) for v in model.z_init.tolist()]),
     }
+    if isinstance(meta.get("feedback"), dict):  # fine-tuned on feedback (models.finetune): which file
+        described["feedback_sha256"] = str(meta["feedback"].get("sha256", ""))
     del proto.metadata_props[:]
     for key, value in described.items():
         entry = proto.metadata_props.add()

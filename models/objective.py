@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -137,3 +138,63 @@ def lr_at(progress: float, warmup: float, peak: float) -> float:
         return peak * max(progress, 1e-3) / warmup
     t = min(1.0, (progress - warmup) / max(1e-9, 1 - warmup))
     return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def deep_supervision_batch(
+    model: TRM,
+    opt: torch.optim.Optimizer,
+    ema: EMA,
+    batch: Batch,
+    tgt: Targets,
+    *,
+    explore: float,
+    before_step: Callable[[], None] | None = None,
+) -> list[dict[str, float]]:
+    """One batch of deep supervision: up to `max_steps` optimizer steps with the (y, z) carry detached between
+    them; the stats of each step, in order. `before_step` runs before each optimizer step (the LR schedule).
+
+    ACT as in the paper: examples whose halting head says "done" leave the batch (a random `explore` share
+    stays to keep training later steps), so compute goes to the examples that need it. Shared by
+    `models.train` (from scratch) and `models.finetune` (feedback), so both optimise the same objective.
+    """
+    cfg = model.cfg
+    carry = model.initial_carry(torch.zeros(len(tgt.function), cfg.encoder.seq_len, cfg.d_model))
+    done: list[dict[str, float]] = []
+    for sup in range(cfg.max_steps):
+        if before_step is not None:
+            before_step()
+        mask = model.attention_mask(batch)
+        x = model.embed(batch)
+        carry, out = model.step(x, carry, batch, mask)
+        loss, stats = loss_and_stats(out, tgt, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.update(model)
+        done.append(stats | {"sup_step": sup + 1, "size": len(tgt.function)})
+        keep = (torch.sigmoid(out.halt.detach()) < cfg.halt_threshold) | (torch.rand(len(tgt.function)) < explore)
+        if sup + 1 < cfg.max_steps:
+            if int(keep.sum()) < 2:
+                break
+            batch, tgt = Batch(*(t[keep] for t in batch)), Targets(*(t[keep] for t in tgt))
+            carry = (carry[0][keep], carry[1][keep])
+    return done
+
+
+class LRSchedule:
+    """Sets the learning rate before each optimizer step: `lr_at` of max(steps done, time used) progress."""
+
+    def __init__(self, opt: torch.optim.Optimizer, total_steps: int, peak: float, budget_s: float) -> None:
+        self.opt, self.total, self.peak, self.budget_s = opt, max(1, total_steps), peak, budget_s
+        self.warmup = min(200, max(1, self.total // 20))
+        self.steps, self.started = 0, time.time()
+        self.lrs: list[float] = []  # the rate of each step, in order
+
+    def __call__(self) -> None:
+        progress = max(self.steps / self.total, (time.time() - self.started) / self.budget_s)
+        lr = lr_at(progress, self.warmup / self.total, self.peak)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.steps += 1
+        self.lrs.append(lr)

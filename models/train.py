@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from models import data as datagen
 from models.encoding import EncoderSettings, default_priority_keys
 from models.evaluate import HEADLINE_METRICS, evaluate_rows, is_exact
-from models.model import TRM, Batch, TRMConfig
-from models.objective import EMA, Targets, encode_rows, index_batch, loss_and_stats, lr_at, make_optimizer
+from models.model import TRM, TRMConfig
+from models.objective import EMA, LRSchedule, deep_supervision_batch, encode_rows, index_batch, make_optimizer
 from models.plots import plot_reliability, plot_training
 from models.progress import Progress
 from models.selector import (
@@ -223,13 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[{kind}] parameters: {n_params:,}", file=sys.stderr)
     opt = make_optimizer(model, args.lr, args.weight_decay)
     ema = EMA(model, args.ema if not args.smoke else 0.5)
-    steps_per_batch = cfg.max_steps
     n_batches = args.batches
     # The plain model takes one optimizer step per batch: give it the same number of optimizer steps.
     if not cfg.recursive:
         n_batches = args.batches * build_config(catalog).max_steps
-    total_opt = n_batches * steps_per_batch
-    warmup = min(200, max(1, total_opt // 20))
 
     reports.mkdir(parents=True, exist_ok=True)
     log_path = reports / f"train-{kind}.jsonl"
@@ -237,25 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     bar = Progress(n_batches, f"train {kind}", unit="batch", quiet=args.quiet)
     quiet = not bar.enabled  # without a bar, a plain line at each validation check says how far it got
     opt_step, t_start = 0, time.time()
+    schedule = LRSchedule(opt, n_batches * cfg.max_steps, args.lr, 60 * args.time_budget)
     model.train()
     stopped_early = False
     for it in range(n_batches):
         idx = torch.from_numpy(rng.integers(0, len(train_rows), args.batch_size))
         batch, tgt = index_batch(train_batch, train_t, idx)
-        carry = model.initial_carry(torch.zeros(len(idx), cfg.encoder.seq_len, cfg.d_model))
-        for sup in range(steps_per_batch):
-            progress = max(opt_step / total_opt, (time.time() - t_start) / (60 * args.time_budget))
-            for g in opt.param_groups:
-                g["lr"] = lr_at(progress, warmup / total_opt, args.lr)
-            mask = model.attention_mask(batch)
-            x = model.embed(batch)
-            carry, out = model.step(x, carry, batch, mask)
-            loss, stats = loss_and_stats(out, tgt, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            ema.update(model)
+        for stats in deep_supervision_batch(model, opt, ema, batch, tgt, explore=args.explore, before_step=schedule):
+            lr = schedule.lrs[opt_step]
             opt_step += 1
             log.write(
                 json.dumps(
@@ -263,25 +249,15 @@ def main(argv: list[str] | None = None) -> int:
                         "kind": "train",
                         "opt_step": opt_step,
                         "batch": it,
-                        "sup_step": sup + 1,
-                        "size": len(tgt.function),
-                        "lr": round(opt.param_groups[0]["lr"], 7),
+                        "sup_step": int(stats.pop("sup_step")),
+                        "size": int(stats.pop("size")),
+                        "lr": round(lr, 7),
                         "elapsed_s": round(time.time() - t_start, 2),
                     }
                     | {k: round(v, 5) for k, v in stats.items()}
                 )
                 + "\n"
             )
-            # ACT as in the paper: examples whose halting head says "done" leave the batch (a random
-            # share stays to keep training later steps), so compute goes to the examples that need it.
-            keep = (torch.sigmoid(out.halt.detach()) < cfg.halt_threshold) | (
-                torch.rand(len(tgt.function)) < args.explore
-            )
-            if sup + 1 < steps_per_batch:
-                if int(keep.sum()) < 2:
-                    break
-                batch, tgt = Batch(*(t[keep] for t in batch)), Targets(*(t[keep] for t in tgt))
-                carry = (carry[0][keep], carry[1][keep])
         bar.update(1, loss=f"{stats['loss']:.3f}", exact=f"{stats['exact']:.3f}")
         if (it + 1) % args.eval_every == 0 or it + 1 == n_batches:
             val_exact = quick_exact(ema.shadow, val_rows[:600], catalog)

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 from controller import __version__
 from controller.tools import PROG
 from controller.tools.explain import cmd_explain, cmd_select, render_catalog
+from controller.tools.export_feedback import add_arguments as add_export_feedback_arguments
+from controller.tools.export_feedback import cmd_export_feedback
 from controller.tools.validate_cmd import cmd_validate_policy
 
 _DESCRIPTION = """\
@@ -36,6 +38,8 @@ examples:
   trm-sre catalog
   trm-sre validate-policy deploy/samples/*.yaml
   trm-sre eval --from-store --state-dir /var/lib/trm-sre --since 7d   # shadow agreement, natural resolution
+  trm-sre export-feedback --state-dir /var/lib/trm-sre --since 30d --out feedback.jsonl
+  nice trm-sre train --feedback feedback.jsonl --out /tmp/trm-feedback   # refused if it regresses
 """
 
 _VALIDATE_DESCRIPTION = """\
@@ -384,9 +388,29 @@ def build_parser() -> argparse.ArgumentParser:
         "a policy in any other namespace acts only on its own (default: trm-sre)",
     )
 
+    export_feedback = _add_command(
+        sub,
+        "export-feedback",
+        cmd_export_feedback,
+        help_text="write labelled examples from the store (corrections, annotations, approved and verified calls)",
+        description="Write the store's labelled decisions as a JSONL dataset the model trains and evaluates on "
+        "(trm-sre train --feedback, trm-sre eval): a rejection's correction, the rule author's annotation, an "
+        "approved or active call whose outcome was verified. Ineffective or recurred outcomes give no label. "
+        "Annotation text and address- or secret-like label values are redacted unless --no-redact "
+        "(docs/operations.md, Learning from feedback).",
+        epilog="example:\n  trm-sre export-feedback --state-dir /var/lib/trm-sre --since 30d --out feedback.jsonl",
+    )
+    add_export_feedback_arguments(export_feedback)
+
     delegated_commands = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export}
     for name, text in (
-        ("train", "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`)"),
+        (
+            "train",
+            (
+                "train the Tiny Recursive Model (arguments go to models.train; see `trm-sre train --help`); with "
+                "--feedback FILE.jsonl fine-tune a checkpoint on it behind a no-regression gate (models.finetune)"
+            ),
+        ),
         (
             "eval",
             (
@@ -473,6 +497,10 @@ def cmd_catalog(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
+    if any(a == "--feedback" or a.startswith("--feedback=") for a in argv):
+        from models import finetune
+
+        return int(finetune.main(argv) or 0)
     from models import train
 
     return int(train.main(argv) or 0)
