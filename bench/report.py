@@ -153,9 +153,8 @@ def _rss(sections: dict[str, Any], p100: dict[str, Any] | None) -> dict[str, Any
     target = "controller resident memory ≤ 250 MB after 60 s at 100 alerts/s"
     onnx = ((sections.get("runtimes") or {}).get("runtimes") or {}).get("onnx") or {}
     load = (onnx.get("controller") or {}).get("under_load") or {}
-    seconds = (sections.get("runtimes") or {}).get("load_seconds")
     if load.get("rss_mb_after") is not None:
-        rss = load["rss_mb_after"]
+        rss, seconds = load["rss_mb_after"], load.get("seconds")
         note = "" if (seconds or 0) >= 60 else f"; quick mode: after {_f(seconds)} s, not 60"
         measured = f"{_f(rss)} MB{_times(rss, 250)} after {_f(load.get('seconds'))} s at 100 alerts/s (ONNX runtime, section TRM runtimes{note})"
     elif p100 and p100["controller"].get("rss_mb_max") is not None:
@@ -542,6 +541,8 @@ def _ratios(sections: dict[str, Any]) -> list[str]:
                     r["cpu"],
                 ]
             )
+    if not rows:
+        return lines + ["No phase of section 2 ran against the others in this run.", ""]
     lines += _table(["trm-sre ÷", "phase", "→ sink p50", "→ sink p99", "accepted share", "triggers/s", "CPU"], rows)
     lines.append("")
     return lines
