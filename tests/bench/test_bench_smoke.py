@@ -69,7 +69,15 @@ def test_the_json_says_what_ran_where(smoke: tuple[dict[str, Any], str, Path]) -
     for name, section in results["sections"].items():
         assert "error" not in section, f"{name}: {section.get('error')}"
     ids = [t["id"] for t in results["targets"]]
-    assert ids == ["latency_100", "burst_500", "trm_latency", "readyz", "rss_100"]
+    assert ids == [
+        "latency_100",
+        "burst_500",
+        "sustained_300",
+        "rss_100",
+        "readyz",
+        "serving_install",
+        "trm_latency",
+    ]
     for target in results["targets"]:
         assert target["met"] in (True, False, None) and target["measured"]
 
