@@ -193,7 +193,7 @@ def run_phase(ctl: Receiver, sink: TriggerSink, phase: Phase, run: str, workdir:
 
 
 def recorded_fingerprints(state_dir: Path) -> set[str] | None:
-    """Fingerprints of every alert the controller's store holds (read-only; WAL lets us read beside it)."""
+    """The sender's fingerprints of every alert the controller's store holds (read-only, beside the writer)."""
     import sqlite3
 
     path = state_dir / "trm-sre.db"
@@ -202,7 +202,10 @@ def recorded_fingerprints(state_dir: Path) -> set[str] | None:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         try:
-            return {row[0] for row in conn.execute("SELECT DISTINCT fingerprint FROM alerts")}
+            # The sender's fingerprint (the one the trigger carries back) is in the stored payload; the column
+            # holds the one the controller derives from the labels, which the load generator's does not match.
+            query = "SELECT DISTINCT json_extract(payload, '$.alert.fingerprint') FROM alerts"
+            return {row[0] for row in conn.execute(query) if row[0]}
         finally:
             conn.close()
     except sqlite3.Error:
