@@ -13,7 +13,8 @@ decision at all. Per Alertmanager webhook it
   slowed by an fsync per request the controller does not pay either;
 - answers 200, then forwards one CloudEvent per alert to the sink: binary
   mode built with the `cloudevents` SDK and posted with one shared
-  `httpx.AsyncClient`, the controller's delivery library and settings.
+  `httpx.AsyncClient`, 16 requests at a time, the controller's delivery
+  library, timeout and default concurrency.
 
 No policy, no model, no dedup, no cooldown, no outbox, no retries: the
 difference between this and trm-sre is what trm-sre's decisions and
@@ -121,38 +122,43 @@ def trigger_message(alert: dict[str, Any]) -> tuple[dict[str, str], bytes]:
     return dict(message.headers), message.body
 
 
-def build_app(conn: sqlite3.Connection, sink: str, timeout_s: float = 5.0) -> FastAPI:
+def build_app(conn: sqlite3.Connection, sink: str, timeout_s: float = 5.0, concurrency: int = 16) -> FastAPI:
+    """The routes; `concurrency` requests to the sink at once, the controller's `delivery_concurrency` default."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     writer = GroupCommitter(conn)
     http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
-    in_flight: set[asyncio.Task[None]] = set()
+    # Stored alerts wait here for a forwarder, as the controller's outbox entries wait for a delivery slot:
+    # an unbounded number of concurrent posts would only queue inside httpx's connection pool, more slowly.
+    to_forward: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    forwarders: list[asyncio.Task[None]] = []
     counts = {"received": 0, "forwarded": 0, "forward_failed": 0}
 
-    async def forward(alert: dict[str, Any]) -> None:
-        headers, body = trigger_message(alert)
-        try:
-            response = await http.post(sink, headers=headers, content=body)
-            ok = 200 <= response.status_code < 300
-        except httpx.HTTPError:
-            ok = False
-        counts["forwarded" if ok else "forward_failed"] += 1
+    async def forward() -> None:
+        while True:
+            headers, body = trigger_message(await to_forward.get())
+            try:
+                response = await http.post(sink, headers=headers, content=body)
+                ok = 200 <= response.status_code < 300
+            except httpx.HTTPError:
+                ok = False
+            counts["forwarded" if ok else "forward_failed"] += 1
 
     @app.post("/alertmanager")
     async def alertmanager(request: Request) -> Response:
+        if not forwarders:  # started on the first request, inside the server's loop
+            forwarders.extend(asyncio.create_task(forward(), name=f"forward-{i}") for i in range(concurrency))
         payload = json.loads(await request.body())
         alerts = [a for a in payload.get("alerts", []) if isinstance(a, dict)]
         now = time.time()
         await writer.store([(str(a.get("fingerprint", "")), now, json.dumps(a)) for a in alerts])
         counts["received"] += len(alerts)
         for alert in alerts:
-            task = asyncio.create_task(forward(alert))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+            to_forward.put_nowait(alert)
         return Response(status_code=200)
 
     @app.get("/readyz")
     async def readyz() -> dict[str, Any]:
-        return {"ready": True} | counts
+        return {"ready": True, "waiting": to_forward.qsize()} | counts
 
     return app
 
