@@ -110,6 +110,7 @@ def run_phase(ctl: Receiver, sink: TriggerSink, phase: Phase, run: str, workdir:
     """Send one phase's load, wait for its triggers (up to the drain wait), and account for every alert."""
     with ProcessSampler(ctl.pid) as sampler:
         started = time.monotonic()
+        seen_upto = sink.count()  # what arrived before this phase's first send is not this phase's
         gen = _loadgen(ctl.webhook_url, phase, run, workdir)
         rows = gen["rows"]
         accepted = {r[0]: r for r in rows if isinstance(r[4], int) and 200 <= r[4] < 300}
@@ -118,13 +119,12 @@ def run_phase(ctl: Receiver, sink: TriggerSink, phase: Phase, run: str, workdir:
         send_end = gen["t0"] + gen["send_window_s"]
         deadline = send_end + phase.drain_wait_s
         first: dict[str, float] = {}
-        seen_upto = 0
         others = 0
         duplicates = 0
         # Fold arrivals in as they come, so a long wait does not re-scan the whole list every poll.
         while True:
-            arrivals = sink.arrivals()
-            for arrival in arrivals[seen_upto:]:
+            arrivals = sink.arrivals_since(seen_upto)
+            for arrival in arrivals:
                 if arrival.fingerprint not in phase_fps:
                     continue
                 if arrival.ce_type != TRIGGER:
@@ -133,7 +133,7 @@ def run_phase(ctl: Receiver, sink: TriggerSink, phase: Phase, run: str, workdir:
                     duplicates += 1
                 else:
                     first[arrival.fingerprint] = arrival.at
-            seen_upto = len(arrivals)
+            seen_upto += len(arrivals)
             if wanted.issubset(first) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
