@@ -35,7 +35,7 @@ EVAL_ARGS ?= models/datasets/sources --by-source --selector trm --batch-size 64
 BENCH ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv run envtest test lint format train eval bench e2e-kind lock clean distclean
+.PHONY: help venv run envtest bench-peer test lint format train eval bench e2e-kind lock clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -68,6 +68,9 @@ envtest: ## build kube-apiserver, kubectl, etcd, alertmanager, amtool, helm into
 	tests/envtest/build.sh all
 	tests/envtest/build-helm.sh
 
+bench-peer: ## build prometheus-am-executor (the benchmark's peer) into ~/.cache/trm-sre/bin
+	bench/peer/build.sh
+
 # pytest exits 5 when it collects nothing; make treats that as a failure too.
 test: venv envtest ## run the test suite (PYTEST_ARGS='-m "not envtest"' for a quick subset)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -91,7 +94,9 @@ eval: venv ## evaluate a trained model (EVAL_ARGS=...)
 	$(PY) -m controller eval $(EVAL_ARGS)
 
 # BENCH=full runs the long benchmark (60 s load phases); BENCH_ARGS passes anything else to `python -m bench`.
+# The peer (prometheus-am-executor) is built first when Go is there; without it the bench says why it is missing.
 bench: venv ## run the benchmarks, write BENCHMARKS.md + bench/results/latest.json (BENCH=full for the long run)
+	-bench/peer/build.sh >/dev/null
 	$(PY) -m bench $(if $(filter full,$(BENCH)),--full,) $(BENCH_ARGS)
 
 e2e-kind: venv ## end to end on a kind cluster (needs Docker and kind; deploy/kind/e2e.sh)

@@ -149,6 +149,16 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def children_cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of the children `pid` has waited for (a peer's commands, say)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[13]) + int(fields[14])) / _CLK_TCK
+
+
 def thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds per thread id of `pid`."""
     out: dict[int, float] = {}
@@ -179,6 +189,7 @@ class ProcessSampler:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _start_cpu: float | None = None
+    _start_children: float | None = None
     _start_threads: dict[int, float] = field(default_factory=dict)
     _start_wall: float = 0.0
     result: dict[str, Any] = field(default_factory=dict)
@@ -186,6 +197,7 @@ class ProcessSampler:
     def __enter__(self) -> Self:
         self._start_wall = time.monotonic()
         self._start_cpu = cpu_seconds(self.pid)
+        self._start_children = children_cpu_seconds(self.pid)
         self._start_threads = thread_cpu(self.pid)
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
         self._thread.start()
@@ -208,6 +220,12 @@ class ProcessSampler:
         main = end_threads.get(self.pid, 0.0) - self._start_threads.get(self.pid, 0.0)
         others = sum(v - self._start_threads.get(t, 0.0) for t, v in end_threads.items() if t != self.pid)
         total = (end_cpu - self._start_cpu) if end_cpu is not None and self._start_cpu is not None else None
+        end_children = children_cpu_seconds(self.pid)
+        children = (
+            end_children - self._start_children
+            if end_children is not None and self._start_children is not None
+            else None
+        )
         self.result = {
             "window_s": round(wall, 2),
             "rss_mb_max": round(max(self.rss), 1) if self.rss else None,
@@ -215,6 +233,9 @@ class ProcessSampler:
             "cpu_percent_of_one_core": round(100 * total / wall, 1) if total is not None and wall > 0 else None,
             "cpu_main_thread_percent": round(100 * main / wall, 1) if wall > 0 else None,
             "cpu_other_threads_percent": round(100 * others / wall, 1) if wall > 0 else None,
+            "cpu_children_percent_of_one_core": (
+                round(100 * children / wall, 1) if children is not None and wall > 0 else None
+            ),
             "threads": len(end_threads),
         }
 

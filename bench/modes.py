@@ -27,6 +27,12 @@ class Mode:
     max_seconds: float
     max_drain_wait_s: float
     drain_wait_s: float
+    burst_runs: int  # the 500/s phase runs this many times in a row (issue #14: >= 95% accepted in each of 3)
+    # saturation curve (trm-sre and the floor, a fresh process per level): offered alerts/s, seconds of load
+    # per level, and how long after the last send triggers still count
+    saturation_levels: tuple[int, ...]
+    saturation_seconds: float
+    saturation_wait_s: float
     # scale curves: points per curve and the time spent per point
     scale_seconds_per_point: float
     batch_sizes: tuple[int, ...]
@@ -36,6 +42,8 @@ class Mode:
     operator_policies: int
     # profile at 100 alerts/s
     profile_seconds: float
+    # runtimes: seconds at 100 alerts/s before the controller's RSS is read (issue #14 says 60 s)
+    runtimes_load_s: float
     # the controller in the end-to-end test loads the model (smoke: off, to stay within seconds)
     e2e_model: bool
 
@@ -60,12 +68,17 @@ QUICK = Mode(
     max_seconds=5.0,
     max_drain_wait_s=10.0,
     drain_wait_s=60.0,
+    burst_runs=3,
+    saturation_levels=(50, 100, 200, 300, 500, 750, 1000),
+    saturation_seconds=4.0,
+    saturation_wait_s=5.0,
     scale_seconds_per_point=0.06,
     batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     coldstart_repeats=2,
     operator_coldstart=True,
     operator_policies=50,
     profile_seconds=5.0,
+    runtimes_load_s=20.0,
     e2e_model=True,
 )
 
@@ -86,12 +99,17 @@ FULL = Mode(
     max_seconds=30.0,
     max_drain_wait_s=60.0,
     drain_wait_s=60.0,
+    burst_runs=3,
+    saturation_levels=(50, 100, 200, 300, 500, 750, 1000),
+    saturation_seconds=15.0,
+    saturation_wait_s=30.0,
     scale_seconds_per_point=0.5,
     batch_sizes=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
     coldstart_repeats=7,
     operator_coldstart=True,
     operator_policies=500,
     profile_seconds=30.0,
+    runtimes_load_s=60.0,
     e2e_model=True,
 )
 
@@ -112,12 +130,17 @@ SMOKE = Mode(
     max_seconds=0.0,
     max_drain_wait_s=0.0,
     drain_wait_s=30.0,
+    burst_runs=1,
+    saturation_levels=(20, 50),
+    saturation_seconds=1.0,
+    saturation_wait_s=10.0,
     scale_seconds_per_point=0.02,
     batch_sizes=(1, 4),
     coldstart_repeats=1,
     operator_coldstart=False,
     operator_policies=1,
     profile_seconds=2.0,
+    runtimes_load_s=0.0,
     e2e_model=False,
 )
 

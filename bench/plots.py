@@ -126,3 +126,35 @@ def e2e_plot(result: dict[str, Any], out_dir: Path) -> dict[str, str]:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return {"e2e": _save(fig, out_dir / "bench-e2e.png")}
+
+
+def saturation_plot(result: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """Accepted and triggered per second, and p50 / p99 webhook → sink, against the offered rate, per stack."""
+    plt = _pyplot()
+    curves = {s: [p for p in c if "error" not in p] for s, c in result.get("curves", {}).items()}
+    if not any(curves.values()):
+        return {}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    top = max(p["offered_per_s"] for c in curves.values() for p in c)
+    left.plot([0, top], [0, top], ":", color="grey", label="offered")
+    colors = {"trm-sre": "tab:blue", "floor": "tab:orange"}
+    for stack, points in curves.items():
+        xs = [p["offered_per_s"] for p in points]
+        color = colors.get(stack)
+        left.plot(xs, [p["accepted_per_s"] for p in points], "o--", color=color, alpha=0.6, label=f"{stack} accepted")
+        left.plot(xs, [p["triggered_per_s"] or 0 for p in points], "s-", color=color, label=f"{stack} triggered")
+        right.plot(xs, [p["p50_ms"] for p in points], "o--", color=color, alpha=0.6, label=f"{stack} p50")
+        right.plot(xs, [p["p99_ms"] for p in points], "x-", color=color, label=f"{stack} p99 (triggered)")
+    left.axhline(300, color="tab:green", lw=0.8, label="target: 300 triggers/s")
+    left.set_xlabel("offered alerts/s (open loop)")
+    left.set_ylabel("alerts/s")
+    left.set_title("Accepted and triggered per second")
+    right.axhline(1000, color="tab:green", lw=0.8, label="target: p99 1 s")
+    right.set_yscale("log")
+    right.set_xlabel("offered alerts/s (open loop)")
+    right.set_ylabel("webhook → sink (ms)")
+    right.set_title("Latency (alerts triggered within the wait)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    return {"saturation": _save(fig, out_dir / "bench-saturation.png")}

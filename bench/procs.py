@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-_LISTENING = re.compile(r"trm-sre listening on (http://[0-9.]+:[0-9]+)")
+# The controller's announce line, and the floor receiver's (bench/floor.py).
+_LISTENING = re.compile(r"(?:trm-sre|bench floor) listening on (http://[0-9.]+:[0-9]+)")
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
@@ -126,6 +127,11 @@ class ControllerProcess:
     def pid(self) -> int:
         assert self.popen is not None
         return self.popen.pid
+
+    @property
+    def webhook_url(self) -> str:
+        """Where Alertmanager's webhooks go."""
+        return f"{self.url}/alertmanager"
 
     def start(self, timeout: float = 180.0) -> str:
         """Start and return the URL once it listens (the announce line); raises with the log tail on failure."""

@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m bench", comman
         from bench import plots
 
         e2e["plots"] = plots.e2e_plot(e2e, plots_dir)
+    if "peers" in results["sections"]:
+        from bench.peers import compare
+
+        results["comparison"] = compare(results["sections"])
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["load_average_at_end"] = load_average()
     results["targets"] = report.targets(results)

@@ -16,10 +16,23 @@ from pathlib import Path
 
 from bench.modes import MODES, Options
 
-SECTIONS = ("selection", "e2e", "scale", "coldstart", "runtimes", "profile", "tracing", "replicas")
+SECTIONS = (
+    "selection",
+    "e2e",
+    "peers",
+    "saturation",
+    "scale",
+    "coldstart",
+    "runtimes",
+    "profile",
+    "tracing",
+    "replicas",
+)
 _MODULES = {
     "selection": "bench.selection",
     "e2e": "bench.e2e",
+    "peers": "bench.peers",
+    "saturation": "bench.saturation",
     "scale": "bench.scale",
     "coldstart": "bench.coldstart",
     "runtimes": "bench.runtimes",

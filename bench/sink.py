@@ -118,6 +118,12 @@ class TriggerSink:
         with self._lock:
             return list(self._arrivals)
 
+    def arrivals_since(self, start: int) -> list[Arrival]:
+        """The arrivals after the first `start`: a poll copies only what is new, not every arrival so far
+        (the list grows by tens of thousands in a run, and a full copy every poll holds the sink's lock)."""
+        with self._lock:
+            return self._arrivals[start:]
+
     def count(self) -> int:
         with self._lock:
             return len(self._arrivals)

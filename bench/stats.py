@@ -18,6 +18,17 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+def percentile_counting_missing(values: Sequence[float], missing: int, q: float) -> float | None:
+    """The q-th percentile of `values` plus `missing` values larger than any (never arrived); None when it is one."""
+    n = len(values) + missing
+    if n == 0:
+        return None
+    k = (n - 1) * q / 100.0
+    if math.ceil(k) >= len(values):
+        return None
+    return percentile([*values, *([max(values)] * missing)], q) if missing else percentile(values, q)
+
+
 def summarize(values: Sequence[float], digits: int = 3) -> dict[str, Any]:
     """n, p50, p90, p99, mean, max of a sample (milliseconds by convention)."""
     if not values:
