@@ -64,9 +64,10 @@ $(STAMP): requirements.lock pyproject.toml
 run: venv ## run the controller standalone on the embedded default policy, no cluster needed (RUN_ARGS=...)
 	$(PY) -m controller run --standalone $(RUN_ARGS)
 
-envtest: ## build kube-apiserver, kubectl, etcd, alertmanager, amtool, helm into ~/.cache/trm-sre/bin
+envtest: ## build kube-apiserver, kubectl, etcd, alertmanager, amtool, helm and the bench peer into ~/.cache/trm-sre/bin
 	tests/envtest/build.sh all
 	tests/envtest/build-helm.sh
+	bench/peer/build.sh >/dev/null
 
 bench-peer: ## build prometheus-am-executor (the benchmark's peer) into ~/.cache/trm-sre/bin
 	bench/peer/build.sh
