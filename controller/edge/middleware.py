@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,8 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
-        with correlation(request_id or uuid.uuid4().hex[:16]):
+        # 16 hex digits as before (uuid4 read os.urandom per request; a log id needs no secrecy, only spread).
+        with correlation(request_id or f"{random.getrandbits(64):016x}"):
             try:
                 await self.app(scope, receive, send_and_record)
             finally:

@@ -31,7 +31,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
@@ -187,8 +187,8 @@ class RetryableDeliveryError(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
     if not value:
         return None
     if value.strip().isdigit():
@@ -202,8 +202,8 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
-# A short answer is read so httpx can keep the connection for the next delivery (an unread body closes it:
-# one TCP connection per trigger, a quarter of the event loop's work at 100 alerts/s in BENCHMARKS.md).
+# A short answer is read so the client can keep the connection for the next delivery (an unread body closes
+# it: one TCP connection per trigger, a quarter of the event loop's work at 100 alerts/s in BENCHMARKS.md).
 # Only a body that says it is short, and only briefly: the status is already known, so a sink that drips
 # its answer just loses the connection, never the delivery.
 _DRAIN_MAX_BYTES = 64 * 1024
@@ -211,13 +211,13 @@ _DRAIN_S = 0.5
 _DRAIN_MARGIN_S = 0.05
 
 
-async def _drain_short_answer(response: httpx.Response, seconds: float) -> None:
+async def _drain_short_answer(response: aiohttp.ClientResponse, seconds: float) -> None:
     length = response.headers.get("content-length", "")
     if seconds <= 0 or not length.isdigit() or int(length) > _DRAIN_MAX_BYTES:
         return
-    with contextlib.suppress(TimeoutError, httpx.HTTPError):
+    with contextlib.suppress(TimeoutError, aiohttp.ClientError):
         async with asyncio.timeout(seconds):
-            await response.aread()
+            await response.read()
 
 
 class SinkClient:
@@ -233,7 +233,6 @@ class SinkClient:
         attempts: int = 6,
         backoff_initial_s: float = 0.2,
         backoff_max_s: float = 10.0,
-        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.default_sink = default_sink
         self.jsonl_path = jsonl_path
@@ -245,13 +244,24 @@ class SinkClient:
         self._backoff_initial_s = backoff_initial_s
         self._backoff_max_s = backoff_max_s
         self._timeout_s = timeout_s
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+        # aiohttp, not httpx: a fifth of the CPU per request (bench/analysis.md, change 8). Created on first
+        # use, inside the running loop it belongs to; no cookie jar (a sink's cookies must not follow us).
+        self._http: aiohttp.ClientSession | None = None
         self._file_lock = threading.Lock()
 
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # The deadline in `_post` bounds each exchange; no second, looser total here.
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._http
+
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def sink_for(self, entry: OutboxEntry) -> str | None:
         return entry.sink or self.default_sink
@@ -289,20 +299,20 @@ class SinkClient:
         return DeliveryResult(False, False, status, f"{url} answered {status}: not retryable", tries)
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> int:
-        # Only the status (and Retry-After) matter: the answer's body is never read, so a sink that drips
-        # or streams one cannot hold a delivery slot. The deadline bounds the whole exchange; httpx's own
-        # timeouts bound each read and write separately, which a slow trickle never trips.
+        # Only the status (and Retry-After) matter: a long answer's body is never read, so a sink that drips
+        # or streams one cannot hold a delivery slot. The deadline bounds the whole exchange, a slow trickle
+        # included.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
         try:
             async with asyncio.timeout_at(deadline):
-                async with self._http.stream("POST", url, headers=headers, content=body) as response:
-                    status = response.status_code
-                    retry_after = _retry_after(response)
+                async with self._session().post(url, headers=headers, data=body, allow_redirects=False) as response:
+                    status = response.status
+                    retry_after = _retry_after(response.headers)
                     await _drain_short_answer(response, min(_DRAIN_S, deadline - loop.time() - _DRAIN_MARGIN_S))
         except TimeoutError as exc:
             raise RetryableDeliveryError(f"{url}: no answer within {self._timeout_s:g}s") from exc
-        except httpx.TransportError as exc:  # refused, reset, timed out, protocol errors: the sink may be back soon
+        except aiohttp.ClientError as exc:  # refused, reset, bad URL, protocol errors: the sink may be back soon
             raise RetryableDeliveryError(f"{url}: {type(exc).__name__}: {exc}") from exc
         if status >= 500 or status in RETRYABLE_STATUS:
             raise RetryableDeliveryError(f"{url} answered {status}", status, retry_after)

@@ -24,6 +24,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from controller.engine.coalesce import Coalescer
 from controller.engine.config import EngineSettings
 from controller.engine.delivery import JSONL_SINK_FILENAME, DeliveryResult, SinkClient
 from controller.engine.gauges import StoreGauges
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # How many due outbox entries one replay round reads (more are read in the next, immediate, round).
 _REPLAY_BATCH = 500
+# Delivered marks per store commit: the deliveries that finish while one commit runs share the next.
+_DELIVERED_MARKS_PER_COMMIT = 500
 
 
 class OutboxSender:
@@ -66,6 +69,11 @@ class OutboxSender:
         self._deliveries: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._delivery_slots = asyncio.Semaphore(max(settings.delivery_concurrency, 1))
+        # A delivery failed since the sink last answered: the next success replays the backlog at once.
+        self._backlog = False
+        self._delivered_marks: Coalescer[tuple[str, int, int | None, float], None] = Coalescer(
+            self._mark_delivered, max_items=_DELIVERED_MARKS_PER_COMMIT, name="trm-sre-delivered-marks"
+        )
 
     # lifecycle (driven by the pipeline)
 
@@ -82,6 +90,7 @@ class OutboxSender:
         )
 
     async def close(self) -> None:
+        await self._delivered_marks.aclose()
         if self._sink is not None:
             await self._sink.aclose()
             self._sink = None
@@ -107,21 +116,36 @@ class OutboxSender:
     # sending
 
     def deliver_soon(self, event_ids: Sequence[str]) -> None:
+        """Send these entries now (each read from the store first: it may no longer be pending)."""
+        self._deliver_now([(event_id, None) for event_id in event_ids])
+
+    def deliver_new(self, entries: Sequence[OutboxEntry]) -> None:
+        """Send entries just committed now, as committed: no store read between the commit and the send."""
+        self._deliver_now([(entry.event_id, entry) for entry in entries])
+
+    def _deliver_now(self, claims: Sequence[tuple[str, OutboxEntry | None]]) -> None:
         if not self._lifecycle.running or self._sink is None:
             self._wake.set()
             return
-        for event_id in event_ids:
+        for event_id, entry in claims:
             if event_id not in self._delivering:
                 self._delivering.add(event_id)
-                task = asyncio.create_task(self._deliver_claimed(event_id, attempts=None))
+                task = asyncio.create_task(self._deliver_claimed(event_id, attempts=None, entry=entry))
                 self._deliveries.add(task)
                 task.add_done_callback(self._deliveries.discard)
 
-    async def _deliver_claimed(self, event_id: str, attempts: int | None) -> DeliveryResult | None:
-        """Deliver an entry this task has claimed in `_delivering`; None if it is no longer pending."""
+    async def _deliver_claimed(
+        self, event_id: str, attempts: int | None, entry: OutboxEntry | None = None
+    ) -> DeliveryResult | None:
+        """Deliver an entry this task has claimed in `_delivering`; None if it is no longer pending.
+
+        `entry`: the entry as just committed (claimed before anything else could send or settle it);
+        None: read it from the store.
+        """
         try:
             async with self._delivery_slots:
-                entry = await asyncio.to_thread(self._store.outbox_entry, event_id)
+                if entry is None:
+                    entry = await asyncio.to_thread(self._store.outbox_entry, event_id)
                 if entry is None or entry.state != "pending" or self._sink is None:
                     return None
                 with (
@@ -138,6 +162,7 @@ class OutboxSender:
                     await self._settle(entry, result)
             return result
         except StoreError as exc:
+            self._backlog = True
             log.warning(
                 "store unavailable during delivery; the replay loop retries",
                 extra={"event_id": event_id, "error": str(exc)},
@@ -152,12 +177,15 @@ class OutboxSender:
         if result.retries:
             self._count(entry, "retried", result.retries)
         if result.delivered:
-            await asyncio.to_thread(self._store.mark_delivered, entry.event_id, result.attempts, result.status, now)
+            await self._delivered_marks.submit((entry.event_id, result.attempts, result.status, now))
             self._count(entry, "sent")
             log.info("event delivered", extra={"event_id": entry.event_id, "type": entry.type, "status": result.status})
-            if self._gauges.outbox_depth > 1:
+            if self._backlog:
+                self._backlog = False
                 self._wake.set()  # the sink answers again: replay the backlog now, not in a round's time
-        elif not result.retryable or now - entry.created_at >= self._settings.outbox_max_age_s:
+            self._gauges.refresh_soon()
+            return
+        if not result.retryable or now - entry.created_at >= self._settings.outbox_max_age_s:
             reason = (
                 result.error
                 if not result.retryable
@@ -179,11 +207,17 @@ class OutboxSender:
             await asyncio.to_thread(
                 self._store.mark_attempt_failed, entry.event_id, result.attempts, result.status, result.error, next_at
             )
+            self._backlog = True
             self._count(entry, "failed")
             log.warning(
                 "delivery failed; left for the replay loop", extra={"event_id": entry.event_id, "error": result.error}
             )
         await self._gauges.refresh()
+
+    def _mark_delivered(self, marks: Sequence[tuple[str, int, int | None, float]], _key: object) -> list[None]:
+        """Runs in a thread: the delivered marks that waited, in one commit."""
+        self._store.mark_delivered_many(marks)
+        return [None] * len(marks)
 
     def _count(self, entry: OutboxEntry, result: str, amount: int = 1) -> None:
         self._metrics.deliveries.labels(type=entry.type, result=result).inc(amount)

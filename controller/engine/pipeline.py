@@ -261,6 +261,8 @@ class Pipeline:
         self._tasks = []
         self._outbox.forget_deliveries()
         self._workers.forget_in_flight()
+        await self._workers.aclose()
+        self._gauges.close()
         await self._outbox.close()
         self._lifecycle.running = False
 

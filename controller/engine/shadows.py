@@ -119,7 +119,8 @@ class Shadows:
     async def _record(
         self, event: AlertEvent, live: Policy | None, shadows: list[Policy], live_decision_id: str | None
     ) -> int:
-        await asyncio.to_thread(self.ensure_schema)
+        if not self._schema_ready:
+            await asyncio.to_thread(self.ensure_schema)
         decisions = await decide_shadows(event, live, shadows, self._catalog, self._clients)
         policies = {p.key: p for p in shadows}
         if live is not None:

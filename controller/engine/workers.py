@@ -15,14 +15,16 @@ and its commit retried later with backoff; it is never decided twice.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from controller.decision.chain import StageClients, decide, select_policy
 from controller.decision.policy_index import PolicyIndex
+from controller.engine.coalesce import Coalescer
 from controller.engine.config import EngineSettings
 from controller.engine.delivery import approval_entry, escalation_entry, trigger_entry
 from controller.engine.gauges import StoreGauges
@@ -32,7 +34,7 @@ from controller.engine.outbox import OutboxSender
 from controller.engine.outcomes import Outcomes
 from controller.engine.policy_stats import PolicyStatusRecorder
 from controller.engine.shadows import Shadows
-from controller.engine.store import ApprovalRow, DecisionRecord, OutboxEntry, Store, StoreError
+from controller.engine.store import ApprovalRow, DecisionRecord, OutboxEntry, Store, StoreError, as_inserted
 from controller.engine.trace_hooks import decision_span, stamp, trm_steps
 from controller.engine.work_queue import WorkItem, WorkQueue
 from controller.observability import tracing
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 # Backoff for a decision whose commit failed because the store was unavailable.
 _COMMIT_RETRY_INITIAL_S = 0.5
 _COMMIT_RETRY_MAX_S = 30.0
+# Decisions committed per thread hand-off: the workers that finish deciding while one hop runs share the next.
+_COMMITS_PER_HOP = 64
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,8 @@ class _Committed:
     decision: Decision
     policy: Policy
     plan: ActionPlan
-    event_ids: tuple[str, ...]
+    new_entries: tuple[OutboxEntry, ...]  # as inserted: sent without reading them back
+    other_event_ids: tuple[str, ...]  # already in the outbox (a re-commit): read before sending
 
 
 class DecisionWorkers:
@@ -90,6 +95,10 @@ class DecisionWorkers:
         self._shadows = shadows
         self._in_flight = 0
         self._commit_retries: dict[int, asyncio.TimerHandle] = {}
+        # One hop into a worker thread for the decisions that wait together; each keeps its own transaction.
+        self._commits: Coalescer[tuple[WorkItem, contextvars.Context], _Committed | None | Exception] = Coalescer(
+            self._commit_decisions, max_items=_COMMITS_PER_HOP, name="trm-sre-decision-commits"
+        )
 
     @property
     def busy(self) -> bool:
@@ -105,6 +114,10 @@ class DecisionWorkers:
     def forget_in_flight(self) -> None:
         """The pipeline cancelled the worker tasks: whatever was being decided is no longer in flight."""
         self._in_flight = 0
+
+    async def aclose(self) -> None:
+        """Stopping: drop the commits still waiting for a hop (their alerts stay undecided for the next start)."""
+        await self._commits.aclose()
 
     async def run(self) -> None:
         """One worker: decide queued alerts, one at a time, until cancelled."""
@@ -143,14 +156,21 @@ class DecisionWorkers:
             work.decision = stamp(await self._decide(event, policy))
         with correlation(work.decision.id):
             with tracing.span("outbox.commit"):
-                committed = await asyncio.to_thread(self._commit_decision, work)
+                committed = await self._commits.submit((work, contextvars.copy_context()))
+            if isinstance(committed, Exception):
+                raise committed
             self._queue.release(work.alert_id)
             if committed is None:
                 log.info("incident already decided; nothing to do", extra={"incident": event.incident_key})
                 return
             self._after_commit(committed)
-            self._outbox.deliver_soon(committed.event_ids)
-            await self._gauges.refresh()
+            self._outbox.deliver_new(committed.new_entries)
+            if committed.other_event_ids:
+                self._outbox.deliver_soon(committed.other_event_ids)
+            if committed.plan.approval_expires_at is not None:
+                await self._gauges.refresh()  # an approval request: rare, and the gauge says so at once
+            else:
+                self._gauges.refresh_soon()
             # Only now, with the live decision committed and on its way: the shadow decisions beside it.
             await self._shadows.record(event, committed.policy, committed.decision.id)
 
@@ -181,6 +201,21 @@ class DecisionWorkers:
                 self._metrics.trm_confidence.observe(trace.confidence)
                 self._metrics.observe_trm(steps.get(trace.index), trace.confidence)
         return decision
+
+    def _commit_decisions(
+        self, asks: Sequence[tuple[WorkItem, contextvars.Context]], _key: object
+    ) -> list[_Committed | None | Exception]:
+        """Runs in a thread: each decision in its own transaction, in its worker's context (its trace).
+
+        A decision whose commit fails gets its exception back (its worker raises it); the others commit.
+        """
+        answers: list[_Committed | None | Exception] = []
+        for work, context in asks:
+            try:
+                answers.append(context.run(self._commit_decision, work))
+            except Exception as exc:  # noqa: BLE001 - handed back to the one worker it belongs to
+                answers.append(exc)
+        return answers
 
     def _commit_decision(self, work: WorkItem) -> _Committed | None:
         """Runs in a thread: read the guards, plan, write the decision and all it emits, atomically."""
@@ -220,8 +255,7 @@ class DecisionWorkers:
             )
             approval = self._approval_for(plan, decision, policy, now)
             entries = self._entries_for(plan, decision, event, actions.sink, approval)
-            for entry in entries:
-                tx.insert_outbox(entry, now)
+            inserted = [tx.insert_outbox(entry, now) for entry in entries]
             if plan.cooldown_until is not None and decision.function:
                 tx.set_cooldown(decision.target, plan.cooldown_until, decision.id, policy.key)
             if approval is not None:
@@ -233,7 +267,13 @@ class DecisionWorkers:
                 Shadows.record_natural(tx, decision, policy, now)  # did it resolve with no action?
             tx.mark_alert_decided(work.alert_id)
             tx.set_incident_state(decision.incident_key, "decided")
-        return _Committed(decision, policy, plan, tuple(e.event_id for e in entries))
+        return _Committed(
+            decision,
+            policy,
+            plan,
+            tuple(as_inserted(e, now) for e, new in zip(entries, inserted, strict=True) if new),
+            tuple(e.event_id for e, new in zip(entries, inserted, strict=True) if not new),
+        )
 
     @staticmethod
     def _approval_for(plan: ActionPlan, decision: Decision, policy: Policy, now: float) -> ApprovalRow | None:

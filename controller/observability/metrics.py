@@ -81,7 +81,7 @@ class Metrics:
         )
         self.outbox_depth = Gauge(
             "agent_sre_outbox_depth",
-            "Outbox events waiting for delivery.",
+            "Outbox events waiting for delivery (re-read at most a second after a delivery).",
             registry=r,
         )
         self.dedup_hits = Counter(

@@ -36,6 +36,7 @@ from controller.engine.store.schema import (
     PendingAlert,
     RecordedAlert,
     StoreError,
+    as_inserted,
 )
 from controller.engine.store.store import Store
 from controller.engine.store.sweep import SWEPT_TABLES
@@ -61,6 +62,7 @@ __all__ = [
     "StoreError",
     "StoreTx",
     "StoreTxApi",
+    "as_inserted",
     "open_store",
     "store_kind",
 ]

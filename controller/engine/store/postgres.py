@@ -343,14 +343,6 @@ class PostgresStore(SharedQueries):
             row = tx._one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
         return int(row["n"]) if row else 0
 
-    def mark_delivered(self, event_id: str, attempts: int, status: int | None, now: float) -> None:
-        with self.transaction(durable=False) as tx:
-            tx._run(
-                "UPDATE outbox SET state = 'delivered', attempts = attempts + %s, last_status = %s, last_error = '',"
-                " delivered_at = %s WHERE event_id = %s",
-                (attempts, status, now, event_id),
-            )
-
     def mark_attempt_failed(
         self, event_id: str, attempts: int, status: int | None, error: str, next_attempt_at: float
     ) -> None:

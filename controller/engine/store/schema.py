@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from controller.schemas.alerts import AlertEvent
@@ -274,6 +274,22 @@ def outbox_from_row(row: sqlite3.Row) -> OutboxEntry:
     values["attributes"] = json.loads(values["attributes"])
     values["data"] = json.loads(values["data"])
     return OutboxEntry(**values)
+
+
+def as_inserted(entry: OutboxEntry, now: float) -> OutboxEntry:
+    """`entry` as reading it back would give it right after `insert_outbox(entry, now)`, without the read.
+
+    Attributes and data go through the same sorted JSON as the stored copy, so the first send carries the
+    same bytes as any replay of it.
+    """
+    return replace(
+        entry,
+        attributes=json.loads(json.dumps(entry.attributes, sort_keys=True)),
+        data=json.loads(json.dumps(entry.data, sort_keys=True)),
+        state="pending",
+        attempts=0,
+        created_at=now,
+    )
 
 
 def decision_from_row(row: sqlite3.Row) -> DecisionRow:

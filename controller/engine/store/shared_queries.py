@@ -7,6 +7,7 @@ Each store supplies `transaction()` and `reading()`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from controller.engine.store.schema import ApprovalRow, DecisionRow
@@ -15,6 +16,19 @@ from controller.schemas.decision import Decision
 
 class SharedQueries:
     """Decisions, approvals, lambda responses and a decision's history: one implementation for both backends."""
+
+    def mark_delivered(self, event_id: str, attempts: int, status: int | None, now: float) -> None:
+        self.mark_delivered_many([(event_id, attempts, status, now)])
+
+    def mark_delivered_many(self, marks: Sequence[tuple[str, int, int | None, float]]) -> None:
+        """(event id, attempts, last status, delivered at) for each: deliveries that finish together, one commit."""
+        with self.transaction(durable=False) as tx:
+            for event_id, attempts, status, now in marks:
+                tx._run(
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + ?, last_status = ?, last_error = '',"
+                    " delivered_at = ? WHERE event_id = ?",
+                    (attempts, status, now, event_id),
+                )
 
     def decision(self, decision_id: str) -> DecisionRow | None:
         with self.reading() as tx:

@@ -264,14 +264,6 @@ class Store(SharedQueries):
             row = tx._one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")
         return int(row["n"]) if row else 0
 
-    def mark_delivered(self, event_id: str, attempts: int, status: int | None, now: float) -> None:
-        with self.transaction(durable=False) as tx:
-            tx._run(
-                "UPDATE outbox SET state = 'delivered', attempts = attempts + ?, last_status = ?, last_error = '',"
-                " delivered_at = ? WHERE event_id = ?",
-                (attempts, status, now, event_id),
-            )
-
     def mark_attempt_failed(
         self, event_id: str, attempts: int, status: int | None, error: str, next_attempt_at: float
     ) -> None:

@@ -155,3 +155,19 @@ async def test_retried_and_sent_are_counted_for_every_event_type(make_engine, si
     assert engine.metric("agent_sre_outbox_deliveries_total", type=escalated, result="sent") == 1
     assert engine.metric("agent_sre_triggers_total", result="sent") == 0
     assert sink.accepted_of(LAMBDA_TRIGGER) == []
+
+
+async def test_the_outbox_gauge_follows_deliveries_without_a_store_read_per_alert(
+    make_engine, sink: CaptureSink
+) -> None:
+    # The hot path (a commit, a delivery) asks for a trailing re-read, not one per alert: the gauge shows
+    # the triggers in flight while a slow sink holds them, and falls to 0 once they are delivered.
+    engine = await make_engine([policy()], sink=sink.url)
+    sink.answer(202, delay_s=3.0)
+    events = payload(*(alert_dict(f"cart-{i}") for i in range(3)))
+    await engine.ingest(events)
+    assert await eventually(lambda: engine.metric("agent_sre_outbox_depth") == 3)
+    sink.answer(202)
+    assert await sink.wait_for_async(lambda s: len(s.accepted_ids()) == 3, timeout=20)
+    assert await eventually(lambda: engine.metric("agent_sre_outbox_depth") == 0)
+    assert engine.store.outbox_depth() == 0

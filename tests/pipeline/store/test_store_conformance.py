@@ -7,6 +7,8 @@ rollback of a failed transaction, and the engine end to end on each backend.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from controller.engine.store import (
     OutboxEntry,
     StoreBackend,
     StoreError,
+    as_inserted,
 )
 from controller.schemas.alerts import AlertEvent
 from controller.schemas.decision import APPROVAL_REQUESTED, LAMBDA_TRIGGER, Decision, decision_id
@@ -207,6 +210,31 @@ def test_outbox_delivery_states(store: StoreBackend) -> None:
     assert store.due_outbox(later + 999) == []  # not due before its next attempt
     assert [e.event_id for e in store.due_outbox(later + 1000)] == [second.event_id]
     assert store.outbox_entry("nope") is None
+
+
+def test_deliveries_that_finish_together_are_marked_in_one_call(store: StoreBackend) -> None:
+    events = payload(alert_dict("a"), alert_dict("b"), alert_dict("c"))
+    entries = []
+    for event, record in zip(events, store.record_alerts(events, NOW), strict=True):
+        assert record.alert_id is not None
+        committed = commit(store, event, record.alert_id, NOW)
+        assert committed is not None
+        entries.append(committed[1])
+    first, second, third = entries
+    # What the engine sends without reading it back is what a read gives right after the commit.
+    fresh = store.outbox_entry(first.event_id)
+    sent = as_inserted(first, NOW)
+    assert fresh is not None and sent == dataclasses.replace(fresh, next_attempt_at=0.0)
+    assert json.dumps([sent.attributes, sent.data]) == json.dumps([fresh.attributes, fresh.data])  # same bytes
+    store.mark_delivered_many([(first.event_id, 1, 202, NOW + 1), (third.event_id, 3, 200, NOW + 2)])
+    marked = {e.event_id: store.outbox_entry(e.event_id) for e in entries}
+    assert [(m.state, m.attempts, m.last_status, m.delivered_at) for m in marked.values() if m is not None] == [
+        ("delivered", 1, 202, NOW + 1),
+        ("pending", 0, None, None),
+        ("delivered", 3, 200, NOW + 2),
+    ]
+    assert store.outbox_depth() == 1
+    assert [e.event_id for e in store.due_outbox(NOW + LEASE_S + 60)] == [second.event_id]
 
 
 def test_cooldown_keeps_the_later_end_and_budget_counts_the_window(store: StoreBackend) -> None:
