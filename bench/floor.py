@@ -13,7 +13,7 @@ decision at all. Per Alertmanager webhook it
   slowed by an fsync per request the controller does not pay either;
 - answers 200, then forwards one CloudEvent per alert to the sink: binary
   mode built with the `cloudevents` SDK and posted with one shared
-  `httpx.AsyncClient`, 16 requests at a time, the controller's delivery
+  `aiohttp.ClientSession`, 16 requests at a time, the controller's delivery
   library, timeout and default concurrency.
 
 No policy, no model, no dedup, no cooldown, no outbox, no retries: the
@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import uvicorn
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
@@ -126,9 +126,10 @@ def build_app(conn: sqlite3.Connection, sink: str, timeout_s: float = 5.0, concu
     """The routes; `concurrency` requests to the sink at once, the controller's `delivery_concurrency` default."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     writer = GroupCommitter(conn)
-    http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
+    sessions: list[aiohttp.ClientSession] = []  # made inside the server's loop, on the first request
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     # Stored alerts wait here for a forwarder, as the controller's outbox entries wait for a delivery slot:
-    # an unbounded number of concurrent posts would only queue inside httpx's connection pool, more slowly.
+    # an unbounded number of concurrent posts would only queue inside the client's connection pool, more slowly.
     to_forward: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     forwarders: list[asyncio.Task[None]] = []
     counts = {"received": 0, "forwarded": 0, "forward_failed": 0}
@@ -137,15 +138,17 @@ def build_app(conn: sqlite3.Connection, sink: str, timeout_s: float = 5.0, concu
         while True:
             headers, body = trigger_message(await to_forward.get())
             try:
-                response = await http.post(sink, headers=headers, content=body)
-                ok = 200 <= response.status_code < 300
-            except httpx.HTTPError:
+                async with sessions[0].post(sink, headers=headers, data=body, allow_redirects=False) as response:
+                    await response.read()  # read, so the connection is reused
+                    ok = 200 <= response.status < 300
+            except (aiohttp.ClientError, TimeoutError):
                 ok = False
             counts["forwarded" if ok else "forward_failed"] += 1
 
     @app.post("/alertmanager")
     async def alertmanager(request: Request) -> Response:
         if not forwarders:  # started on the first request, inside the server's loop
+            sessions.append(aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), timeout=timeout))
             forwarders.extend(asyncio.create_task(forward(), name=f"forward-{i}") for i in range(concurrency))
         payload = json.loads(await request.body())
         alerts = [a for a in payload.get("alerts", []) if isinstance(a, dict)]
