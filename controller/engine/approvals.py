@@ -168,7 +168,12 @@ class Approvals:
             if circuit.state == "open":  # it opened while the request waited: no trigger until its cooldown ends
                 return circuit.reason
             actions = policy.spec.actions
-            used = tx.budget_used(approval.policy, now - actions.window_seconds, excluding=decision.id)
+            used = tx.budget_used(
+                approval.policy,
+                now - actions.window_seconds,
+                excluding=decision.id,
+                cap=actions.max_triggers_per_window,
+            )
             if used >= actions.max_triggers_per_window:
                 return (
                     f"{STORM_BREAKER}: {used} triggers of policy {approval.policy} within {actions.window_seconds}s"

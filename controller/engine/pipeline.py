@@ -408,7 +408,9 @@ class Pipeline:
                 guard = GuardState(
                     now=now,
                     cooldown_until=tx.cooldown_until(decision.target) if decision.function else None,
-                    budget_used=tx.budget_used(policy.key, now - actions.window_seconds),
+                    budget_used=tx.budget_used(
+                        policy.key, now - actions.window_seconds, cap=actions.max_triggers_per_window
+                    ),
                     incident_resolved=False,
                     circuit=circuit.state,
                     circuit_reason=circuit.reason,

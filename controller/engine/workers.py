@@ -233,7 +233,9 @@ class DecisionWorkers:
             guard = GuardState(
                 now=now,
                 cooldown_until=tx.cooldown_until(decision.target) if decision.function else None,
-                budget_used=tx.budget_used(policy.key, now - actions.window_seconds),
+                budget_used=tx.budget_used(
+                    policy.key, now - actions.window_seconds, cap=actions.max_triggers_per_window
+                ),
                 incident_resolved=incident is not None and incident.resolved_at is not None,
                 circuit=circuit.state,
                 circuit_reason=circuit.reason,

@@ -68,8 +68,9 @@ class StoreTxApi(Protocol):
     def decision(self, decision_id: str) -> DecisionRow | None: ...
     def insert_decision(self, record: DecisionRecord, now: float) -> None: ...
     def set_decision_state(self, decision_id: str, state: str, reason: str, now: float) -> None: ...
-    def budget_used(self, policy: str, since: float, excluding: str | None = None) -> int:
-        """Budgeted decisions of `policy` created since `since`, not counting decision `excluding`.
+    def budget_used(self, policy: str, since: float, excluding: str | None = None, cap: int | None = None) -> int:
+        """Budgeted decisions of `policy` created since `since`, not counting decision `excluding`, and counted
+        no further than `cap` (the storm breaker only asks whether the limit is reached).
 
         An approval re-checking the storm breaker excludes its own decision.
         """

@@ -193,18 +193,26 @@ class PostgresTx:
             (state, reason, now, decision_id),
         )
 
-    def budget_used(self, policy: str, since: float, excluding: str | None = None) -> int:
+    def budget_used(self, policy: str, since: float, excluding: str | None = None, cap: int | None = None) -> int:
         """Budgeted decisions of `policy` since `since`, not counting the decision `excluding` (an approval
         re-checking the storm breaker for its own decision). In a write transaction, first lock the policy's
         window: the count and the commit are one step."""
         if self._writing:
             self._xact_lock(f"trm-sre:budget:{policy}")
+        # The same shape as the SQLite store's (`StoreTx.budget_used`): the index alone, up to the cap.
+        limit = None if cap is None else cap + (excluding is not None)
         row = self._one(
-            "SELECT COUNT(*) AS n FROM decisions WHERE budgeted = 1 AND policy = %s AND created_at >= %s"
-            " AND id IS DISTINCT FROM %s::text",
-            (policy, since, excluding),
+            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM decisions"
+            " WHERE budgeted = 1 AND policy = %s AND created_at >= %s LIMIT %s) AS w",
+            (policy, since, limit),
         )
-        return int(row["n"]) if row else 0
+        used = int(row["n"]) if row else 0
+        if excluding is not None and self._one(
+            "SELECT 1 AS x FROM decisions WHERE id = %s AND budgeted = 1 AND policy = %s AND created_at >= %s",
+            (excluding, policy, since),
+        ):
+            used -= 1
+        return used if cap is None else min(used, cap)
 
     # cooldowns
 

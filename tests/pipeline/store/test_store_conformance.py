@@ -273,6 +273,12 @@ def test_budget_used_can_exclude_one_decision(store: StoreBackend) -> None:
             assert tx.budget_used("shop/restart", NOW + 1, excluding=decisions[1].id) == 0
             assert tx.budget_used("shop/restart", NOW, excluding=decisions[2].id) == 2  # not budgeted anyway
             assert tx.budget_used("shop/restart", NOW, excluding="no-such-decision") == 2
+            # Counted no further than the cap (the storm breaker only asks whether the limit is reached).
+            assert tx.budget_used("shop/restart", NOW, cap=1) == 1
+            assert tx.budget_used("shop/restart", NOW, cap=5) == 2
+            assert tx.budget_used("shop/restart", NOW, excluding=decisions[0].id, cap=1) == 1
+            assert tx.budget_used("shop/restart", NOW, excluding=decisions[0].id, cap=5) == 1
+            assert tx.budget_used("shop/restart", NOW + 1, excluding=decisions[1].id, cap=1) == 0
 
 
 def test_pending_approval_rows_and_approval_by_id(store: StoreBackend) -> None:
