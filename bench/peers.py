@@ -1,7 +1,7 @@
 """Section "peers" (issue #14): the floor of this stack and a peer under section 2's load phases.
 
 - the floor (`bench.floor`): FastAPI/uvicorn, every alert fsynced to SQLite
-  before the 2xx, one CloudEvent per alert to the sink with httpx; no decision;
+  before the 2xx, one CloudEvent per alert to the sink with aiohttp (as the controller); no decision;
 - the peer (`bench.amexecutor`): prometheus-am-executor running `curl` to the
   same sink per alert, when it builds (else the reason is reported).
 

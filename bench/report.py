@@ -559,7 +559,7 @@ def _peers(peers: dict[str, Any]) -> list[str]:
             "The same load generator, capture sink and accounting as section 2, against two other receivers. "
             "**The floor** (`bench/floor.py`): FastAPI on uvicorn (h11, no access log), every alert stored in "
             "SQLite (WAL, `synchronous=FULL`, concurrent webhooks in one commit) before the 200, then one "
-            "binary-mode CloudEvent per alert posted with one `httpx.AsyncClient`: what trm-sre's durability costs "
+            "binary-mode CloudEvent per alert posted with one `aiohttp.ClientSession` (the controller's sink client): what trm-sre's durability costs "
             "with no decision, no outbox and no retries. **The peer**: prometheus-am-executor (Go) running a "
             "command per webhook, here a `curl` of one CloudEvent to the sink; it answers after the command "
             "exits, keeps no queue and no store. For both, an accepted alert not triggered within the wait is "

@@ -10,13 +10,18 @@ oldest first, so a sink still down costs one probe per round; a delivery
 that succeeds wakes the loop to replay the backlog at once.
 
 An entry is claimed (`_delivering`) by at most one task at a time, so the
-immediate send and the replay loop never send it twice concurrently; a
+immediate send and the replay loop never send it twice concurrently. A fresh
+entry is sent as committed, without reading the store (`deliver_new`); the
+replay loop may have found it pending and settled it in the moment between
+its commit and that send (on SQLite a fresh entry is due at once), so the
+entries settled lately are remembered (`_settled`) and not sent again. A
 consumer still de-duplicates by CloudEvent id, as after a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -42,6 +47,9 @@ log = logging.getLogger(__name__)
 _REPLAY_BATCH = 500
 # Delivered marks per store commit: the deliveries that finish while one commit runs share the next.
 _DELIVERED_MARKS_PER_COMMIT = 500
+# Event ids settled lately (delivered or dead-lettered), remembered so a fresh entry's send-as-committed does
+# not repeat what the replay loop already did; the gap it covers is a commit's hand-back, well under a second.
+_SETTLED_REMEMBERED = 10_000
 
 
 class OutboxSender:
@@ -66,6 +74,8 @@ class OutboxSender:
         self._clock = clock
         self._sink: SinkClient | None = None
         self._delivering: set[str] = set()  # event ids claimed by a delivery task
+        self._settled: collections.deque[str] = collections.deque(maxlen=_SETTLED_REMEMBERED)
+        self._settled_ids: set[str] = set()
         self._deliveries: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._delivery_slots = asyncio.Semaphore(max(settings.delivery_concurrency, 1))
@@ -128,7 +138,7 @@ class OutboxSender:
             self._wake.set()
             return
         for event_id, entry in claims:
-            if event_id not in self._delivering:
+            if event_id not in self._delivering and event_id not in self._settled_ids:
                 self._delivering.add(event_id)
                 task = asyncio.create_task(self._deliver_claimed(event_id, attempts=None, entry=entry))
                 self._deliveries.add(task)
@@ -178,6 +188,7 @@ class OutboxSender:
             self._count(entry, "retried", result.retries)
         if result.delivered:
             await self._delivered_marks.submit((entry.event_id, result.attempts, result.status, now))
+            self._remember_settled(entry.event_id)
             self._count(entry, "sent")
             log.info("event delivered", extra={"event_id": entry.event_id, "type": entry.type, "status": result.status})
             if self._backlog:
@@ -191,9 +202,11 @@ class OutboxSender:
                 if not result.retryable
                 else f"undelivered after {self._settings.outbox_max_age_s:.0f}s: {result.error}"
             )
-            if await asyncio.to_thread(
+            dead = await asyncio.to_thread(
                 self._store.mark_dead, entry.event_id, result.attempts, result.status, reason, now
-            ):
+            )
+            self._remember_settled(entry.event_id)
+            if dead:
                 self._count(entry, "dead_lettered")
                 log.error(
                     "event dead-lettered", extra={"event_id": entry.event_id, "type": entry.type, "error": reason}
@@ -213,6 +226,12 @@ class OutboxSender:
                 "delivery failed; left for the replay loop", extra={"event_id": entry.event_id, "error": result.error}
             )
         await self._gauges.refresh()
+
+    def _remember_settled(self, event_id: str) -> None:
+        if len(self._settled) == self._settled.maxlen:
+            self._settled_ids.discard(self._settled[0])
+        self._settled.append(event_id)
+        self._settled_ids.add(event_id)
 
     def _mark_delivered(self, marks: Sequence[tuple[str, int, int | None, float]], _key: object) -> list[None]:
         """Runs in a thread: the delivered marks that waited, in one commit."""
