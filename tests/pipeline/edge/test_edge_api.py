@@ -234,17 +234,28 @@ async def test_reason_refuses_free_form_questions(client: httpx.AsyncClient) -> 
 # ---------------------------------------------------------------- approvals and decisions
 
 
+async def _approval_server(start_server: StartServer, sink: CaptureSink, tmp_path: Path, **kwargs: Any) -> EdgeServer:
+    """A server whose policy asks for approval before each trigger."""
+    policy = tmp_path / "approval.yaml"
+    policy.write_text(APPROVAL_POLICY)
+    return await start_server(token="t", sink=sink.url, policies=[policy], **kwargs)
+
+
+async def _request_approval(http: httpx.AsyncClient, sink: CaptureSink) -> tuple[str, str]:
+    """Send the crash-loop alert; (approval id, decision id) of the approval request it gives."""
+    assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
+    assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
+    request = sink.accepted_of(APPROVAL_REQUESTED)[0]
+    return request.data()["approval_id"], request.headers["ce-correlationid"]
+
+
 async def test_an_approval_releases_the_trigger_once(
     start_server: StartServer, sink: CaptureSink, tmp_path: Path
 ) -> None:
     # Approvals take the approver token (issue #13.3); the webhook token only sends alerts.
-    policy = tmp_path / "approval.yaml"
-    policy.write_text(APPROVAL_POLICY)
-    server = await start_server(token="t", approver_token="approver-secret", sink=sink.url, policies=[policy])
+    server = await _approval_server(start_server, sink, tmp_path, approver_token="approver-secret")
     async with server.client() as http, server.client(token="approver-secret") as approver:
-        assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
-        assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
-        approval_id = sink.accepted_of(APPROVAL_REQUESTED)[0].data()["approval_id"]
+        approval_id, decision_id = await _request_approval(http, sink)
         assert sink.accepted_of(LAMBDA_TRIGGER) == []
 
         bad = await approver.post(f"/approvals/{approval_id}", json={"decision": "maybe", "actor": "ops"})
@@ -261,7 +272,6 @@ async def test_an_approval_releases_the_trigger_once(
         assert rejected_late.json()["state"] == "approved"
         unknown = await approver.post("/approvals/nope", json={"decision": "approve", "actor": "ops"})
         assert unknown.status_code == 404
-        decision_id = sink.accepted_of(APPROVAL_REQUESTED)[0].headers["ce-correlationid"]
         history = (await http.get(f"/decisions/{decision_id}")).json()
     await server.idle()
     assert len(sink.accepted_of(LAMBDA_TRIGGER)) == 1
@@ -270,13 +280,9 @@ async def test_an_approval_releases_the_trigger_once(
 
 
 async def test_the_webhook_token_cannot_approve(start_server: StartServer, sink: CaptureSink, tmp_path: Path) -> None:
-    policy = tmp_path / "approval.yaml"
-    policy.write_text(APPROVAL_POLICY)
-    server = await start_server(token="t", approver_token="approver-secret", sink=sink.url, policies=[policy])
+    server = await _approval_server(start_server, sink, tmp_path, approver_token="approver-secret")
     async with server.client() as http, server.client(token="wrong") as stranger:
-        assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
-        assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
-        approval_id = sink.accepted_of(APPROVAL_REQUESTED)[0].data()["approval_id"]
+        approval_id, _ = await _request_approval(http, sink)
         forbidden = await http.post(f"/approvals/{approval_id}", json={"decision": "approve", "actor": "admin"})
         assert forbidden.status_code == 403
         unknown = await stranger.post(f"/approvals/{approval_id}", json={"decision": "approve", "actor": "admin"})
@@ -288,13 +294,9 @@ async def test_the_webhook_token_cannot_approve(start_server: StartServer, sink:
 async def test_without_an_approver_token_nobody_can_approve(
     start_server: StartServer, sink: CaptureSink, tmp_path: Path
 ) -> None:
-    policy = tmp_path / "approval.yaml"
-    policy.write_text(APPROVAL_POLICY)
-    server = await start_server(token="t", sink=sink.url, policies=[policy])
+    server = await _approval_server(start_server, sink, tmp_path)
     async with server.client() as http:
-        assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
-        assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
-        approval_id = sink.accepted_of(APPROVAL_REQUESTED)[0].data()["approval_id"]
+        approval_id, _ = await _request_approval(http, sink)
         assert (await http.post(f"/approvals/{approval_id}", json={"decision": "approve"})).status_code == 403
     await server.idle()
     assert sink.accepted_of(LAMBDA_TRIGGER) == []
@@ -379,14 +381,9 @@ async def test_a_rejection_may_carry_the_correct_call(
     start_server: StartServer, sink: CaptureSink, tmp_path: Path
 ) -> None:
     # The correction is ground truth for shadow mode and feedback (issue #15), never an action.
-    policy = tmp_path / "approval.yaml"
-    policy.write_text(APPROVAL_POLICY)
-    server = await start_server(token="t", approver_token="approver-secret", sink=sink.url, policies=[policy])
+    server = await _approval_server(start_server, sink, tmp_path, approver_token="approver-secret")
     async with server.client() as http, server.client(token="approver-secret") as approver:
-        assert (await http.post("/alertmanager", json=fixture_payload("crashloop.json"))).status_code == 200
-        assert await sink.wait_for_async(lambda s: len(s.accepted_of(APPROVAL_REQUESTED)) == 1)
-        request = sink.accepted_of(APPROVAL_REQUESTED)[0]
-        approval_id, decision_id = request.data()["approval_id"], request.headers["ce-correlationid"]
+        approval_id, decision_id = await _request_approval(http, sink)
         url = f"/approvals/{approval_id}"
 
         with_approve = await approver.post(url, json={"decision": "approve", "correction": {"function": None}})
