@@ -28,6 +28,7 @@ from controller.engine.store.schema import (
     decision_from_row,
     incident_from_row,
 )
+from controller.engine.store.shared_queries import count_budget
 from controller.schemas.alerts import AlertEvent
 
 
@@ -199,20 +200,7 @@ class PostgresTx:
         window: the count and the commit are one step."""
         if self._writing:
             self._xact_lock(f"trm-sre:budget:{policy}")
-        # The same shape as the SQLite store's (`StoreTx.budget_used`): the index alone, up to the cap.
-        limit = None if cap is None else cap + (excluding is not None)
-        row = self._one(
-            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM decisions"
-            " WHERE budgeted = 1 AND policy = %s AND created_at >= %s LIMIT %s) AS w",
-            (policy, since, limit),
-        )
-        used = int(row["n"]) if row else 0
-        if excluding is not None and self._one(
-            "SELECT 1 AS x FROM decisions WHERE id = %s AND budgeted = 1 AND policy = %s AND created_at >= %s",
-            (excluding, policy, since),
-        ):
-            used -= 1
-        return used if cap is None else min(used, cap)
+        return count_budget(self, policy, since, excluding, cap)
 
     # cooldowns
 

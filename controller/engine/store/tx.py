@@ -23,6 +23,7 @@ from controller.engine.store.schema import (
     decision_from_row,
     incident_from_row,
 )
+from controller.engine.store.shared_queries import count_budget
 from controller.schemas.alerts import AlertEvent
 
 
@@ -164,22 +165,7 @@ class StoreTx:
         )
 
     def budget_used(self, policy: str, since: float, excluding: str | None = None, cap: int | None = None) -> int:
-        # Counted on the partial index alone, and no further than the cap: a condition on another column (the
-        # excluded id) read every decision of the window from the table, 10 ms per commit at 12,000 decisions
-        # in the window (bench/analysis.md, change 12); the excluded decision is looked up by its key instead.
-        limit = -1 if cap is None else cap + (excluding is not None)
-        row = self._one(
-            "SELECT COUNT(*) AS n FROM (SELECT 1 FROM decisions"
-            " WHERE budgeted = 1 AND policy = ? AND created_at >= ? LIMIT ?)",
-            (policy, since, limit),
-        )
-        used = int(row["n"]) if row else 0
-        if excluding is not None and self._one(
-            "SELECT 1 AS x FROM decisions WHERE id = ? AND budgeted = 1 AND policy = ? AND created_at >= ?",
-            (excluding, policy, since),
-        ):
-            used -= 1
-        return used if cap is None else min(used, cap)
+        return count_budget(self, policy, since, excluding, cap)
 
     # cooldowns
 
